@@ -1,0 +1,209 @@
+//! Wires a Pingora `Server` and its services (proxy, admin, health checks) from a [`Config`].
+
+use crate::config::{BackendAddr, Config, LogDestination};
+use crate::observability::{AccessLog, Admin, Metrics};
+use crate::proxy::{BareProxy, Gateway};
+use crate::routing::{Pool, Router};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::listening::Service;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the server could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("upstreams.{pool}: cannot resolve backend {addr}: {reason}")]
+    Resolve {
+        pool: String,
+        addr: String,
+        reason: String,
+    },
+    #[error("listen.{which}: cannot listen on {addr}: {source}")]
+    Listen {
+        which: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("access_log.destination: cannot open {path}: {source}")]
+    AccessLog {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Runtime(std::io::Error),
+}
+
+/// How to run, beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Take over the listening sockets of a running gateway (zero-downtime upgrade).
+    pub upgrade: bool,
+    /// Run a featureless pass-through proxy to the first route's first backend (for load tests).
+    pub bare: bool,
+}
+
+/// Resolves every backend address once, at start-up (DNS names are not re-resolved).
+pub fn resolve_backends(config: &Config) -> Result<Vec<Vec<SocketAddr>>, BuildError> {
+    config
+        .upstreams
+        .iter()
+        .map(|pool| {
+            pool.backends
+                .iter()
+                .map(|b| match &b.addr {
+                    BackendAddr::Ip(a) => Ok(*a),
+                    BackendAddr::Name { host, port } => {
+                        let err = |reason: String| BuildError::Resolve {
+                            pool: pool.name.clone(),
+                            addr: b.addr.to_string(),
+                            reason,
+                        };
+                        let addrs: Vec<SocketAddr> = (host.as_str(), *port)
+                            .to_socket_addrs()
+                            .map_err(|e| err(e.to_string()))?
+                            .collect();
+                        addrs
+                            .iter()
+                            .find(|a| a.is_ipv4())
+                            .or(addrs.first())
+                            .copied()
+                            .ok_or_else(|| err("no address".into()))
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn seconds_rounded_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Pingora's server settings from ours.
+pub fn server_conf(config: &Config) -> ServerConf {
+    let s = &config.server;
+    ServerConf {
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        grace_period_seconds: Some(seconds_rounded_up(s.grace_period)),
+        graceful_shutdown_timeout_seconds: Some(seconds_rounded_up(s.graceful_shutdown_timeout)),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        ..ServerConf::default()
+    }
+}
+
+/// Fails early, with a clear message, when a listen address is taken.
+fn check_listen(which: &'static str, addr: SocketAddr) -> Result<(), BuildError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| BuildError::Listen {
+            which,
+            addr,
+            source,
+        })
+}
+
+/// Builds the server with all its services, ready for `run_forever`.
+pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError> {
+    let addrs = resolve_backends(config)?;
+    if !options.upgrade {
+        check_listen("proxy", config.listen.proxy)?;
+        check_listen("admin", config.listen.admin)?;
+    }
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(config));
+    server.bootstrap();
+
+    if options.bare {
+        let backend = config
+            .routes
+            .first()
+            .and_then(|r| addrs.get(r.pool))
+            .and_then(|a| a.first())
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 80)));
+        let mut proxy = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            BareProxy { backend },
+            "bare proxy",
+        );
+        proxy.add_tcp(&config.listen.proxy.to_string());
+        server.add_service(proxy);
+        return Ok(server);
+    }
+
+    let router = Router::new(&config.routes);
+    let route_names: Vec<&str> = router.routes().iter().map(|r| r.name.as_str()).collect();
+    let metrics = Arc::new(Metrics::new(&route_names)?);
+
+    let mut pools = Vec::new();
+    for (pool_config, addrs) in config.upstreams.iter().zip(&addrs) {
+        let (pool, health_service) = Pool::build(pool_config, addrs, &metrics);
+        server.add_boxed_service(health_service);
+        pools.push(Arc::new(pool));
+    }
+    // Build each pool's backend list now, so requests can be served before the
+    // health-check services have run once.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BuildError::Runtime)?;
+    rt.block_on(async {
+        for p in &pools {
+            p.prime().await;
+        }
+    });
+
+    let access_log = match &config.access_log.destination {
+        None => None,
+        Some(dest) => Some(
+            AccessLog::start(
+                dest,
+                config.access_log.buffer_lines,
+                metrics.access_log_dropped.clone(),
+            )
+            .map_err(|source| BuildError::AccessLog {
+                path: match dest {
+                    LogDestination::Stdout => "stdout".into(),
+                    LogDestination::File(p) => p.display().to_string(),
+                },
+                source,
+            })?,
+        ),
+    };
+
+    let admin = Admin {
+        metrics: metrics.clone(),
+        pools: pools.iter().map(|p| p.health.clone()).collect(),
+    };
+    let gateway = Gateway {
+        router,
+        pools,
+        correlation: config.correlation.clone(),
+        ping_path: config.ping.clone(),
+        metrics,
+        access_log,
+    };
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "proxy");
+    proxy.add_tcp(&config.listen.proxy.to_string());
+    server.add_service(proxy);
+
+    let mut admin = Service::new("admin".to_string(), admin);
+    admin.add_tcp(&config.listen.admin.to_string());
+    admin.threads = Some(1);
+    server.add_service(admin);
+    Ok(server)
+}

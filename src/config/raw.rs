@@ -1,0 +1,205 @@
+//! The YAML file as written: serde structs that reject unknown keys. Validation turns them into [`super::Config`].
+
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A duration written the human way: "250ms", "5s", "1m 30s".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration \"{s}\": {e} (write it like \"250ms\", \"5s\" or \"1m\")"
+                ))
+            })
+    }
+}
+
+/// The top-level keys. Each section is deserialized on its own, so that one
+/// broken section does not hide the problems of another.
+pub const SECTIONS: &[&str] = &[
+    "listen",
+    "server",
+    "ping",
+    "upstreams",
+    "routes",
+    "correlation",
+    "access_log",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    pub proxy: String,
+    pub admin: String,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            proxy: "0.0.0.0:8000".into(),
+            admin: "127.0.0.1:9100".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub threads: usize,
+    pub work_stealing: bool,
+    pub grace_period: HumanDuration,
+    pub graceful_shutdown_timeout: HumanDuration,
+    pub upstream_keepalive_pool: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            threads: 2,
+            work_stealing: false,
+            grace_period: HumanDuration(Duration::from_secs(1)),
+            graceful_shutdown_timeout: HumanDuration(Duration::from_secs(2)),
+            upstream_keepalive_pool: 256,
+            pid_file: "/tmp/gateway.pid".into(),
+            upgrade_sock: "/tmp/gateway_upgrade.sock".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ping {
+    pub enabled: bool,
+    pub path: String,
+}
+
+impl Default for Ping {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/ping".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    #[default]
+    RoundRobin,
+    Weighted,
+    ConsistentHash,
+    Random,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub backends: Vec<Backend>,
+    #[serde(default)]
+    pub selection: Selection,
+    /// What consistent hashing hashes: `client_ip`, `path` or `header:<name>`.
+    pub hash_key: Option<String>,
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    pub addr: String,
+    #[serde(default = "one")]
+    pub weight: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(rename = "type")]
+    pub kind: HealthCheckKind,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub expected_status: Option<u16>,
+    pub interval: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+    pub healthy_threshold: Option<usize>,
+    pub unhealthy_threshold: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: Option<String>,
+    pub host: Option<String>,
+    #[serde(default = "slash")]
+    pub path_prefix: String,
+    pub upstream: String,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub connect_timeout: Option<HumanDuration>,
+    pub read_timeout: Option<HumanDuration>,
+    pub retries: Option<usize>,
+}
+
+fn slash() -> String {
+    "/".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Correlation {
+    pub header: String,
+    pub trust_incoming: bool,
+    pub traceparent: bool,
+}
+
+impl Default for Correlation {
+    fn default() -> Self {
+        Self {
+            header: "X-Request-ID".into(),
+            trust_incoming: true,
+            traceparent: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLog {
+    pub enabled: bool,
+    /// `stdout`, or a file path.
+    pub destination: String,
+    pub buffer_lines: usize,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            destination: "stdout".into(),
+            buffer_lines: 65_536,
+        }
+    }
+}
+
+/// Upstream pools by name (a map keeps names unique).
+pub type Pools = BTreeMap<String, serde_yaml::Value>;

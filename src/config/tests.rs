@@ -1,0 +1,202 @@
+use super::*;
+
+const MINIMAL: &str = "
+upstreams:
+  api:
+    backends:
+      - addr: 127.0.0.1:3000
+routes:
+  - path_prefix: /
+    upstream: api
+";
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse(text) {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(p) => p,
+    }
+}
+
+fn has(problems: &[Problem], at: &str, needle: &str) -> bool {
+    problems
+        .iter()
+        .any(|p| p.at == at && p.message.contains(needle))
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.listen.proxy, "0.0.0.0:8000".parse().unwrap());
+    assert_eq!(c.listen.admin, "127.0.0.1:9100".parse().unwrap());
+    assert_eq!(c.ping.as_deref(), Some("/ping"));
+    assert_eq!(c.routes[0].pool, 0);
+    assert_eq!(c.routes[0].retries, 1);
+    assert_eq!(c.correlation.header.as_str(), "x-request-id");
+    assert_eq!(c.access_log.destination, Some(LogDestination::Stdout));
+    assert!(c.server.grace_period <= Duration::from_secs(5));
+}
+
+#[test]
+fn unknown_key_is_reported_with_path_and_line() {
+    let p = problems(&format!(
+        "{MINIMAL}  - path_prefix: /x\n    upstream: api\n    stirp_prefix: true\n"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].at, "routes[1].stirp_prefix");
+    assert_eq!(p[0].line, Some(12));
+    assert!(p[0].message.contains("unknown field `stirp_prefix`"));
+}
+
+#[test]
+fn unknown_section_is_reported() {
+    let p = problems(&format!("{MINIMAL}ratelimit: {{}}\n"));
+    assert!(has(&p, "ratelimit", "unknown section"), "{p:?}");
+}
+
+#[test]
+fn bad_duration_names_the_value() {
+    let text = MINIMAL.replace(
+        "    upstream: api\n",
+        "    upstream: api\n    read_timeout: 5 parsecs\n",
+    );
+    let p = problems(&text);
+    assert!(
+        has(
+            &p,
+            "routes[0].read_timeout",
+            "invalid duration \"5 parsecs\""
+        ),
+        "{p:?}"
+    );
+    assert_eq!(p[0].line, Some(9));
+}
+
+#[test]
+fn missing_pool_lists_known_pools() {
+    let p = problems(&MINIMAL.replace("upstream: api", "upstream: billing"));
+    assert!(
+        has(
+            &p,
+            "routes[0].upstream",
+            "no pool named \"billing\" (pools: api)"
+        ),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn bad_addresses_are_rejected_without_dns() {
+    for (addr, needle) in [
+        ("127.0.0.1", "is not host:port"),
+        ("127.0.0.1:99999", "is not a port number"),
+        ("127.0.0.1:0", "port 0"),
+        ("::1:80", "IPv6"),
+        (
+            "bad_host!:80",
+            "neither an IP address nor a valid host name",
+        ),
+        ("300.1.1.1:80", "neither an IP address"),
+    ] {
+        let p = problems(&MINIMAL.replace("127.0.0.1:3000", addr));
+        assert!(
+            has(&p, "upstreams.api.backends[0].addr", needle),
+            "{addr}: {p:?}"
+        );
+    }
+    assert_eq!(
+        parse_backend_addr("backend.internal:8080"),
+        Ok(BackendAddr::Name {
+            host: "backend.internal".into(),
+            port: 8080
+        })
+    );
+    assert_eq!(
+        parse_backend_addr("[::1]:80"),
+        Ok(BackendAddr::Ip("[::1]:80".parse().unwrap()))
+    );
+    assert_eq!(
+        parse_backend_addr("localhost:80"),
+        Ok(BackendAddr::Ip("127.0.0.1:80".parse().unwrap()))
+    );
+}
+
+#[test]
+fn duplicate_route_is_rejected() {
+    let p = problems(&format!("{MINIMAL}  - path_prefix: /\n    upstream: api\n"));
+    assert!(
+        has(&p, "routes[1].path_prefix", "duplicate route: routes[0]"),
+        "{p:?}"
+    );
+    assert!(has(&p, "routes[1].name", "") || p.len() == 1);
+}
+
+#[test]
+fn every_problem_is_collected() {
+    let text = "
+listen:
+  proxy: nowhere
+upstreams:
+  api:
+    backends:
+      - addr: 127.0.0.1
+    health_check:
+      type: http
+      interval: soon
+routes:
+  - path_prefix: api
+    upstream: billing
+  - upstream: api
+    bogus: 1
+correlation:
+  header: \"bad header\"
+";
+    let p = problems(text);
+    for at in [
+        "listen.proxy",
+        "upstreams.api.health_check.interval",
+        "routes[0].path_prefix",
+        "routes[0].upstream",
+        "routes[1].bogus",
+        "correlation.header",
+    ] {
+        assert!(p.iter().any(|x| x.at == at), "no problem at {at}: {p:#?}");
+    }
+    // The pool failed to deserialize as a whole; its route is not also reported missing.
+    assert!(p.iter().all(|x| x.line.is_some()), "{p:#?}");
+}
+
+#[test]
+fn not_yaml_reports_a_line() {
+    let p = problems("routes: [\n  - a\n");
+    assert_eq!(p.len(), 1);
+    assert!(p[0].message.starts_with("not valid YAML"));
+    assert!(p[0].line.is_some());
+}
+
+#[test]
+fn hash_key_only_with_consistent_hash() {
+    let p = problems(&MINIMAL.replace("    backends:", "    hash_key: path\n    backends:"));
+    assert!(has(
+        &p,
+        "upstreams.api.hash_key",
+        "only used with selection: consistent_hash"
+    ));
+    let c = parse(&MINIMAL.replace(
+        "    backends:",
+        "    selection: consistent_hash\n    hash_key: header:X-User\n    backends:",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.upstreams[0].hash_key,
+        HashKey::Header(http::HeaderName::from_static("x-user"))
+    );
+}
+
+#[test]
+fn errors_display_with_line_and_path() {
+    let p = problems(&MINIMAL.replace("upstream: api", "upstream: billing"));
+    assert_eq!(
+        p[0].to_string(),
+        "line 8: routes[0].upstream: no pool named \"billing\" (pools: api)"
+    );
+}

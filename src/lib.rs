@@ -1,0 +1,15 @@
+//! An API gateway and edge proxy on Cloudflare's Pingora.
+//!
+//! - [`config`]: the YAML file, parsed strictly and validated, every problem with path and line
+//! - [`app`]: builds the Pingora server and its services from a config
+//! - [`proxy`]: the `ProxyHttp` hooks every request passes through
+//! - [`correlation`]: request ids and W3C trace context
+//! - [`routing`]: host + path-prefix routes, upstream pools, health
+//! - [`observability`]: metrics, access log, admin endpoints
+
+pub mod app;
+pub mod config;
+pub mod correlation;
+pub mod observability;
+pub mod proxy;
+pub mod routing;

@@ -1,0 +1,80 @@
+//! The `gateway` binary: command line -> config::load -> app::build -> run. No logic here.
+
+use clap::Parser;
+use gateway::app::{self, RunOptions};
+use gateway::config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// An API gateway on Pingora, run from one YAML file.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// The config file.
+    #[arg(short, long, default_value = "conf/gateway.yaml")]
+    config: PathBuf,
+    /// Validate FILE, print "ok" or its problems, and exit 0 or 2.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["bare", "upgrade"])]
+    check_config: Option<PathBuf>,
+    /// Take over the listening sockets of a running gateway (send it SIGQUIT).
+    #[arg(short, long)]
+    upgrade: bool,
+    /// Featureless pass-through to the first route's first backend, to measure feature cost.
+    #[arg(long)]
+    bare: bool,
+}
+
+/// Exit code for a bad config or command line.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,gateway=info"),
+    )
+    .init();
+
+    if let Some(path) = &cli.check_config {
+        return match config::load(path) {
+            Ok(_) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
+
+    let config = match config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let options = RunOptions {
+        upgrade: cli.upgrade,
+        bare: cli.bare,
+    };
+    let server = match app::build(&config, &options) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {e}", cli.config.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    log::info!(
+        "gateway listening on {} (admin {}), {} route(s), {} pool(s)",
+        config.listen.proxy,
+        config.listen.admin,
+        config.routes.len(),
+        config.upstreams.len()
+    );
+    server.run_forever()
+}

@@ -1,0 +1,9 @@
+//! Metrics (Prometheus), the structured access log, and the admin endpoints that expose them.
+
+mod access_log;
+mod admin;
+mod metrics;
+
+pub use access_log::{AccessLog, AccessRecord};
+pub use admin::Admin;
+pub use metrics::{Metrics, RouteLabel};

@@ -1,0 +1,53 @@
+//! The per-request context: what the stages of one request learned, for the later hooks.
+
+use crate::observability::RouteLabel;
+use http::HeaderValue;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// State carried from `request_filter` through `logging` for one request.
+pub struct Ctx {
+    pub started: Instant,
+    /// Set by the correlation stage, first thing in `request_filter`.
+    pub request_id: Option<HeaderValue>,
+    /// A valid incoming or freshly minted `traceparent`; `None` when disabled.
+    pub traceparent: Option<HeaderValue>,
+    pub route: RouteLabel,
+    /// Upstream connection attempts made so far.
+    pub attempts: usize,
+    /// The backend the last attempt failed to connect to: a retry skips it.
+    pub failed_backend: Option<SocketAddr>,
+    /// The backend chosen last, for the access log.
+    pub upstream: Option<SocketAddr>,
+    /// Why the request failed, for the access log.
+    pub error: Option<&'static str>,
+}
+
+impl Ctx {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            request_id: None,
+            traceparent: None,
+            route: RouteLabel::Unrouted,
+            attempts: 0,
+            failed_backend: None,
+            upstream: None,
+            error: None,
+        }
+    }
+
+    /// The request id as text ("" before the correlation stage ran).
+    pub fn request_id(&self) -> &str {
+        self.request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

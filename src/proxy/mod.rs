@@ -1,0 +1,422 @@
+//! The `ProxyHttp` implementation: every client request passes through these hooks.
+//!
+//! ```text
+//! request_filter           correlation::assign -> /ping -> routing (host + prefix)
+//!                          -> pool health; a Reply is written by respond()
+//! upstream_peer            a healthy backend of the route's pool (skipping one that just failed)
+//! fail_to_connect          retry idempotent requests on another backend (bounded per route)
+//! upstream_request_filter  X-Request-ID, traceparent, X-Forwarded-*, Forwarded, prefix strip
+//! response_filter          X-Request-ID back to the client
+//! fail_to_proxy            502 / 503 / 504 as JSON via respond()
+//! logging                  metrics + one access-log line
+//! ```
+
+mod bare;
+mod ctx;
+mod respond;
+
+pub use bare::BareProxy;
+pub use ctx::Ctx;
+pub use respond::Reply;
+
+use crate::config::{CorrelationConfig, HashKey};
+use crate::correlation;
+use crate::observability::{AccessLog, AccessRecord, Metrics, RouteLabel};
+use crate::routing::{request_host, Pool, Router};
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::Peer;
+use pingora::{Error, ErrorSource, ErrorType};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How long an idle upstream connection is kept in the pool for reuse.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What `request_filter`'s stages decided.
+///
+/// Pingora's `request_filter` returns `Ok(true)` when the filter has already sent a
+/// response and `Ok(false)` to continue proxying; this enum names the two cases so the
+/// polarity is decided in one place ([`Gateway::request_filter`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Go on to `upstream_peer`.
+    Continue,
+    /// Answer the client with this reply; do not proxy.
+    Respond(Reply),
+}
+
+/// The gateway's proxy logic, built once from the config and shared by all workers.
+pub struct Gateway {
+    pub router: Router,
+    pub pools: Vec<Arc<Pool>>,
+    pub correlation: CorrelationConfig,
+    pub ping_path: Option<String>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: Option<AccessLog>,
+}
+
+impl Gateway {
+    /// The request stages before proxying: plain values in, a decision out.
+    pub fn admit(&self, req: &RequestHeader, ctx: &mut Ctx) -> Outcome {
+        // 1. Correlation: keep a sane id or mint one; same for traceparent.
+        let (id, _) = correlation::assign(
+            req.headers.get(&self.correlation.header),
+            self.correlation.trust_incoming,
+        );
+        ctx.request_id = Some(id);
+        if self.correlation.traceparent {
+            ctx.traceparent = Some(match req.headers.get("traceparent") {
+                Some(tp) if correlation::is_valid_traceparent(tp.as_bytes()) => tp.clone(),
+                _ => correlation::mint_traceparent(),
+            });
+        }
+        // 2. The built-in health endpoint of the gateway itself.
+        if let Some(ping) = &self.ping_path {
+            if req.method == http::Method::GET && req.uri.path() == ping {
+                ctx.route = RouteLabel::Ping;
+                return Outcome::Respond(Reply::Pong);
+            }
+        }
+        // 3. Routing.
+        let Some((index, route)) = self.router.find(request_host(req), req.uri.path()) else {
+            ctx.error = Some("no route");
+            return Outcome::Respond(Reply::NotFound);
+        };
+        ctx.route = RouteLabel::Route(index);
+        // 4. Fail fast when the whole pool is down: no upstream connection is attempted.
+        match self.pools.get(route.pool) {
+            Some(pool) if pool.health.any_healthy() => Outcome::Continue,
+            Some(pool) => {
+                ctx.error = Some("no healthy upstream");
+                Outcome::Respond(Reply::Unavailable {
+                    retry_after: pool.retry_after,
+                })
+            }
+            None => Outcome::Respond(Reply::Internal),
+        }
+    }
+
+    fn route_of(&self, ctx: &Ctx) -> Option<(&crate::routing::Route, &Arc<Pool>)> {
+        let RouteLabel::Route(i) = ctx.route else {
+            return None;
+        };
+        let route = self.router.get(i)?;
+        Some((route, self.pools.get(route.pool)?))
+    }
+
+    fn route_name(&self, label: RouteLabel) -> &str {
+        match label {
+            RouteLabel::Route(i) => self.router.get(i).map_or("none", |r| r.name.as_str()),
+            RouteLabel::Ping => "ping",
+            RouteLabel::Unrouted => "none",
+        }
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session.client_addr()?.as_inet().map(|a| a.ip())
+}
+
+/// The bytes consistent hashing hashes. `buf` holds an IP address's octets.
+fn hash_key<'a>(
+    key: &HashKey,
+    req: &'a RequestHeader,
+    ip: Option<IpAddr>,
+    buf: &'a mut [u8; 16],
+) -> &'a [u8] {
+    match key {
+        HashKey::Path => req.uri.path().as_bytes(),
+        HashKey::Header(h) => req.headers.get(h).map_or(&[][..], |v| v.as_bytes()),
+        HashKey::ClientIp => match ip {
+            Some(IpAddr::V4(v4)) => {
+                buf[..4].copy_from_slice(&v4.octets());
+                &buf[..4]
+            }
+            Some(IpAddr::V6(v6)) => {
+                *buf = v6.octets();
+                &buf[..]
+            }
+            None => &[],
+        },
+    }
+}
+
+/// Maps a proxying error to the reply the client gets.
+fn reply_for(e: &Error, retry_after: Duration) -> Option<Reply> {
+    use ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, HTTPStatus(503)) => Some(Reply::Unavailable { retry_after }),
+        (_, HTTPStatus(400)) => Some(Reply::BadRequest),
+        (_, HTTPStatus(502)) => Some(Reply::BadGateway),
+        (_, HTTPStatus(504)) => Some(Reply::GatewayTimeout),
+        (_, ConnectTimedout) => Some(Reply::GatewayTimeout),
+        (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => Some(Reply::GatewayTimeout),
+        (ErrorSource::Upstream, _) => Some(Reply::BadGateway),
+        (
+            _,
+            ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+            | TLSHandshakeFailure,
+        ) => Some(Reply::BadGateway),
+        // The client went away: there is nobody to answer.
+        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => None,
+        (ErrorSource::Downstream, _) => Some(Reply::BadRequest),
+        _ => Some(Reply::Internal),
+    }
+}
+
+/// Formats `ip` into `buf` without allocating.
+fn ip_text(ip: Option<IpAddr>, buf: &mut String) -> &str {
+    buf.clear();
+    if let Some(ip) = ip {
+        let _ = write!(buf, "{ip}");
+    }
+    buf.as_str()
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        match self.admit(session.req_header(), ctx) {
+            Outcome::Continue => Ok(false),
+            Outcome::Respond(reply) => {
+                respond::respond(session, ctx, &self.correlation.header, &reply).await?;
+                Ok(true) // Pingora: true = "a response was already sent"
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let Some((route, pool)) = self.route_of(ctx) else {
+            return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
+        };
+        let mut buf = [0u8; 16];
+        let ip = client_ip(session);
+        let key = hash_key(&pool.hash_key, session.req_header(), ip, &mut buf);
+        let Some(addr) = pool.select(key, ctx.failed_backend.as_ref()) else {
+            ctx.error = Some("no healthy upstream");
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend");
+        };
+        ctx.attempts += 1;
+        ctx.upstream = Some(addr);
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(route.connect_timeout);
+        peer.options.read_timeout = Some(route.read_timeout);
+        peer.options.write_timeout = Some(route.read_timeout);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retry = match self.route_of(ctx) {
+            Some((route, pool)) => {
+                ctx.failed_backend = peer.address().as_inet().copied();
+                // Bounded: at most `retries` extra attempts, only for idempotent methods,
+                // and only when another healthy backend exists to try.
+                ctx.attempts <= route.retries
+                    && session.req_header().method.is_idempotent()
+                    && pool.select(b"", ctx.failed_backend.as_ref()).is_some()
+            }
+            None => false,
+        };
+        e.set_retry(retry);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(id) = &ctx.request_id {
+            upstream.insert_header(self.correlation.header.clone(), id.clone())?;
+        }
+        if let Some(tp) = &ctx.traceparent {
+            upstream.insert_header("traceparent", tp.clone())?;
+        } else {
+            upstream.remove_header("traceparent");
+        }
+        // X-Forwarded-For: append this hop's client to whatever the client sent.
+        let ip = client_ip(session);
+        let mut text = String::with_capacity(64);
+        if let Some(ip) = ip {
+            let xff = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip.to_string(),
+            };
+            upstream.insert_header("x-forwarded-for", xff)?;
+            let host = request_host(session.req_header()).map(str::to_owned);
+            let _ = match ip {
+                IpAddr::V4(v4) => write!(text, "for={v4};proto=http"),
+                IpAddr::V6(v6) => write!(text, "for=\"[{v6}]\";proto=http"),
+            };
+            if let Some(h) = &host {
+                if h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+                {
+                    let _ = write!(text, ";host={h}");
+                }
+            }
+            let forwarded = match upstream
+                .headers
+                .get("forwarded")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) => format!("{prev}, {text}"),
+                None => text,
+            };
+            upstream.insert_header("forwarded", forwarded)?;
+            if let Some(h) = host {
+                upstream.insert_header("x-forwarded-host", h)?;
+            }
+        }
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        if let Some((route, _)) = self.route_of(ctx) {
+            if let Some(rest) = route.rewrite(upstream.uri.path()) {
+                let path = if rest.is_empty() { "/" } else { rest };
+                let uri = match upstream.uri.query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.to_string(),
+                };
+                match uri.parse::<http::Uri>() {
+                    Ok(uri) => upstream.set_uri(uri),
+                    Err(_) => {
+                        return Error::e_explain(
+                            ErrorType::HTTPStatus(400),
+                            "bad path after prefix strip",
+                        )
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header(self.correlation.header.clone(), id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let retry_after = self
+            .route_of(ctx)
+            .map_or(Duration::from_secs(1), |(_, p)| p.retry_after);
+        let reply = reply_for(e, retry_after);
+        let code = reply.as_ref().map_or(0, Reply::status);
+        if ctx.error.is_none() {
+            ctx.error = reply.as_ref().map(Reply::message);
+        }
+        // Only answer if nothing was sent yet: a response already under way cannot be replaced.
+        if let Some(reply) = reply {
+            if session.response_written().is_none() {
+                if ctx.request_id.is_none() {
+                    ctx.request_id = Some(correlation::mint_request_id());
+                }
+                if let Err(we) =
+                    respond::respond(session, ctx, &self.correlation.header, &reply).await
+                {
+                    log::debug!(
+                        "request_id={} cannot send error response: {we}",
+                        ctx.request_id()
+                    );
+                }
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        self.metrics
+            .observe_request(ctx.route, status, elapsed.as_secs_f64());
+        let Some(log) = &self.access_log else {
+            return;
+        };
+        let req = session.req_header();
+        let mut ip_buf = String::new();
+        let upstream = ctx.upstream.map(|a| a.to_string());
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let error_text;
+        let error = match (ctx.error, e) {
+            (Some(s), _) => Some(s),
+            (None, Some(e)) => {
+                error_text = e.etype().as_str();
+                Some(error_text)
+            }
+            (None, None) => None,
+        };
+        log.log(&AccessRecord {
+            time: &time,
+            request_id: ctx.request_id(),
+            trace_id: ctx.traceparent.as_ref().map_or("", correlation::trace_id),
+            client_ip: ip_text(client_ip(session), &mut ip_buf),
+            method: req.method.as_str(),
+            host: request_host(req).unwrap_or(""),
+            path: req.uri.path(),
+            status,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            upstream: upstream.as_deref(),
+            route: self.route_name(ctx.route),
+            bytes_sent: session.body_bytes_sent(),
+            error,
+        });
+    }
+
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {} request_id={}",
+            req.method,
+            req.uri.path(),
+            ctx.request_id()
+        )
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        // A client hanging up (the end of every load test) is not an error of ours.
+        e.esource() == &ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests;

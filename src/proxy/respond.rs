@@ -1,0 +1,90 @@
+//! The one place the gateway writes a response of its own (errors, `/ping`): JSON, with
+//! the request id, written so that the client connection stays open.
+
+use super::ctx::Ctx;
+use bytes::Bytes;
+use http::HeaderName;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use std::time::Duration;
+
+/// A response the gateway answers itself instead of proxying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The built-in `GET /ping`.
+    Pong,
+    /// No route for this host and path.
+    NotFound,
+    /// No backend of the route's pool is healthy: answered at once, no upstream tried.
+    Unavailable { retry_after: Duration },
+    /// Connecting to or talking with the upstream failed.
+    BadGateway,
+    /// The upstream did not answer within the route's timeout.
+    GatewayTimeout,
+    /// The client's request could not be read or is malformed.
+    BadRequest,
+    /// Anything else: a bug of ours, reported as such.
+    Internal,
+}
+
+impl Reply {
+    pub fn status(&self) -> u16 {
+        match self {
+            Reply::Pong => 200,
+            Reply::NotFound => 404,
+            Reply::Unavailable { .. } => 503,
+            Reply::BadGateway => 502,
+            Reply::GatewayTimeout => 504,
+            Reply::BadRequest => 400,
+            Reply::Internal => 500,
+        }
+    }
+
+    /// The `error` field of the JSON body.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Reply::Pong => "",
+            Reply::NotFound => "no route for this host and path",
+            Reply::Unavailable { .. } => "no healthy upstream",
+            Reply::BadGateway => "upstream connection failed",
+            Reply::GatewayTimeout => "upstream timed out",
+            Reply::BadRequest => "bad request",
+            Reply::Internal => "internal error",
+        }
+    }
+
+    fn body(&self, request_id: &str) -> Bytes {
+        match self {
+            Reply::Pong => Bytes::from_static(br#"{"status":"alive","service":"api-gateway"}"#),
+            // The request id is validated to [A-Za-z0-9._:-], so it needs no JSON escaping.
+            _ => Bytes::from(format!(
+                r#"{{"error":"{}","request_id":"{}"}}"#,
+                self.message(),
+                request_id
+            )),
+        }
+    }
+}
+
+/// Writes `reply` to the client. Keeps the connection alive (unlike `respond_error`).
+pub async fn respond(
+    session: &mut Session,
+    ctx: &Ctx,
+    id_header: &HeaderName,
+    reply: &Reply,
+) -> pingora::Result<()> {
+    let body = reply.body(ctx.request_id());
+    let mut resp = ResponseHeader::build(reply.status(), Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    if let Some(id) = &ctx.request_id {
+        resp.insert_header(id_header.clone(), id.clone())?;
+    }
+    if let Reply::Unavailable { retry_after } = reply {
+        // Round up: "Retry-After: 0" would invite an immediate retry storm.
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        resp.insert_header(http::header::RETRY_AFTER, secs.max(1))?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}

@@ -1,0 +1,201 @@
+//! Route matching (host + longest path prefix) and the upstream pools routes point at.
+
+mod pool;
+
+pub use pool::{Pool, PoolHealth};
+
+use crate::config::RouteConfig;
+use std::time::Duration;
+
+/// A route, ready to match requests.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    host: Option<String>,
+    prefix: String,
+    /// Index into the gateway's pools.
+    pub pool: usize,
+    pub strip_prefix: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub retries: usize,
+}
+
+impl Route {
+    fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        if let Some(want) = &self.host {
+            match host {
+                Some(h) if h.eq_ignore_ascii_case(want) => {}
+                _ => return false,
+            }
+        }
+        prefix_matches(&self.prefix, path)
+    }
+
+    /// The path to send upstream: with the prefix removed when `strip_prefix` is set.
+    /// The result is empty (meaning "/") or starts with "/". `None` when the path is unchanged.
+    pub fn rewrite<'p>(&self, path: &'p str) -> Option<&'p str> {
+        if !self.strip_prefix || self.prefix == "/" {
+            return None;
+        }
+        let rest = path
+            .get(self.prefix.trim_end_matches('/').len()..)
+            .unwrap_or("");
+        Some(rest)
+    }
+}
+
+/// Segment-aware prefix test: `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if !path.starts_with(prefix) {
+        return false;
+    }
+    prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'
+}
+
+/// All routes, ordered so that the first match is the right one.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    pub fn new(configs: &[RouteConfig]) -> Self {
+        let mut routes: Vec<Route> = configs
+            .iter()
+            .map(|c| Route {
+                name: c.name.clone(),
+                host: c.host.clone(),
+                prefix: c.path_prefix.clone(),
+                pool: c.pool,
+                strip_prefix: c.strip_prefix,
+                connect_timeout: c.connect_timeout,
+                read_timeout: c.read_timeout,
+                retries: c.retries,
+            })
+            .collect();
+        // Longest prefix first; at equal length a route for a named host beats a catch-all.
+        routes.sort_by(|a, b| {
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then(b.host.is_some().cmp(&a.host.is_some()))
+        });
+        Self { routes }
+    }
+
+    /// The route for a request to `host` (lower or mixed case, no port) and `path` (no query).
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<(usize, &Route)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(host, path))
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+/// The host a request is for, from the URI authority (HTTP/2, absolute-form) or the
+/// `Host` header, without port.
+pub fn request_host(req: &pingora::http::RequestHeader) -> Option<&str> {
+    let raw = match req.uri.host() {
+        Some(h) => h,
+        None => req.headers.get(http::header::HOST)?.to_str().ok()?,
+    };
+    Some(strip_port(raw))
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, host: Option<&str>, prefix: &str, strip: bool) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            host: host.map(str::to_string),
+            path_prefix: prefix.into(),
+            pool: 0,
+            strip_prefix: strip,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            retries: 1,
+        }
+    }
+
+    fn name<'a>(r: &'a Router, host: Option<&str>, path: &str) -> Option<&'a str> {
+        r.find(host, path).map(|(_, r)| r.name.as_str())
+    }
+
+    #[test]
+    fn longest_prefix_and_host_win() {
+        let r = Router::new(&[
+            route("root", None, "/", false),
+            route("api", None, "/api", false),
+            route("api-v2", None, "/api/v2/", false),
+            route("billing-host", Some("billing.example.com"), "/", false),
+            route("billing-api", Some("billing.example.com"), "/api", false),
+        ]);
+        assert_eq!(name(&r, None, "/"), Some("root"));
+        assert_eq!(name(&r, None, "/api"), Some("api"));
+        assert_eq!(name(&r, None, "/api/users"), Some("api"));
+        assert_eq!(
+            name(&r, None, "/apix"),
+            Some("root"),
+            "prefixes match whole segments"
+        );
+        assert_eq!(name(&r, None, "/api/v2/x"), Some("api-v2"));
+        assert_eq!(
+            name(&r, Some("BILLING.example.com"), "/x"),
+            Some("billing-host")
+        );
+        assert_eq!(
+            name(&r, Some("billing.example.com"), "/api/x"),
+            Some("billing-api")
+        );
+        assert_eq!(name(&r, Some("other.example.com"), "/api/x"), Some("api"));
+    }
+
+    #[test]
+    fn no_route_without_catch_all() {
+        let r = Router::new(&[route("api", Some("a.example"), "/api", false)]);
+        assert!(r.find(Some("a.example"), "/other").is_none());
+        assert!(r.find(None, "/api").is_none());
+    }
+
+    #[test]
+    fn strip_prefix_rewrites() {
+        let r = Router::new(&[
+            route("api", None, "/api", true),
+            route("s", None, "/svc/", true),
+        ]);
+        let api = r.find(None, "/api/users").map(|(_, r)| r.clone()).unwrap();
+        assert_eq!(api.rewrite("/api/users"), Some("/users"));
+        assert_eq!(api.rewrite("/api"), Some(""));
+        let s = r.find(None, "/svc/a").map(|(_, r)| r.clone()).unwrap();
+        assert_eq!(s.rewrite("/svc/a"), Some("/a"));
+    }
+
+    #[test]
+    fn host_port_is_ignored() {
+        assert_eq!(strip_port("example.com:8000"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+}
