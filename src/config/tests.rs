@@ -43,7 +43,7 @@ fn unknown_key_is_reported_with_path_and_line() {
     ));
     assert_eq!(p.len(), 1, "{p:?}");
     assert_eq!(p[0].at, "routes[1].stirp_prefix");
-    assert_eq!(p[0].line, Some(12));
+    assert_eq!(p[0].line, Some(11));
     assert!(p[0].message.contains("unknown field `stirp_prefix`"));
 }
 

@@ -1,0 +1,319 @@
+//! Test harness: real processes on free ports. A gateway binary with a temp config, HTTP
+//! upstreams that echo what they received, and `redis-server` processes, each stopped on drop.
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use upstream::Upstream;
+
+/// A port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent()
+}
+
+/// `GET url` with extra headers.
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
+    request("GET", url, headers)
+}
+
+/// Any method, no body.
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(()).expect("valid request");
+    let mut resp = agent()
+        .run(req)
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    Resp {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.body_mut().read_to_string().unwrap_or_default(),
+    }
+}
+
+/// Sends `raw` bytes as-is (for malformed requests no client library would send) and
+/// returns the status and the response head and body text.
+pub fn raw_request(port: u16, raw: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.write_all(raw).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    // Read until the peer closes or the head and a Content-Length body are in.
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&out);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if out.len() >= end + 4 + len {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// The `gateway` binary built by cargo for these tests.
+pub fn gateway_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gateway")
+}
+
+/// A running gateway process with its own temp dir, config and access log.
+pub struct Gateway {
+    child: Option<Child>,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub access_log: PathBuf,
+}
+
+impl Gateway {
+    /// Starts the gateway on `yaml` (at least `upstreams` and `routes`). Sections the test
+    /// does not set get test defaults: free ports, a short grace period, a file access log.
+    pub fn start(yaml: &str) -> Self {
+        let gw = Self::spawn(yaml);
+        gw.wait_alive();
+        gw
+    }
+
+    /// Starts the process without waiting for it to listen.
+    pub fn spawn(yaml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, admin_port) = (free_port(), free_port());
+        let access_log = dir.path().join("access.log");
+        let mut text = String::new();
+        let has = |section: &str| yaml.lines().any(|l| l.starts_with(&format!("{section}:")));
+        if !has("listen") {
+            text +=
+                &format!("listen:\n  proxy: 127.0.0.1:{port}\n  admin: 127.0.0.1:{admin_port}\n");
+        }
+        if !has("server") {
+            text += &format!(
+                "server:\n  threads: 1\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n  pid_file: {0}/gw.pid\n  upgrade_sock: {0}/upgrade.sock\n",
+                dir.path().display()
+            );
+        }
+        if !has("access_log") {
+            text += &format!("access_log:\n  destination: {}\n", access_log.display());
+        }
+        text += yaml;
+        let config_path = dir.path().join("gateway.yaml");
+        std::fs::write(&config_path, text).expect("write config");
+        let child = Command::new(gateway_bin())
+            .arg("-c")
+            .arg(&config_path)
+            .env("RUST_LOG", "warn,gateway=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file"),
+            ))
+            .spawn()
+            .expect("spawn gateway");
+        Gateway {
+            child: Some(child),
+            port,
+            admin_port,
+            dir,
+            config_path,
+            access_log,
+        }
+    }
+
+    /// Waits until both listeners answer.
+    pub fn wait_alive(&self) {
+        wait_for("gateway to listen", Duration::from_secs(15), || {
+            let ok = TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok();
+            ok.then_some(())
+        });
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin(&self, path: &str) -> Resp {
+        get(&format!("http://127.0.0.1:{}{path}", self.admin_port), &[])
+    }
+
+    /// One sample of a metric by its exact series text (e.g. `gateway_requests_total{route="a",status="200"}`).
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.admin("/metrics").body;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The access-log lines written so far, parsed.
+    pub fn access_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits for the exit; returns the time it took.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        let child = self.child.as_mut().expect("running");
+        wait_for("gateway to exit", timeout, || {
+            child.try_wait().ok().flatten()
+        });
+        self.child = None;
+        started.elapsed()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A `redis-server` on a free port, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        let server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_for(
+            "redis-server to answer PING",
+            Duration::from_secs(10),
+            || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+                s.write_all(b"PING\r\n").ok()?;
+                let mut buf = [0u8; 7];
+                s.read_exact(&mut buf).ok()?;
+                (&buf == b"+PONG\r\n").then_some(())
+            },
+        );
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,180 @@
+//! A broken config fails at start-up with the path, line and reason, exit code 2; every
+//! example in conf/ is valid.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+fn check(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(common::gateway_bin())
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+const GOOD: &str = "upstreams:
+  api:
+    backends:
+      - addr: 127.0.0.1:3000
+routes:
+  - path_prefix: /
+    upstream: api
+";
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/conf")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = Command::new(common::gateway_bin())
+                .arg("--check-config")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "conf/ has {n} examples");
+}
+
+#[test]
+fn each_kind_of_error_names_its_path_and_line() {
+    let cases = [
+        (GOOD.replace("    upstream: api\n", "    upstream: api\n    stirp_prefix: true\n"), "line 8: routes[0].stirp_prefix: unknown field `stirp_prefix`"),
+        (GOOD.replace("    upstream: api\n", "    upstream: api\n    read_timeout: 5 parsecs\n"), "line 8: routes[0].read_timeout: invalid duration \"5 parsecs\""),
+        (GOOD.replace("upstream: api", "upstream: billing"), "line 7: routes[0].upstream: no pool named \"billing\" (pools: api)"),
+        (GOOD.replace("127.0.0.1:3000", "127.0.0.1:70000"), "line 4: upstreams.api.backends[0].addr: \"127.0.0.1:70000\": \"70000\" is not a port number"),
+        (format!("{GOOD}  - path_prefix: /\n    upstream: api\n"), "line 8: routes[1].path_prefix: duplicate route: routes[0] already matches host * and prefix \"/\""),
+        (format!("listen:\n  proxy: everywhere\n{GOOD}"), "line 2: listen.proxy: \"everywhere\" is not an IP address and port"),
+        (format!("{GOOD}limits: 5\n"), "line 8: limits: unknown section `limits`"),
+        ("routes: [\n".to_string(), "not valid YAML"),
+    ];
+    for (text, want) in cases {
+        let (code, out) = check(&text);
+        assert_eq!(code, 2, "{want}\n{out}");
+        assert!(out.contains(want), "want {want:?} in:\n{out}");
+        assert!(
+            out.contains("gateway.yaml"),
+            "the file path is named:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = GOOD
+        .replace("upstream: api", "upstream: billing")
+        .replace("127.0.0.1:3000", "nowhere");
+    let (code, out) = check(&format!("{text}server:\n  threads: 0\n"));
+    assert_eq!(code, 2);
+    assert!(out.contains("3 problem(s)"), "{out}");
+}
+
+#[test]
+fn starting_with_a_broken_config_exits_2_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, GOOD.replace("upstream: api", "upstream: nope")).unwrap();
+    let out = Command::new(common::gateway_bin())
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("routes[0].upstream: no pool named \"nope\""),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let out = Command::new(common::gateway_bin())
+        .arg("-c")
+        .arg(dir.path().join("missing.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.yaml: cannot read"));
+}
+
+#[test]
+fn unresolvable_backend_name_exits_2_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dns.yaml");
+    let port = common::free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "listen:\n  proxy: 127.0.0.1:{port}\n  admin: 127.0.0.1:{}\n{}",
+            common::free_port(),
+            GOOD.replace("127.0.0.1:3000", "no-such-host.invalid:80")
+        ),
+    )
+    .unwrap();
+    // Valid syntax: --check-config does not resolve names.
+    let out = Command::new(common::gateway_bin())
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let out = Command::new(common::gateway_bin())
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("upstreams.api: cannot resolve backend no-such-host.invalid:80"),
+        "{err}"
+    );
+}
+
+#[test]
+fn port_in_use_exits_2_with_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen:\n  proxy: 127.0.0.1:{port}\n  admin: 127.0.0.1:{}\n{GOOD}",
+            common::free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(common::gateway_bin())
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("listen.proxy: cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}
