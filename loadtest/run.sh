@@ -209,7 +209,9 @@ start_gateway() { # name port admin-port [--bare]
     render "$SCRIPT_DIR/gateway.yaml.tmpl" "$conf" DIR="$TMP" NAME="$name" PORT="$port" \
         ADMIN_PORT="$admin" THREADS="$THREADS" UPSTREAM_PORT="$P_UPSTREAM" \
         ACCESS_LOG_ENABLED="$enabled" ACCESS_LOG_FILE="$TMP/$name-access.log"
-    "$GW" --check-config "$conf" >/dev/null || die "$name: invalid config $conf"
+    local check
+    check=$("$GW" --check-config "$conf" 2>&1) || die "$name: invalid config $conf: $check"
+    [[ $check == ok ]] || die "$name: '$GW --check-config' printed '$check', not 'ok' (is it a real gateway build?)"
     # shellcheck disable=SC2086
     "$GW" $bare -c "$conf" >"$log" 2>&1 &
     started "$name" $!

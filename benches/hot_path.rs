@@ -1,0 +1,88 @@
+//! Criterion benchmarks of the per-request work the gateway adds on top of Pingora:
+//! correlation ids, routing, the request stages of `admit`, metrics and the access-log line.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use gateway::config;
+use gateway::correlation;
+use gateway::observability::{AccessRecord, Metrics, RouteLabel};
+use gateway::routing::Router;
+use http::HeaderValue;
+use std::hint::black_box;
+
+const CONFIG: &str = "
+upstreams:
+  api:
+    backends:
+      - addr: 127.0.0.1:3000
+routes:
+  - {name: r1, path_prefix: /api/v1/users, upstream: api}
+  - {name: r2, path_prefix: /api/v1/orders, upstream: api}
+  - {name: r3, path_prefix: /api/v2, upstream: api}
+  - {name: r4, path_prefix: /static, upstream: api}
+  - {name: r5, host: billing.example.com, path_prefix: /, upstream: api}
+  - {name: r6, host: admin.example.com, path_prefix: /, upstream: api}
+  - {name: r7, path_prefix: /graphql, upstream: api}
+  - {name: r8, path_prefix: /auth, upstream: api}
+  - {name: r9, path_prefix: /health, upstream: api}
+  - {name: r10, path_prefix: /, upstream: api}
+";
+
+fn benches(c: &mut Criterion) {
+    let cfg = match config::parse(CONFIG) {
+        Ok(c) => c,
+        Err(p) => panic!("bench config: {p:?}"),
+    };
+    let router = Router::new(&cfg.routes);
+    c.bench_function("routing/find 10 routes, catch-all hit", |b| {
+        b.iter(|| black_box(router.find(Some("www.example.com"), black_box("/products/42"))))
+    });
+    c.bench_function("routing/find 10 routes, host hit", |b| {
+        b.iter(|| black_box(router.find(Some("billing.example.com"), black_box("/invoices"))))
+    });
+
+    let incoming = HeaderValue::from_static("0b5e2c6a-5b7e-4f7e-9a43-6f0f0f1c2d3e");
+    c.bench_function("correlation/keep valid incoming id", |b| {
+        b.iter(|| black_box(correlation::assign(Some(black_box(&incoming)), true)))
+    });
+    c.bench_function("correlation/mint uuidv7 id", |b| b.iter(|| black_box(correlation::mint_request_id())));
+    let tp = HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    c.bench_function("correlation/validate traceparent", |b| {
+        b.iter(|| black_box(correlation::is_valid_traceparent(black_box(tp.as_bytes()))))
+    });
+    c.bench_function("correlation/mint traceparent", |b| b.iter(|| black_box(correlation::mint_traceparent())));
+
+    let metrics = match Metrics::new(&["r1", "r2"]) {
+        Ok(m) => m,
+        Err(e) => panic!("metrics: {e}"),
+    };
+    c.bench_function("metrics/observe request", |b| {
+        b.iter(|| metrics.observe_request(RouteLabel::Route(1), black_box(200), black_box(0.0012)))
+    });
+
+    c.bench_function("access_log/format one line", |b| {
+        let mut buf = Vec::with_capacity(512);
+        b.iter(|| {
+            buf.clear();
+            let rec = AccessRecord {
+                time: "2026-11-27T18:46:49.883Z",
+                request_id: "01a21e54-e51a-7032-bec9-7ff8ee73036d",
+                trace_id: "f5627fa3f6cd4fb188fb62d11b7c3519",
+                client_ip: "127.0.0.1",
+                method: "GET",
+                host: "api.example.com",
+                path: "/api/v1/users/42",
+                status: 200,
+                duration_ms: 1.234,
+                upstream: Some("127.0.0.1:3000"),
+                route: "r1",
+                bytes_sent: 1234,
+                error: None,
+            };
+            let _ = serde_json::to_writer(&mut buf, black_box(&rec));
+            black_box(buf.len())
+        })
+    });
+}
+
+criterion_group!(hot_path, benches);
+criterion_main!(hot_path);
