@@ -44,12 +44,16 @@ fn benches(c: &mut Criterion) {
     c.bench_function("correlation/keep valid incoming id", |b| {
         b.iter(|| black_box(correlation::assign(Some(black_box(&incoming)), true)))
     });
-    c.bench_function("correlation/mint uuidv7 id", |b| b.iter(|| black_box(correlation::mint_request_id())));
+    c.bench_function("correlation/mint uuidv7 id", |b| {
+        b.iter(|| black_box(correlation::mint_request_id()))
+    });
     let tp = HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     c.bench_function("correlation/validate traceparent", |b| {
         b.iter(|| black_box(correlation::is_valid_traceparent(black_box(tp.as_bytes()))))
     });
-    c.bench_function("correlation/mint traceparent", |b| b.iter(|| black_box(correlation::mint_traceparent())));
+    c.bench_function("correlation/mint traceparent", |b| {
+        b.iter(|| black_box(correlation::mint_traceparent()))
+    });
 
     let metrics = match Metrics::new(&["r1", "r2"]) {
         Ok(m) => m,

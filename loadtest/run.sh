@@ -70,6 +70,10 @@ alive() { # pid: running (a zombie not yet reaped does not count)
 
 stop_all() {
     local i pid deadline any kids=()
+    if [[ -n ${WRK_PID:-} ]] && alive "$WRK_PID"; then
+        kill -TERM "$WRK_PID" 2>/dev/null || true # timeout passes it on to wrk
+        PROC_PIDS+=("$WRK_PID")
+    fi
     # Newest first: gateways, then the nginx proxy, then the upstream.
     for (( i = ${#PROC_PIDS[@]} - 1; i >= 0; i-- )); do
         pid=${PROC_PIDS[i]}
@@ -111,8 +115,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "run.sh: interrupted" >&2; exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+trap 'echo "run.sh: terminated" >&2; exit 143' TERM
+trap 'echo "run.sh: hung up" >&2; exit 129' HUP
 
 started() { PROC_NAMES+=("$1"); PROC_PIDS+=("$2"); }
 
@@ -171,7 +175,7 @@ if want gateway || want gateway-bare; then
     mkdir -p "$TMP/bin"
     cp "$GATEWAY_BIN" "$TMP/bin/gateway"
     GW=$TMP/bin/gateway
-    echo "== gateway binary: $GATEWAY_BIN ($("$GW" --version 2>/dev/null || echo 'version unknown'))"
+    echo "== gateway binary: $GATEWAY_BIN ($("$GW" --version 2>/dev/null | head -n 1 || true))"
 fi
 
 # Six distinct free loopback ports, held open together while they are chosen.
@@ -203,15 +207,18 @@ start_nginx() { # name port template [extra KEY=VALUE...]
     echo "== $name: nginx pid $(cat "$TMP/$name.pid" 2>/dev/null || echo '?') on 127.0.0.1:$port"
 }
 
-start_gateway() { # name port admin-port [--bare]
-    local name=$1 port=$2 admin=$3 bare=${4:-} conf=$TMP/$1.yaml log=$TMP/$1.log enabled=true
+gateway_conf() { # name port admin-port: renders and validates $TMP/name.yaml
+    local name=$1 port=$2 admin=$3 conf=$TMP/$1.yaml enabled=true check
     [[ $ACCESS_LOG == on ]] || enabled=false
     render "$SCRIPT_DIR/gateway.yaml.tmpl" "$conf" DIR="$TMP" NAME="$name" PORT="$port" \
         ADMIN_PORT="$admin" THREADS="$THREADS" UPSTREAM_PORT="$P_UPSTREAM" \
         ACCESS_LOG_ENABLED="$enabled" ACCESS_LOG_FILE="$TMP/$name-access.log"
-    local check
     check=$("$GW" --check-config "$conf" 2>&1) || die "$name: invalid config $conf: $check"
     [[ $check == ok ]] || die "$name: '$GW --check-config' printed '$check', not 'ok' (is it a real gateway build?)"
+}
+
+start_gateway() { # name port admin-port [--bare]
+    local name=$1 port=$2 admin=$3 bare=${4:-} conf=$TMP/$1.yaml log=$TMP/$1.log
     # shellcheck disable=SC2086
     "$GW" $bare -c "$conf" >"$log" 2>&1 &
     started "$name" $!
@@ -227,6 +234,10 @@ start_gateway() { # name port admin-port [--bare]
         echo "== $name: pid $pid on 127.0.0.1:$port (admin 127.0.0.1:$admin)"
     fi
 }
+
+# Configs first, so a bad binary or template fails before anything is started.
+if want gateway; then gateway_conf gateway "$P_GW" "$P_GW_ADMIN"; fi
+if want gateway-bare; then gateway_conf gateway-bare "$P_BARE" "$P_BARE_ADMIN"; fi
 
 start_nginx nginx-upstream "$P_UPSTREAM" "$SCRIPT_DIR/nginx-upstream.conf.tmpl"
 if want nginx; then
@@ -284,9 +295,18 @@ parse_wrk() {
         }' "$1"
 }
 
+# wrk runs in the background and the script waits for it: a Ctrl-C then interrupts
+# `wait` and runs the INT trap at once. (With wrk in the foreground, wrk catches
+# SIGINT and exits normally, and bash then ignores the Ctrl-C and carries on.)
+WRK_PID=
 run_wrk() { # seconds url outfile
-    timeout --foreground -k 5 $(( $1 + 20 )) \
-        wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1"s --latency "$2" >"$3" 2>&1
+    local rc=0
+    timeout -k 5 $(( $1 + 20 )) \
+        wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1"s --latency "$2" >"$3" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || rc=$?
+    WRK_PID=
+    return "$rc"
 }
 
 RAW=$TMP/raw
@@ -345,14 +365,29 @@ echo
 echo "== medians over $ROUNDS round(s), ${DURATION}s each, $CONNECTIONS connections"
 awk -F'\t' '
     NR == 1 { printf "%-14s %12s %10s %10s %10s %8s %8s\n", "target", "req/s", "p50 ms", "p99 ms", "vs nginx", "non-2xx", "sock-err"; next }
-    { printf "%-14s %12.0f %10.3f %10.3f %10s %8s %8s\n", $1, $2, $3, $4, $5, $6, $7 }' "$SUMMARY"
+    {
+        rps = ($2 == "NA" ? "NA" : sprintf("%.0f", $2))
+        p50 = ($3 == "NA" ? "NA" : sprintf("%.3f", $3))
+        p99 = ($4 == "NA" ? "NA" : sprintf("%.3f", $4))
+        printf "%-14s %12s %10s %10s %10s %8s %8s\n", $1, rps, p50, p99, $5, $6, $7
+    }' "$SUMMARY"
 echo
+
+# A server that died during the run invalidates its numbers (and is a bug).
+DIED=()
+for i in "${!PROC_PIDS[@]}"; do
+    if ! alive "${PROC_PIDS[i]}"; then
+        DIED+=("${PROC_NAMES[i]}")
+        echo "== WARNING: ${PROC_NAMES[i]} (pid ${PROC_PIDS[i]}) exited during the run; see its log in $TMP" >&2
+    fi
+done
 
 GW_NOTES=()
 if want gateway; then
-    metrics=$(curl -fsS --max-time 5 "http://127.0.0.1:$P_GW_ADMIN/metrics" || true)
-    gw_5xx=$(awk '/^gateway_requests_total\{/ && /status="5[0-9][0-9]"/ { s += $NF } END { print s + 0 }' <<<"$metrics")
-    gw_total=$(awk '/^gateway_requests_total\{/ { s += $NF } END { print s + 0 }' <<<"$metrics")
+    metrics=$(curl -fsS --max-time 5 "http://127.0.0.1:$P_GW_ADMIN/metrics" 2>/dev/null) \
+        || { echo "== WARNING: could not read the gateway's /metrics" >&2; metrics=; }
+    gw_5xx=$(awk 'NF { n++ } /^gateway_requests_total\{/ && /status="5[0-9][0-9]"/ { s += $NF } END { print (n ? s + 0 : "NA") }' <<<"$metrics")
+    gw_total=$(awk 'NF { n++ } /^gateway_requests_total\{/ { s += $NF } END { print (n ? s + 0 : "NA") }' <<<"$metrics")
     gw_dropped=$(awk '/^gateway_access_log_dropped_total / { print $NF }' <<<"$metrics")
     GW_NOTES+=("gateway_5xx=$gw_5xx" "gateway_requests_total=$gw_total" "gateway_access_log_dropped=${gw_dropped:-NA}")
     echo "== gateway /metrics: ${gw_5xx} responses with status 5xx, ${gw_total} requests in total, access-log lines dropped: ${gw_dropped:-NA}"
@@ -369,8 +404,9 @@ for name in gateway gateway-bare; do
     want "$name" || continue
     n=$(grep -cE ' (WARN|ERROR) ' "$TMP/$name.log" || true)
     if (( n > 0 )); then
-        echo "== $name log: $n warning/error line(s); last ones ($TMP/$name.log):"
-        grep -E ' (WARN|ERROR) ' "$TMP/$name.log" | tail -n 5 | sed 's/^/   /'
+        echo "== $name log: $n warning/error line(s), most frequent ($TMP/$name.log):"
+        grep -E ' (WARN|ERROR) ' "$TMP/$name.log" | sed -E 's/^\[[^ ]+ //; s/[0-9]+/N/g' |
+            sort | uniq -c | sort -rn | head -n 4 | cut -c1-200 | sed 's/^ */   /'
     fi
 done
 show_load end
@@ -388,6 +424,7 @@ RESULT=$SCRIPT_DIR/results/$stamp.txt
     echo "load_start=$LOAD_START"
     echo "load_end=$(uptime | sed 's/.*load average: //')"
     (( ${#GW_NOTES[@]} == 0 )) || echo "${GW_NOTES[*]}"
+    (( ${#DIED[@]} == 0 )) || echo "died_during_run=${DIED[*]}"
     echo "raw_dir=$RAW"
     echo "## summary"
     cat "$SUMMARY"
