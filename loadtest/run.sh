@@ -13,6 +13,7 @@
 #   KEEP_ACCESS_LOG=0 keep that file after the run (it can be hundreds of MB)
 #   WARMUP=1          seconds of unrecorded wrk per target before round 1 (0: none)
 #   GATEWAY_BIN=...   use this binary instead of `cargo build --release`
+#   RESULTS_DIR=loadtest/results   where the summary file goes
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,6 +29,7 @@ ACCESS_LOG=${ACCESS_LOG:-on}
 KEEP_ACCESS_LOG=${KEEP_ACCESS_LOG:-0}
 WARMUP=${WARMUP:-1}
 GATEWAY_BIN=${GATEWAY_BIN:-}
+RESULTS_DIR=${RESULTS_DIR:-$SCRIPT_DIR/results}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 READY_TIMEOUT=10 # seconds to wait for each server to answer
 
@@ -110,6 +112,7 @@ cleanup() {
     if [[ -f $TMP/gateway-access.log && $KEEP_ACCESS_LOG != 1 ]]; then
         rm -f "$TMP/gateway-access.log"
     fi
+    rm -rf "$TMP/bin" # the private copy of the gateway binary (~50 MB)
     echo "temp dir (raw wrk outputs, configs, logs): $TMP" >&2
     exit "$rc"
 }
@@ -412,9 +415,9 @@ done
 show_load end
 
 # Machine-readable summary, kept in the repository's loadtest/results/.
-mkdir -p "$SCRIPT_DIR/results"
+mkdir -p "$RESULTS_DIR"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-RESULT=$SCRIPT_DIR/results/$stamp.txt
+RESULT=$RESULTS_DIR/$stamp.txt
 {
     echo "# gateway load test $stamp"
     echo "git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo NA)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo '+dirty')"
