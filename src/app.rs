@@ -195,6 +195,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         ping_path: config.ping.clone(),
         metrics,
         access_log,
+        upstream_idle_timeout: config.server.upstream_idle_timeout,
     };
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "proxy");

@@ -41,6 +41,8 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     pub graceful_shutdown_timeout: Duration,
     pub upstream_keepalive_pool: usize,
+    /// How long an idle upstream connection stays pooled; `None`: until the upstream closes it.
+    pub upstream_idle_timeout: Option<Duration>,
     pub pid_file: String,
     pub upgrade_sock: String,
 }
@@ -368,6 +370,7 @@ impl Validator<'_> {
             grace_period: s.grace_period.0,
             graceful_shutdown_timeout: s.graceful_shutdown_timeout.0,
             upstream_keepalive_pool: s.upstream_keepalive_pool,
+            upstream_idle_timeout: s.upstream_idle_timeout.map(|d| d.0),
             pid_file: s.pid_file,
             upgrade_sock: s.upgrade_sock,
         }

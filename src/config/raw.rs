@@ -57,6 +57,7 @@ pub struct Server {
     pub grace_period: HumanDuration,
     pub graceful_shutdown_timeout: HumanDuration,
     pub upstream_keepalive_pool: usize,
+    pub upstream_idle_timeout: Option<HumanDuration>,
     pub pid_file: String,
     pub upgrade_sock: String,
 }
@@ -69,6 +70,7 @@ impl Default for Server {
             grace_period: HumanDuration(Duration::from_secs(1)),
             graceful_shutdown_timeout: HumanDuration(Duration::from_secs(2)),
             upstream_keepalive_pool: 256,
+            upstream_idle_timeout: None,
             pid_file: "/tmp/gateway.pid".into(),
             upgrade_sock: "/tmp/gateway_upgrade.sock".into(),
         }

@@ -34,6 +34,7 @@ fn gateway(text: &str) -> Gateway {
         ping_path: cfg.ping.clone(),
         metrics,
         access_log: None,
+        upstream_idle_timeout: None,
     }
 }
 
