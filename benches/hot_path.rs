@@ -55,7 +55,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(correlation::mint_traceparent()))
     });
 
-    let metrics = match Metrics::new(&["r1", "r2"]) {
+    let metrics = match Metrics::new(&["r1", "r2"], &[]) {
         Ok(m) => m,
         Err(e) => panic!("metrics: {e}"),
     };

@@ -3,9 +3,11 @@
 use crate::config::{BackendAddr, Config, LogDestination};
 use crate::observability::{AccessLog, Admin, Metrics};
 use crate::proxy::{BareProxy, Gateway};
+use crate::ratelimit::Limiter;
 use crate::routing::{Pool, Router};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
@@ -146,7 +148,20 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
 
     let router = Router::new(&config.routes);
     let route_names: Vec<&str> = router.routes().iter().map(|r| r.name.as_str()).collect();
-    let metrics = Arc::new(Metrics::new(&route_names)?);
+    let policy_names: Vec<&str> = config
+        .rate_limits
+        .policies
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let metrics = Arc::new(Metrics::new(&route_names, &policy_names)?);
+    let limiter = Arc::new(Limiter::new(&config.rate_limits, metrics.clone()));
+    server.add_service(background_service("rate-limit sync", limiter.service()));
+    if !config.rate_limits.policies.is_empty() && !limiter.is_distributed() {
+        log::warn!(
+            "rate limiting: no rate_limits.redis section, limits are enforced by this instance alone"
+        );
+    }
 
     let mut pools = Vec::new();
     for (pool_config, addrs) in config.upstreams.iter().zip(&addrs) {
@@ -192,8 +207,10 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         router,
         pools,
         correlation: config.correlation.clone(),
-        ping_path: config.ping.clone(),
+        ping: config.ping.clone(),
         metrics,
+        limiter,
+        trusted_proxies: config.trusted_proxies.clone(),
         access_log,
         upstream_idle_timeout: config.server.upstream_idle_timeout,
     };

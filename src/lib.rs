@@ -4,12 +4,16 @@
 //! - [`app`]: builds the Pingora server and its services from a config
 //! - [`proxy`]: the `ProxyHttp` hooks every request passes through
 //! - [`correlation`]: request ids and W3C trace context
+//! - [`client_ip`]: the client address, through trusted proxies
+//! - [`ratelimit`]: token buckets, exact across instances through Redis leases
 //! - [`routing`]: host + path-prefix routes, upstream pools, health
 //! - [`observability`]: metrics, access log, admin endpoints
 
 pub mod app;
+pub mod client_ip;
 pub mod config;
 pub mod correlation;
 pub mod observability;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;

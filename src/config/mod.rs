@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use raw::{HealthCheckKind, Selection};
+pub use raw::{ColdStart, HealthCheckKind, OnRedisError, Selection};
 
 /// A validated configuration: everything the gateway needs to start.
 #[derive(Debug, Clone)]
@@ -21,12 +21,69 @@ pub struct Config {
     pub listen: Listen,
     pub server: ServerSettings,
     /// The built-in `GET /ping` endpoint, when enabled.
-    pub ping: Option<String>,
+    pub ping: Option<PingConfig>,
     pub upstreams: Vec<PoolConfig>,
     pub routes: Vec<RouteConfig>,
     pub correlation: CorrelationConfig,
     pub access_log: AccessLogConfig,
+    /// Peers whose `X-Forwarded-For` is believed when taking the client IP.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub rate_limits: RateLimitConfig,
 }
+
+#[derive(Debug, Clone)]
+pub struct PingConfig {
+    pub path: String,
+    /// Index into [`RateLimitConfig::policies`].
+    pub rate_limit: Option<usize>,
+}
+
+/// What identifies a client to a rate-limit policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The client IP (after `trusted_proxies`).
+    ClientIp,
+    /// A request header's value; requests without it are keyed by client IP.
+    Header(http::HeaderName),
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub name: String,
+    pub rate: u64,
+    pub per: Duration,
+    pub burst: u64,
+    pub key: LimitKey,
+    pub on_redis_error: OnRedisError,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: String,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub sync_interval: Duration,
+    pub lease_horizon: Duration,
+    pub lease_min: u64,
+    pub lease_max: u64,
+    pub lease_wait: Duration,
+    pub cold_start: ColdStart,
+    pub cold_start_allowance: u64,
+    pub idle_return: Duration,
+    pub expected_instances: u32,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RateLimitConfig {
+    /// `None`: every instance limits on its own state.
+    pub redis: Option<RedisConfig>,
+    pub policies: Vec<PolicyConfig>,
+    pub max_keys: usize,
+}
+
+/// The tiers a route can name. The authentication issue adds configured tiers.
+pub const TIERS: &[&str] = &["anonymous"];
 
 #[derive(Debug, Clone)]
 pub struct Listen {
@@ -111,6 +168,8 @@ pub struct RouteConfig {
     pub read_timeout: Duration,
     /// Extra attempts on another backend after a connect failure (idempotent methods only).
     pub retries: usize,
+    /// Rate-limit policy (index into [`RateLimitConfig::policies`]) per tier.
+    pub rate_limit: Vec<(String, usize)>,
 }
 
 #[derive(Debug, Clone)]
@@ -319,6 +378,10 @@ impl Validator<'_> {
         let ping: raw::Ping = self.section(&mut doc, "ping");
         let correlation: raw::Correlation = self.section(&mut doc, "correlation");
         let access_log: raw::AccessLog = self.section(&mut doc, "access_log");
+        let trusted: Vec<String> = self.section(&mut doc, "trusted_proxies");
+        let rate_limits: raw::RateLimits = self.section(&mut doc, "rate_limits");
+        let rate_limits = self.rate_limits(rate_limits);
+        let trusted_proxies = self.trusted_proxies(trusted);
 
         let listen = Listen {
             proxy: self.listen_addr("listen.proxy", &listen.proxy),
@@ -328,9 +391,9 @@ impl Validator<'_> {
             self.problem("listen.admin", "must differ from listen.proxy");
         }
         let server = self.server(server);
-        let ping = self.ping(ping);
+        let ping = self.ping(ping, &rate_limits);
         let upstreams = self.pools(doc.remove("upstreams"));
-        let routes = self.routes(doc.remove("routes"), &upstreams);
+        let routes = self.routes(doc.remove("routes"), &upstreams, &rate_limits);
         let correlation = self.correlation(correlation);
         let access_log = self.access_log(access_log);
         Some(Config {
@@ -341,6 +404,8 @@ impl Validator<'_> {
             routes,
             correlation,
             access_log,
+            trusted_proxies,
+            rate_limits,
         })
     }
 
@@ -376,14 +441,154 @@ impl Validator<'_> {
         }
     }
 
-    fn ping(&mut self, p: raw::Ping) -> Option<String> {
+    fn ping(&mut self, p: raw::Ping, limits: &RateLimitConfig) -> Option<PingConfig> {
         if !p.path.starts_with('/') {
             self.problem(
                 "ping.path",
                 format!("must start with '/', got \"{}\"", p.path),
             );
         }
-        p.enabled.then_some(p.path)
+        let rate_limit = p
+            .rate_limit
+            .as_deref()
+            .and_then(|name| self.policy_ref("ping.rate_limit", name, limits));
+        p.enabled.then_some(PingConfig {
+            path: p.path,
+            rate_limit,
+        })
+    }
+
+    fn policy_ref(&mut self, at: &str, name: &str, limits: &RateLimitConfig) -> Option<usize> {
+        let found = limits.policies.iter().position(|p| p.name == name);
+        if found.is_none() {
+            let known: Vec<&str> = limits.policies.iter().map(|p| p.name.as_str()).collect();
+            self.problem(
+                at,
+                format!(
+                    "no rate-limit policy named \"{name}\" (policies: {})",
+                    known.join(", ")
+                ),
+            );
+        }
+        found
+    }
+
+    fn trusted_proxies(&mut self, list: Vec<String>) -> Vec<ipnet::IpNet> {
+        let mut nets = Vec::new();
+        for (i, s) in list.iter().enumerate() {
+            let parsed = s
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(n) => nets.push(n.trunc()),
+                Err(_) => self.problem(
+                    format!("trusted_proxies[{i}]"),
+                    format!("\"{s}\" is not an IP address or CIDR (e.g. 10.0.0.0/8)"),
+                ),
+            }
+        }
+        nets
+    }
+
+    fn rate_limits(&mut self, r: raw::RateLimits) -> RateLimitConfig {
+        let mut policies = Vec::new();
+        for (name, p) in r.policies {
+            let at = format!("rate_limits.policies.{name}");
+            if !valid_name(&name) {
+                self.problem(
+                    &at,
+                    format!("policy name \"{name}\" may use only letters, digits, '-' and '_'"),
+                );
+            }
+            if p.rate == 0 {
+                self.problem(format!("{at}.rate"), "must be at least 1");
+            }
+            if p.per.0.is_zero() {
+                self.problem(format!("{at}.per"), "must be more than zero");
+            }
+            let burst = p.burst.unwrap_or(p.rate);
+            if burst == 0 {
+                self.problem(format!("{at}.burst"), "must be at least 1");
+            }
+            let key = match p.key.as_str() {
+                "client_ip" => LimitKey::ClientIp,
+                k if k.starts_with("header:") => {
+                    match http::HeaderName::from_bytes(k["header:".len()..].trim().as_bytes()) {
+                        Ok(h) => LimitKey::Header(h),
+                        Err(_) => {
+                            self.problem(
+                                format!("{at}.key"),
+                                format!("\"{k}\" does not name a valid header"),
+                            );
+                            LimitKey::ClientIp
+                        }
+                    }
+                }
+                k => {
+                    self.problem(
+                        format!("{at}.key"),
+                        format!("unknown key \"{k}\", expected client_ip or header:<name>"),
+                    );
+                    LimitKey::ClientIp
+                }
+            };
+            policies.push(PolicyConfig {
+                name,
+                rate: p.rate.max(1),
+                per: if p.per.0.is_zero() {
+                    Duration::from_secs(1)
+                } else {
+                    p.per.0
+                },
+                burst: burst.max(1),
+                key,
+                on_redis_error: p.on_redis_error,
+            });
+        }
+        if r.max_keys == 0 {
+            self.problem("rate_limits.max_keys", "must be at least 1");
+        }
+        let redis = r.redis.map(|x| {
+            let at = "rate_limits.redis";
+            if let Err(e) = redis::Client::open(x.url.as_str()) {
+                self.problem(
+                    format!("{at}.url"),
+                    format!("\"{}\" is not a Redis URL: {e}", x.url),
+                );
+            }
+            if x.lease_min == 0 || x.lease_max < x.lease_min {
+                self.problem(
+                    format!("{at}.lease_min"),
+                    "need 1 <= lease_min <= lease_max",
+                );
+            }
+            if x.expected_instances == 0 {
+                self.problem(format!("{at}.expected_instances"), "must be at least 1");
+            }
+            if x.sync_interval.0 < Duration::from_millis(1) {
+                self.problem(format!("{at}.sync_interval"), "must be at least 1ms");
+            }
+            RedisConfig {
+                url: x.url,
+                connect_timeout: x.connect_timeout.0,
+                command_timeout: x.command_timeout.0,
+                sync_interval: x.sync_interval.0.max(Duration::from_millis(1)),
+                lease_horizon: x.lease_horizon.0,
+                lease_min: x.lease_min.max(1),
+                lease_max: x.lease_max.max(x.lease_min.max(1)),
+                lease_wait: x.lease_wait.0,
+                cold_start: x.cold_start,
+                cold_start_allowance: x.cold_start_allowance,
+                idle_return: x.idle_return.0,
+                expected_instances: x.expected_instances.max(1),
+                key_prefix: x.key_prefix,
+            }
+        });
+        RateLimitConfig {
+            redis,
+            policies,
+            max_keys: r.max_keys.max(1),
+        }
     }
 
     fn pools(&mut self, value: Option<serde_yaml::Value>) -> Vec<PoolConfig> {
@@ -559,6 +764,7 @@ impl Validator<'_> {
         &mut self,
         value: Option<serde_yaml::Value>,
         pools: &[PoolConfig],
+        limits: &RateLimitConfig,
     ) -> Vec<RouteConfig> {
         let items = match value {
             None | Some(serde_yaml::Value::Null) => {
@@ -640,6 +846,30 @@ impl Validator<'_> {
             if retries > 5 {
                 self.problem(format!("{at}.retries"), format!("at most 5, got {retries}"));
             }
+            let mut rate_limit = Vec::new();
+            match &r.rate_limit {
+                None => {}
+                Some(raw::RouteRateLimit::All(policy)) => {
+                    if let Some(i) = self.policy_ref(&format!("{at}.rate_limit"), policy, limits) {
+                        for tier in TIERS {
+                            rate_limit.push((tier.to_string(), i));
+                        }
+                    }
+                }
+                Some(raw::RouteRateLimit::PerTier(map)) => {
+                    for (tier, policy) in map {
+                        let tat = format!("{at}.rate_limit.{tier}");
+                        if !TIERS.contains(&tier.as_str()) {
+                            self.problem(
+                                &tat,
+                                format!("unknown tier \"{tier}\" (tiers: {})", TIERS.join(", ")),
+                            );
+                        } else if let Some(i) = self.policy_ref(&tat, policy, limits) {
+                            rate_limit.push((tier.clone(), i));
+                        }
+                    }
+                }
+            }
             routes.push(RouteConfig {
                 name,
                 host,
@@ -649,6 +879,7 @@ impl Validator<'_> {
                 connect_timeout: r.connect_timeout.map_or(Duration::from_secs(2), |d| d.0),
                 read_timeout: r.read_timeout.map_or(Duration::from_secs(30), |d| d.0),
                 retries,
+                rate_limit,
             });
         }
         routes

@@ -31,6 +31,8 @@ pub const SECTIONS: &[&str] = &[
     "routes",
     "correlation",
     "access_log",
+    "trusted_proxies",
+    "rate_limits",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +84,8 @@ impl Default for Server {
 pub struct Ping {
     pub enabled: bool,
     pub path: String,
+    /// A rate-limit policy for `/ping` (the original gateway's quick start).
+    pub rate_limit: Option<String>,
 }
 
 impl Default for Ping {
@@ -89,6 +93,7 @@ impl Default for Ping {
         Self {
             enabled: true,
             path: "/ping".into(),
+            rate_limit: None,
         }
     }
 }
@@ -160,6 +165,15 @@ pub struct Route {
     pub connect_timeout: Option<HumanDuration>,
     pub read_timeout: Option<HumanDuration>,
     pub retries: Option<usize>,
+    /// A policy name for every tier, or a map of tier -> policy name.
+    pub rate_limit: Option<RouteRateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RouteRateLimit {
+    All(String),
+    PerTier(BTreeMap<String, String>),
 }
 
 fn slash() -> String {
@@ -205,3 +219,101 @@ impl Default for AccessLog {
 
 /// Upstream pools by name (a map keeps names unique).
 pub type Pools = BTreeMap<String, serde_yaml::Value>;
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    #[default]
+    Local,
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub rate: u64,
+    pub per: HumanDuration,
+    pub burst: Option<u64>,
+    /// `client_ip` or `header:<name>`.
+    #[serde(default = "client_ip")]
+    pub key: String,
+    #[serde(default)]
+    pub on_redis_error: OnRedisError,
+}
+
+fn client_ip() -> String {
+    "client_ip".into()
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ColdStart {
+    /// Wait (up to `lease_wait`) for the first lease: exact.
+    #[default]
+    Wait,
+    /// Admit `cold_start_allowance` requests at once, before the first lease.
+    Allowance,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redis {
+    pub url: String,
+    pub connect_timeout: HumanDuration,
+    pub command_timeout: HumanDuration,
+    pub sync_interval: HumanDuration,
+    pub lease_horizon: HumanDuration,
+    pub lease_min: u64,
+    pub lease_max: u64,
+    pub lease_wait: HumanDuration,
+    pub cold_start: ColdStart,
+    pub cold_start_allowance: u64,
+    pub idle_return: HumanDuration,
+    pub expected_instances: u32,
+    pub key_prefix: String,
+}
+
+impl Default for Redis {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/".into(),
+            connect_timeout: HumanDuration(Duration::from_millis(250)),
+            command_timeout: HumanDuration(Duration::from_millis(250)),
+            sync_interval: HumanDuration(Duration::from_millis(10)),
+            lease_horizon: HumanDuration(Duration::from_millis(50)),
+            lease_min: 1,
+            lease_max: 1000,
+            lease_wait: HumanDuration(Duration::from_millis(100)),
+            cold_start: ColdStart::Wait,
+            cold_start_allowance: 1,
+            idle_return: HumanDuration(Duration::from_secs(1)),
+            expected_instances: 1,
+            key_prefix: "gw:rl:".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    pub redis: Option<Redis>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, Policy>,
+    #[serde(default = "max_keys")]
+    pub max_keys: usize,
+}
+
+fn max_keys() -> usize {
+    100_000
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            redis: None,
+            policies: BTreeMap::new(),
+            max_keys: max_keys(),
+        }
+    }
+}

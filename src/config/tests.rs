@@ -28,7 +28,7 @@ fn minimal_config_gets_defaults() {
     let c = parse(MINIMAL).unwrap();
     assert_eq!(c.listen.proxy, "0.0.0.0:8000".parse().unwrap());
     assert_eq!(c.listen.admin, "127.0.0.1:9100".parse().unwrap());
-    assert_eq!(c.ping.as_deref(), Some("/ping"));
+    assert_eq!(c.ping.as_ref().map(|p| p.path.as_str()), Some("/ping"));
     assert_eq!(c.routes[0].pool, 0);
     assert_eq!(c.routes[0].retries, 1);
     assert_eq!(c.correlation.header.as_str(), "x-request-id");

@@ -1,9 +1,11 @@
 //! The gateway's Prometheus metrics, in a registry of its own, with per-route handles
 //! resolved once so the request path does no label hashing.
 
+use crate::ratelimit::Decision;
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -39,6 +41,12 @@ pub struct Metrics {
     upstream_healthy: IntGaugeVec,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
+    /// Per policy: [allowed, limited, fallback] decisions.
+    limit_decisions: Vec<[IntCounter; 3]>,
+    limit_redis_round_trips: IntCounter,
+    limit_redis_errors: IntCounter,
+    limit_lease_fetch: Histogram,
+    limit_keys: IntGauge,
 }
 
 /// Latency buckets (seconds) from 100 us to 10 s: a gateway answers in microseconds,
@@ -56,7 +64,7 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> promet
 impl Metrics {
     /// Creates the metrics for the given route names (in router order).
     /// Fails only on an invalid metric definition, which the unit tests rule out.
-    pub fn new(route_names: &[&str]) -> prometheus::Result<Self> {
+    pub fn new(route_names: &[&str], policy_names: &[&str]) -> prometheus::Result<Self> {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -100,6 +108,57 @@ impl Metrics {
                 "Access-log lines dropped because the writer fell behind",
             )?,
         )?;
+        let decisions = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "gateway_ratelimit_decisions_total",
+                    "Rate-limit decisions by policy and outcome (fallback: decided without Redis)",
+                ),
+                &["policy", "outcome"],
+            )?,
+        )?;
+        let limit_decisions = policy_names
+            .iter()
+            .map(|p| {
+                [
+                    decisions.with_label_values(&[p, "allowed"]),
+                    decisions.with_label_values(&[p, "limited"]),
+                    decisions.with_label_values(&[p, "fallback"]),
+                ]
+            })
+            .collect();
+        let limit_redis_round_trips = register(
+            &registry,
+            IntCounter::new(
+                "gateway_ratelimit_redis_round_trips_total",
+                "Pipelined round trips to Redis by the lease sync",
+            )?,
+        )?;
+        let limit_redis_errors = register(
+            &registry,
+            IntCounter::new(
+                "gateway_ratelimit_redis_errors_total",
+                "Failed Redis connects, round trips and probes",
+            )?,
+        )?;
+        let limit_lease_fetch = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "gateway_ratelimit_lease_fetch_seconds",
+                    "Duration of one lease round trip to Redis",
+                )
+                .buckets(BUCKETS.to_vec()),
+            )?,
+        )?;
+        let limit_keys = register(
+            &registry,
+            IntGauge::new(
+                "gateway_ratelimit_keys",
+                "Client keys tracked by the limiter",
+            )?,
+        )?;
         let route = |name: &str| RouteMetrics {
             name: name.to_string(),
             by_status: (0..STATUS_COUNT).map(|_| OnceLock::new()).collect(),
@@ -113,7 +172,40 @@ impl Metrics {
             requests,
             upstream_healthy,
             access_log_dropped,
+            limit_decisions,
+            limit_redis_round_trips,
+            limit_redis_errors,
+            limit_lease_fetch,
+            limit_keys,
         })
+    }
+
+    /// Counts one rate-limit decision.
+    pub fn observe_limit(&self, policy: usize, d: &Decision) {
+        if let Some(c) = self.limit_decisions.get(policy) {
+            let i = match (d.fallback, d.allowed) {
+                (true, _) => 2,
+                (false, true) => 0,
+                (false, false) => 1,
+            };
+            c[i].inc();
+        }
+    }
+
+    pub fn limit_redis_round_trip(&self) {
+        self.limit_redis_round_trips.inc();
+    }
+
+    pub fn limit_redis_error(&self) {
+        self.limit_redis_errors.inc();
+    }
+
+    pub fn observe_lease_fetch(&self, seconds: f64) {
+        self.limit_lease_fetch.observe(seconds);
+    }
+
+    pub fn set_limit_keys(&self, n: usize) {
+        self.limit_keys.set(n as i64);
     }
 
     fn route(&self, label: RouteLabel) -> &RouteMetrics {
@@ -175,7 +267,7 @@ mod tests {
 
     #[test]
     fn counts_by_route_and_status() {
-        let m = Metrics::new(&["api", "web"]).unwrap();
+        let m = Metrics::new(&["api", "web"], &["p"]).unwrap();
         m.observe_request(RouteLabel::Route(0), 200, 0.001);
         m.observe_request(RouteLabel::Route(0), 200, 0.002);
         m.observe_request(RouteLabel::Route(1), 503, 0.0001);

@@ -2,7 +2,7 @@
 
 use crate::observability::RouteLabel;
 use http::HeaderValue;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// State carried from `request_filter` through `logging` for one request.
@@ -21,6 +21,12 @@ pub struct Ctx {
     pub upstream: Option<SocketAddr>,
     /// Why the request failed, for the access log.
     pub error: Option<&'static str>,
+    /// The client address after `trusted_proxies`; set first thing in `request_filter`.
+    pub client_ip: Option<IpAddr>,
+    /// The rate-limit policy that applies to this request, chosen by routing.
+    pub limit_policy: Option<usize>,
+    /// `RateLimit-Policy` and `RateLimit` header values, once the limiter decided.
+    pub rate_limit: Option<(HeaderValue, HeaderValue)>,
 }
 
 impl Ctx {
@@ -34,6 +40,9 @@ impl Ctx {
             failed_backend: None,
             upstream: None,
             error: None,
+            client_ip: None,
+            limit_policy: None,
+            rate_limit: None,
         }
     }
 

@@ -1,12 +1,12 @@
 //! The `ProxyHttp` implementation: every client request passes through these hooks.
 //!
 //! ```text
-//! request_filter           correlation::assign -> /ping -> routing (host + prefix)
-//!                          -> pool health; a Reply is written by respond()
+//! request_filter           client_ip -> correlation::assign -> /ping -> routing (host + prefix)
+//!                          -> pool health -> rate limit; a Reply is written by respond()
 //! upstream_peer            a healthy backend of the route's pool (skipping one that just failed)
 //! fail_to_connect          retry idempotent requests on another backend (bounded per route)
 //! upstream_request_filter  X-Request-ID, traceparent, X-Forwarded-*, Forwarded, prefix strip
-//! response_filter          X-Request-ID back to the client
+//! response_filter          X-Request-ID, RateLimit-Policy / RateLimit back to the client
 //! fail_to_proxy            502 / 503 / 504 as JSON via respond()
 //! logging                  metrics + one access-log line
 //! ```
@@ -19,9 +19,10 @@ pub use bare::BareProxy;
 pub use ctx::Ctx;
 pub use respond::Reply;
 
-use crate::config::{CorrelationConfig, HashKey};
+use crate::config::{CorrelationConfig, HashKey, LimitKey};
 use crate::correlation;
 use crate::observability::{AccessLog, AccessRecord, Metrics, RouteLabel};
+use crate::ratelimit::Limiter;
 use crate::routing::{request_host, Pool, Router};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -52,8 +53,10 @@ pub struct Gateway {
     pub router: Router,
     pub pools: Vec<Arc<Pool>>,
     pub correlation: CorrelationConfig,
-    pub ping_path: Option<String>,
+    pub ping: Option<crate::config::PingConfig>,
     pub metrics: Arc<Metrics>,
+    pub limiter: Arc<Limiter>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub access_log: Option<AccessLog>,
     /// How long an idle upstream connection may stay pooled; `None`: until the upstream closes it.
     pub upstream_idle_timeout: Option<Duration>,
@@ -75,9 +78,10 @@ impl Gateway {
             });
         }
         // 2. The built-in health endpoint of the gateway itself.
-        if let Some(ping) = &self.ping_path {
-            if req.method == http::Method::GET && req.uri.path() == ping {
+        if let Some(ping) = &self.ping {
+            if req.method == http::Method::GET && req.uri.path() == ping.path {
                 ctx.route = RouteLabel::Ping;
+                ctx.limit_policy = ping.rate_limit;
                 return Outcome::Respond(Reply::Pong);
             }
         }
@@ -87,6 +91,8 @@ impl Gateway {
             return Outcome::Respond(Reply::NotFound);
         };
         ctx.route = RouteLabel::Route(index);
+        // Until authentication lands, every client is in the anonymous tier.
+        ctx.limit_policy = route.rate_limit(crate::config::TIERS[0]);
         // 4. Fail fast when the whole pool is down: no upstream connection is attempted.
         match self.pools.get(route.pool) {
             Some(pool) if pool.health.any_healthy() => Outcome::Continue,
@@ -117,8 +123,30 @@ impl Gateway {
     }
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// The socket peer's IP (not the derived client: X-Forwarded-For appends this hop).
+fn peer_ip(session: &Session) -> Option<IpAddr> {
     session.client_addr()?.as_inet().map(|a| a.ip())
+}
+
+/// The key a policy limits by. IP keys are raw octets (4 or 16 bytes); header keys are
+/// prefixed with `h:`, so the two can never collide.
+fn limit_key<'a>(
+    key: &LimitKey,
+    req: &RequestHeader,
+    ip: Option<IpAddr>,
+    buf: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    buf.clear();
+    match (key, ip) {
+        (LimitKey::Header(h), _) if req.headers.contains_key(h) => {
+            buf.extend_from_slice(b"h:");
+            buf.extend_from_slice(req.headers.get(h).map_or(&[][..], |v| v.as_bytes()));
+        }
+        (_, Some(IpAddr::V4(v4))) => buf.extend_from_slice(&v4.octets()),
+        (_, Some(IpAddr::V6(v6))) => buf.extend_from_slice(&v6.octets()),
+        (_, None) => {}
+    }
+    buf
 }
 
 /// The bytes consistent hashing hashes. `buf` holds an IP address's octets.
@@ -186,7 +214,34 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
-        match self.admit(session.req_header(), ctx) {
+        ctx.client_ip = peer_ip(session).map(|peer| {
+            crate::client_ip::client_ip(
+                peer,
+                session.req_header().headers.get("x-forwarded-for"),
+                &self.trusted_proxies,
+            )
+        });
+        let mut outcome = self.admit(session.req_header(), ctx);
+        // The rate-limit stage: only for requests that would be served (proxied or /ping).
+        if let (Some(p), Outcome::Continue | Outcome::Respond(Reply::Pong)) =
+            (ctx.limit_policy, &outcome)
+        {
+            if let Some(policy) = self.limiter.policy(p) {
+                let mut buf = Vec::new();
+                let key = limit_key(&policy.key, session.req_header(), ctx.client_ip, &mut buf);
+                let d = self.limiter.check(p, key).await;
+                if let Some(state) = policy.header(&d) {
+                    ctx.rate_limit = Some((policy.policy_header.clone(), state));
+                }
+                if !d.allowed {
+                    ctx.error = Some("rate limited");
+                    outcome = Outcome::Respond(Reply::RateLimited {
+                        retry_after: d.retry_after,
+                    });
+                }
+            }
+        }
+        match outcome {
             Outcome::Continue => Ok(false),
             Outcome::Respond(reply) => {
                 respond::respond(session, ctx, &self.correlation.header, &reply).await?;
@@ -204,8 +259,12 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
         };
         let mut buf = [0u8; 16];
-        let ip = client_ip(session);
-        let key = hash_key(&pool.hash_key, session.req_header(), ip, &mut buf);
+        let key = hash_key(
+            &pool.hash_key,
+            session.req_header(),
+            ctx.client_ip,
+            &mut buf,
+        );
         let Some(addr) = pool.select(key, ctx.failed_backend.as_ref()) else {
             ctx.error = Some("no healthy upstream");
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend");
@@ -259,8 +318,8 @@ impl ProxyHttp for Gateway {
         } else {
             upstream.remove_header("traceparent");
         }
-        // X-Forwarded-For: append this hop's client to whatever the client sent.
-        let ip = client_ip(session);
+        // X-Forwarded-For: append this hop's peer to whatever the client sent.
+        let ip = peer_ip(session);
         let mut text = String::with_capacity(64);
         if let Some(ip) = ip {
             let xff = match upstream
@@ -328,6 +387,10 @@ impl ProxyHttp for Gateway {
         if let Some(id) = &ctx.request_id {
             resp.insert_header(self.correlation.header.clone(), id.clone())?;
         }
+        if let Some((policy, state)) = &ctx.rate_limit {
+            resp.insert_header("ratelimit-policy", policy.clone())?;
+            resp.insert_header("ratelimit", state.clone())?;
+        }
         Ok(())
     }
 
@@ -387,7 +450,7 @@ impl ProxyHttp for Gateway {
             time: &time,
             request_id: ctx.request_id(),
             trace_id: ctx.traceparent.as_ref().map_or("", correlation::trace_id),
-            client_ip: ip_text(client_ip(session), &mut ip_buf),
+            client_ip: ip_text(ctx.client_ip, &mut ip_buf),
             method: req.method.as_str(),
             host: request_host(req).unwrap_or(""),
             path: req.uri.path(),

@@ -15,6 +15,8 @@ pub enum Reply {
     Pong,
     /// No route for this host and path.
     NotFound,
+    /// The client's rate limit is spent; a token is due after `retry_after`.
+    RateLimited { retry_after: Duration },
     /// No backend of the route's pool is healthy: answered at once, no upstream tried.
     Unavailable { retry_after: Duration },
     /// Connecting to or talking with the upstream failed.
@@ -32,6 +34,7 @@ impl Reply {
         match self {
             Reply::Pong => 200,
             Reply::NotFound => 404,
+            Reply::RateLimited { .. } => 429,
             Reply::Unavailable { .. } => 503,
             Reply::BadGateway => 502,
             Reply::GatewayTimeout => 504,
@@ -45,6 +48,7 @@ impl Reply {
         match self {
             Reply::Pong => "",
             Reply::NotFound => "no route for this host and path",
+            Reply::RateLimited { .. } => "rate limit exceeded",
             Reply::Unavailable { .. } => "no healthy upstream",
             Reply::BadGateway => "upstream connection failed",
             Reply::GatewayTimeout => "upstream timed out",
@@ -56,6 +60,12 @@ impl Reply {
     fn body(&self, request_id: &str) -> Bytes {
         match self {
             Reply::Pong => Bytes::from_static(br#"{"status":"alive","service":"api-gateway"}"#),
+            Reply::RateLimited { retry_after } => Bytes::from(format!(
+                r#"{{"error":"{}","request_id":"{}","retry_after":{}}}"#,
+                self.message(),
+                request_id,
+                crate::ratelimit::ceil_secs(*retry_after).max(1)
+            )),
             // The request id is validated to [A-Za-z0-9._:-], so it needs no JSON escaping.
             _ => Bytes::from(format!(
                 r#"{{"error":"{}","request_id":"{}"}}"#,
@@ -80,10 +90,16 @@ pub async fn respond(
     if let Some(id) = &ctx.request_id {
         resp.insert_header(id_header.clone(), id.clone())?;
     }
-    if let Reply::Unavailable { retry_after } = reply {
+    if let Reply::Unavailable { retry_after } | Reply::RateLimited { retry_after } = reply {
         // Round up: "Retry-After: 0" would invite an immediate retry storm.
-        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-        resp.insert_header(http::header::RETRY_AFTER, secs.max(1))?;
+        resp.insert_header(
+            http::header::RETRY_AFTER,
+            crate::ratelimit::ceil_secs(*retry_after).max(1),
+        )?;
+    }
+    if let Some((policy, state)) = &ctx.rate_limit {
+        resp.insert_header("ratelimit-policy", policy.clone())?;
+        resp.insert_header("ratelimit", state.clone())?;
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await

@@ -19,7 +19,13 @@ fn gateway(text: &str) -> Gateway {
     let cfg = config::parse(text).unwrap();
     let router = Router::new(&cfg.routes);
     let names: Vec<&str> = router.routes().iter().map(|r| r.name.as_str()).collect();
-    let metrics = Arc::new(Metrics::new(&names).unwrap());
+    let policies: Vec<&str> = cfg
+        .rate_limits
+        .policies
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let metrics = Arc::new(Metrics::new(&names, &policies).unwrap());
     let addrs = crate::app::resolve_backends(&cfg).unwrap();
     let pools = cfg
         .upstreams
@@ -31,8 +37,10 @@ fn gateway(text: &str) -> Gateway {
         router,
         pools,
         correlation: cfg.correlation.clone(),
-        ping_path: cfg.ping.clone(),
+        ping: cfg.ping.clone(),
+        limiter: Arc::new(Limiter::new(&cfg.rate_limits, metrics.clone())),
         metrics,
+        trusted_proxies: cfg.trusted_proxies.clone(),
         access_log: None,
         upstream_idle_timeout: None,
     }

@@ -19,9 +19,19 @@ pub struct Route {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub retries: usize,
+    /// Rate-limit policy per tier.
+    rate_limit: Vec<(String, usize)>,
 }
 
 impl Route {
+    /// The rate-limit policy for a client of `tier`, if the route has one.
+    pub fn rate_limit(&self, tier: &str) -> Option<usize> {
+        self.rate_limit
+            .iter()
+            .find(|(t, _)| t == tier)
+            .map(|(_, p)| *p)
+    }
+
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
         if let Some(want) = &self.host {
             match host {
@@ -72,6 +82,7 @@ impl Router {
                 connect_timeout: c.connect_timeout,
                 read_timeout: c.read_timeout,
                 retries: c.retries,
+                rate_limit: c.rate_limit.clone(),
             })
             .collect();
         // Longest prefix first; at equal length a route for a named host beats a catch-all.
@@ -136,6 +147,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             retries: 1,
+            rate_limit: Vec::new(),
         }
     }
 

@@ -1,0 +1,398 @@
+//! Rate limiting: token buckets per client key, exact across instances through Redis
+//! leases, with no Redis round trip on the request path.
+//!
+//! ```text
+//! request ──► Limiter::check ──► lease left? ──yes──► spend it (one CAS)        allowed
+//!                  │                 │no
+//!                  │           "empty until T"? ──yes──────────────────────────► limited
+//!                  │                 │no
+//!                  │           queue the key, wait ≤ lease_wait for the sync ──► spend / limited
+//!                  │
+//!  LeaseSync (background, every sync_interval): one pipelined round trip grants
+//!  leases to every queued key (Lua, Redis's clock), returns idle leases, evicts idle keys.
+//! ```
+//!
+//! Guarantee: an instance only admits what Redis granted it, so all instances together
+//! admit at most what the bucket allows, plus the cold-start allowance when that mode is
+//! chosen (`cold_start_allowance` x instances per key per idle period). Without Redis, or
+//! while it is unreachable, the policy's `on_redis_error` applies.
+
+pub mod bucket;
+mod keys;
+mod sync;
+
+pub use bucket::{Bucket, Shape, Take};
+pub use keys::KeyState;
+pub use sync::{LeaseSync, LimiterService};
+
+use crate::config::{ColdStart, LimitKey, OnRedisError, RateLimitConfig, RedisConfig};
+use crate::observability::Metrics;
+use http::HeaderValue;
+use keys::KeyTable;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// A monotonic clock in nanoseconds since the limiter started.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Self {
+            base: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A policy, ready to decide.
+#[derive(Debug)]
+pub struct Policy {
+    pub name: String,
+    pub shape: Shape,
+    /// The shape each instance enforces alone when Redis is unreachable (`local`).
+    pub fallback_shape: Shape,
+    pub key: LimitKey,
+    pub on_redis_error: OnRedisError,
+    /// `RateLimit-Policy` value: `"name";q=<burst>;w=<period seconds>`.
+    pub policy_header: HeaderValue,
+    quoted_name: String,
+}
+
+impl Policy {
+    /// The `RateLimit` header value for a decision: `"name";r=<remaining>;t=<seconds>`.
+    pub fn header(&self, d: &Decision) -> Option<HeaderValue> {
+        let t = if d.allowed { d.reset } else { d.retry_after };
+        HeaderValue::from_str(&format!(
+            "{};r={};t={}",
+            self.quoted_name,
+            d.remaining,
+            ceil_secs(t)
+        ))
+        .ok()
+    }
+}
+
+/// Whole seconds, rounded up.
+pub fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// What the limiter decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Tokens left (a lower bound across instances).
+    pub remaining: u64,
+    /// When limited: until a token is due.
+    pub retry_after: Duration,
+    /// Until the bucket would be full again.
+    pub reset: Duration,
+    /// Decided without Redis while Redis is unreachable (or the key table is full).
+    pub fallback: bool,
+}
+
+impl Decision {
+    fn allowed(remaining: u64, reset: Duration) -> Self {
+        Self {
+            allowed: true,
+            remaining,
+            retry_after: Duration::ZERO,
+            reset,
+            fallback: false,
+        }
+    }
+
+    fn limited(retry_after: Duration) -> Self {
+        Self {
+            allowed: false,
+            remaining: 0,
+            retry_after,
+            reset: retry_after,
+            fallback: false,
+        }
+    }
+
+    fn from_take(t: Take, reset: Duration) -> Self {
+        match t {
+            Take::Allowed { remaining } => Self::allowed(remaining, reset),
+            Take::Limited { retry_after } => Self::limited(retry_after),
+        }
+    }
+
+    fn as_fallback(mut self) -> Self {
+        self.fallback = true;
+        self
+    }
+}
+
+/// State shared between the request path and the [`LeaseSync`] service.
+pub(crate) struct Shared {
+    pub config: RedisConfig,
+    /// Keys that need a lease (or more of one).
+    pub queue: Mutex<Vec<Arc<KeyState>>>,
+    /// Wakes the sync service before its tick when a request is waiting.
+    pub wake: Notify,
+    /// False while Redis is unreachable: decisions use the fallback.
+    pub redis_ok: AtomicBool,
+}
+
+impl Shared {
+    fn enqueue(&self, st: &Arc<KeyState>, urgent: bool) {
+        if !st.queued.swap(true, Ordering::AcqRel) {
+            self.queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(st.clone());
+        }
+        if urgent {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The rate limiter of one gateway process.
+pub struct Limiter {
+    pub policies: Vec<Policy>,
+    tables: Vec<KeyTable>,
+    shared: Option<Arc<Shared>>,
+    pub clock: Clock,
+    metrics: Arc<Metrics>,
+}
+
+impl Limiter {
+    pub fn new(config: &RateLimitConfig, metrics: Arc<Metrics>) -> Self {
+        let instances = config.redis.as_ref().map_or(1, |r| r.expected_instances);
+        let policies = config
+            .policies
+            .iter()
+            .map(|p| {
+                let shape = Shape::new(p.rate, p.per, p.burst);
+                let quoted_name = format!("\"{}\"", p.name);
+                let policy_header = HeaderValue::from_str(&format!(
+                    "{quoted_name};q={};w={}",
+                    p.burst,
+                    ceil_secs(p.per)
+                ))
+                .unwrap_or_else(|_| HeaderValue::from_static("\"policy\""));
+                Policy {
+                    name: p.name.clone(),
+                    shape,
+                    fallback_shape: shape.split(instances),
+                    key: p.key.clone(),
+                    on_redis_error: p.on_redis_error,
+                    policy_header,
+                    quoted_name,
+                }
+            })
+            .collect();
+        let shared = config.redis.as_ref().map(|r| {
+            Arc::new(Shared {
+                config: r.clone(),
+                queue: Mutex::new(Vec::new()),
+                wake: Notify::new(),
+                // Optimistic until the first round trip says otherwise; requests wait
+                // at most `lease_wait` for it.
+                redis_ok: AtomicBool::new(true),
+            })
+        });
+        Self {
+            tables: config
+                .policies
+                .iter()
+                .map(|_| KeyTable::new(config.max_keys))
+                .collect(),
+            policies,
+            shared,
+            clock: Clock::new(),
+            metrics,
+        }
+    }
+
+    /// True when limits are shared through Redis.
+    pub fn is_distributed(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The background service: lease sync with Redis, or eviction alone without it.
+    pub fn service(self: &Arc<Self>) -> LimiterService {
+        match &self.shared {
+            Some(s) => LimiterService::Leases(LeaseSync::new(self.clone(), s.clone())),
+            None => LimiterService::Local(self.clone()),
+        }
+    }
+
+    pub fn policy(&self, i: usize) -> Option<&Policy> {
+        self.policies.get(i)
+    }
+
+    /// Decides one request of `key` under policy `p`. Returns at once unless the key has
+    /// no lease and no known-empty state, in which case it waits (at most `lease_wait`)
+    /// for the next sync round trip. Never talks to Redis itself.
+    pub async fn check(&self, p: usize, key: &[u8]) -> Decision {
+        let d = self.decide(p, key).await;
+        self.metrics.observe_limit(p, &d);
+        d
+    }
+
+    async fn decide(&self, p: usize, key: &[u8]) -> Decision {
+        let (Some(policy), Some(table)) = (self.policies.get(p), self.tables.get(p)) else {
+            return Decision::allowed(0, Duration::ZERO);
+        };
+        let now = self.clock.now();
+        let allowance = match &self.shared {
+            Some(s) if s.config.cold_start == ColdStart::Allowance => {
+                s.config.cold_start_allowance as i64
+            }
+            _ => 0,
+        };
+        let made = table.get_or_insert(key, || {
+            KeyState::new(
+                p,
+                key,
+                now,
+                Bucket::full(self.local_shape(policy), now),
+                allowance,
+            )
+        });
+        let Some((st, created)) = made else {
+            // Table full: no state to decide with. Bounded memory wins; see README.
+            return self.without_state(policy);
+        };
+        st.last_used.store(now, Ordering::Relaxed);
+        let Some(shared) = &self.shared else {
+            return self.local(&st, &policy.shape, now);
+        };
+        st.hits.fetch_add(1, Ordering::Relaxed);
+        if created {
+            shared.enqueue(&st, allowance == 0);
+        }
+        if let Some(d) = self.spend_lease(shared, &st, policy, now) {
+            return d;
+        }
+        if !shared.redis_ok.load(Ordering::Acquire) {
+            return self.fallback(&st, policy, now);
+        }
+        // No lease and no word from Redis yet: wait for the sync service, at most
+        // `lease_wait` in all (a grant may go to other waiters first; then wait again).
+        let deadline = tokio::time::Instant::now() + shared.config.lease_wait;
+        loop {
+            let notified = st.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = self.clock.now();
+            if let Some(d) = self.spend_lease(shared, &st, policy, now) {
+                return d;
+            }
+            if !shared.redis_ok.load(Ordering::Acquire) {
+                break;
+            }
+            shared.enqueue(&st, true);
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        // Redis did not answer within lease_wait, or is down: the policy's fallback.
+        self.fallback(&st, policy, self.clock.now())
+    }
+
+    /// The decision a lease or a known-empty bucket gives, if any.
+    fn spend_lease(
+        &self,
+        shared: &Shared,
+        st: &Arc<KeyState>,
+        policy: &Policy,
+        now: u64,
+    ) -> Option<Decision> {
+        if let Some(left) = st.spend() {
+            if left <= st.low_water.load(Ordering::Relaxed) {
+                shared.enqueue(st, false);
+            }
+            let remaining = left as u64 + st.redis_left.load(Ordering::Relaxed);
+            let reset = policy.shape.time_for(policy.shape.burst - remaining as f64);
+            return Some(Decision::allowed(remaining, reset));
+        }
+        let until = st.empty_until.load(Ordering::Acquire);
+        (now < until).then(|| Decision::limited(Duration::from_nanos(until - now)))
+    }
+
+    fn local_shape<'a>(&self, policy: &'a Policy) -> &'a Shape {
+        if self.shared.is_some() {
+            &policy.fallback_shape
+        } else {
+            &policy.shape
+        }
+    }
+
+    fn local(&self, st: &KeyState, shape: &Shape, now: u64) -> Decision {
+        let mut b = st.local.lock().unwrap_or_else(|e| e.into_inner());
+        let take = b.take(shape, now);
+        Decision::from_take(take, b.time_to_full(shape))
+    }
+
+    fn fallback(&self, st: &KeyState, policy: &Policy, now: u64) -> Decision {
+        match policy.on_redis_error {
+            OnRedisError::Local => self.local(st, &policy.fallback_shape, now).as_fallback(),
+            OnRedisError::Open => Decision::allowed(0, Duration::ZERO).as_fallback(),
+            OnRedisError::Closed => Decision::limited(Duration::from_secs(1)).as_fallback(),
+        }
+    }
+
+    fn without_state(&self, policy: &Policy) -> Decision {
+        match policy.on_redis_error {
+            OnRedisError::Closed => Decision::limited(Duration::from_secs(1)).as_fallback(),
+            _ => Decision::allowed(0, Duration::ZERO).as_fallback(),
+        }
+    }
+
+    /// Keys tracked, over all policies.
+    pub fn keys(&self) -> usize {
+        self.tables.iter().map(KeyTable::len).sum()
+    }
+
+    /// Removes keys that can be forgotten: without Redis, those whose bucket is full
+    /// again (state equal to a fresh key); with Redis, idle ones holding no lease.
+    pub fn evict_idle(&self, now: u64, idle: Duration) {
+        for (p, table) in self.tables.iter().enumerate() {
+            let Some(policy) = self.policies.get(p) else {
+                continue;
+            };
+            let shape = *self.local_shape(policy);
+            table.sweep(|st| {
+                let last = st.last_used.load(Ordering::Relaxed);
+                let idle_for = Duration::from_nanos(now.saturating_sub(last));
+                let mut b = *st.local.lock().unwrap_or_else(|e| e.into_inner());
+                b.refill(&shape, now);
+                let local_full = b.tokens >= shape.burst;
+                let lease_empty =
+                    st.lease.load(Ordering::Acquire) <= 0 && !st.queued.load(Ordering::Acquire);
+                idle_for > idle && local_full && lease_empty
+            });
+        }
+        self.metrics.set_limit_keys(self.keys());
+    }
+
+    pub(crate) fn tables(&self) -> &[KeyTable] {
+        &self.tables
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests;

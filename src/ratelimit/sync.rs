@@ -1,0 +1,346 @@
+//! The only code that talks to Redis for rate limiting: a background service that grants
+//! leases to queued keys in one pipelined round trip per tick, gives idle leases back,
+//! probes Redis while it is down, and evicts idle keys.
+
+use super::{Limiter, Shared};
+use crate::observability::Metrics;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use redis::aio::ConnectionManager;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often idle keys are looked at (lease return and eviction).
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// Leases, returns and eviction for one [`Limiter`].
+pub struct LeaseSync {
+    limiter: Arc<Limiter>,
+    shared: Arc<Shared>,
+    script: redis::Script,
+}
+
+/// One key's request in a round trip.
+struct Ask {
+    key: Arc<super::KeyState>,
+    want: u64,
+    back: u64,
+}
+
+impl LeaseSync {
+    pub(crate) fn new(limiter: Arc<Limiter>, shared: Arc<Shared>) -> Self {
+        Self {
+            limiter,
+            shared,
+            script: redis::Script::new(include_str!("grant.lua")),
+        }
+    }
+
+    fn redis_key(&self, st: &super::KeyState) -> Vec<u8> {
+        let policy = self
+            .limiter
+            .policies
+            .get(st.policy)
+            .map_or("", |p| p.name.as_str());
+        let mut k = Vec::with_capacity(
+            self.shared.config.key_prefix.len() + policy.len() + 1 + st.key.len(),
+        );
+        k.extend_from_slice(self.shared.config.key_prefix.as_bytes());
+        k.extend_from_slice(policy.as_bytes());
+        k.push(b':');
+        k.extend_from_slice(&st.key);
+        k
+    }
+
+    /// How many tokens to ask for: enough for `lease_horizon` of this key's demand, never
+    /// more than the policy itself allows in that time, within [lease_min, lease_max].
+    fn lease_size(&self, st: &super::KeyState, now: u64) -> (u64, i64) {
+        let cfg = &self.shared.config;
+        let Some(policy) = self.limiter.policies.get(st.policy) else {
+            return (1, 0);
+        };
+        let since = now
+            .saturating_sub(st.last_fetch.swap(now, Ordering::AcqRel))
+            .max(1_000_000);
+        let hits = st.hits.swap(0, Ordering::AcqRel) as f64;
+        let observed = hits / (since as f64 / 1e9);
+        let horizon = cfg.lease_horizon.as_secs_f64();
+        let target = (observed.min(policy.shape.per_second) * horizon).ceil() as u64;
+        let target = target
+            .clamp(cfg.lease_min, cfg.lease_max)
+            .min(policy.shape.burst as u64)
+            .max(1);
+        let have = st.lease.load(Ordering::Acquire).max(0) as u64;
+        // Ask again when half of the target is left.
+        (target.saturating_sub(have).max(1), (target / 2) as i64)
+    }
+
+    async fn connect(&self) -> Result<ConnectionManager, redis::RedisError> {
+        let cfg = &self.shared.config;
+        let client = redis::Client::open(cfg.url.as_str())?;
+        let mc = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            .set_response_timeout(Some(cfg.command_timeout))
+            .set_number_of_retries(0);
+        ConnectionManager::new_with_config(client, mc).await
+    }
+
+    /// One pipelined round trip for every ask. Applies the grants; on error nothing is applied.
+    async fn round_trip(
+        &self,
+        conn: &mut ConnectionManager,
+        asks: &[Ask],
+    ) -> Result<(), redis::RedisError> {
+        let metrics: &Metrics = self.limiter.metrics();
+        let mut pipe = redis::pipe();
+        for a in asks {
+            let Some(policy) = self.limiter.policies.get(a.key.policy) else {
+                continue;
+            };
+            let per_ms = policy.shape.per_second / 1000.0;
+            // The bucket key lives while it could still differ from a full bucket.
+            let ttl_ms =
+                (policy.shape.time_for(policy.shape.burst).as_millis() as u64).max(1000) * 2;
+            pipe.cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(1)
+                .arg(self.redis_key(&a.key))
+                .arg(per_ms)
+                .arg(policy.shape.burst)
+                .arg(a.want)
+                .arg(a.back)
+                .arg(ttl_ms);
+        }
+        let started = Instant::now();
+        metrics.limit_redis_round_trip();
+        let result: Result<Vec<(u64, i64, u64)>, redis::RedisError> =
+            match tokio::time::timeout(self.shared.config.command_timeout, pipe.query_async(conn))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "command timeout",
+                ))),
+            };
+        let replies = match result {
+            Ok(r) => r,
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // First use on this server: load the script, the next tick retries.
+                self.script.load_async(conn).await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        metrics.observe_lease_fetch(started.elapsed().as_secs_f64());
+        let now = self.limiter.clock.now();
+        for (a, (granted, milli_left, wait_ms)) in asks.iter().zip(replies) {
+            let st = &a.key;
+            if granted > 0 {
+                st.lease.fetch_add(granted as i64, Ordering::AcqRel);
+            }
+            st.redis_left
+                .store((milli_left.max(0) / 1000) as u64, Ordering::Relaxed);
+            if a.want > 0 && granted == 0 {
+                // Nothing left: reject locally until a token is due, and ask no sooner than a tick.
+                let wait = Duration::from_millis(wait_ms).max(self.shared.config.sync_interval);
+                st.empty_until
+                    .store(now + wait.as_nanos() as u64, Ordering::Release);
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets everyone waiting on these keys re-check (after a grant or a failure).
+    fn release(&self, asks: &[Ask]) {
+        for a in asks {
+            a.key.queued.store(false, Ordering::Release);
+            a.key.notify.notify_waiters();
+        }
+    }
+
+    /// Keys idle for `idle_return` give their leases back.
+    fn idle_returns(&self, now: u64) -> Vec<Ask> {
+        let idle = self.shared.config.idle_return.as_nanos() as u64;
+        let mut out = Vec::new();
+        for t in self.limiter.tables() {
+            for st in t.all() {
+                let last = st.last_used.load(Ordering::Relaxed);
+                if now.saturating_sub(last) > idle && !st.queued.load(Ordering::Acquire) {
+                    let back = st.lease.swap(0, Ordering::AcqRel);
+                    if back > 0 {
+                        out.push(Ask {
+                            key: st,
+                            want: 0,
+                            back: back as u64,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    async fn run(&self, mut shutdown: ShutdownWatch) {
+        let cfg = self.shared.config.clone();
+        log::info!(
+            "rate limiting: leases from Redis at {} (sync every {:?}, lease horizon {:?}, cold start {:?})",
+            redacted(&cfg.url),
+            cfg.sync_interval,
+            cfg.lease_horizon,
+            cfg.cold_start
+        );
+        let mut conn: Option<ConnectionManager> = None;
+        let mut ticker = tokio::time::interval(cfg.sync_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sweep = Instant::now();
+        let mut pending_returns: Vec<Ask> = Vec::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = ticker.tick() => {},
+                _ = self.shared.wake.notified() => {},
+            }
+            let now = self.limiter.clock.now();
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                pending_returns.extend(self.idle_returns(now));
+                self.limiter
+                    .evict_idle(now, cfg.idle_return.max(SWEEP_EVERY) * 2);
+            }
+            let queued: Vec<Arc<super::KeyState>> =
+                std::mem::take(&mut *self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut asks: Vec<Ask> = queued
+                .into_iter()
+                .map(|key| {
+                    let (want, low) = self.lease_size(&key, now);
+                    key.low_water.store(low, Ordering::Relaxed);
+                    Ask { key, want, back: 0 }
+                })
+                .collect();
+            asks.append(&mut pending_returns);
+            if asks.is_empty() && self.shared.redis_ok.load(Ordering::Acquire) {
+                continue;
+            }
+            if conn.is_none() {
+                match tokio::time::timeout(cfg.connect_timeout * 2, self.connect()).await {
+                    Ok(Ok(c)) => conn = Some(c),
+                    Ok(Err(e)) => self.failed(&asks, &e.to_string()),
+                    Err(_) => self.failed(&asks, "connect timeout"),
+                }
+            }
+            let Some(c) = conn.as_mut() else {
+                pending_returns = keep_returns(asks);
+                continue;
+            };
+            if asks.is_empty() {
+                // Down and idle: probe so that recovery does not wait for traffic.
+                let ping: Result<String, _> = match tokio::time::timeout(
+                    cfg.command_timeout,
+                    redis::cmd("PING").query_async(c),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout"))),
+                };
+                match ping {
+                    Ok(_) => self.recovered(),
+                    Err(e) => self.failed(&[], &e.to_string()),
+                }
+                continue;
+            }
+            match self.round_trip(c, &asks).await {
+                Ok(()) => {
+                    self.recovered();
+                    self.release(&asks);
+                }
+                Err(e) => {
+                    if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+                        self.failed(&asks, &e.to_string());
+                    } else {
+                        self.release(&asks);
+                    }
+                    pending_returns = keep_returns(asks);
+                }
+            }
+        }
+        // Shutting down: give every lease back so other instances can use it.
+        if let Some(c) = conn.as_mut() {
+            let returns: Vec<Ask> = self
+                .limiter
+                .tables()
+                .iter()
+                .flat_map(|t| t.all())
+                .filter_map(|st| {
+                    let back = st.lease.swap(0, Ordering::AcqRel);
+                    (back > 0).then_some(Ask {
+                        key: st,
+                        want: 0,
+                        back: back as u64,
+                    })
+                })
+                .chain(pending_returns)
+                .collect();
+            if !returns.is_empty() {
+                let _ = self.round_trip(c, &returns).await;
+            }
+        }
+    }
+
+    fn recovered(&self) {
+        if !self.shared.redis_ok.swap(true, Ordering::AcqRel) {
+            log::warn!("rate limiting: Redis is reachable again, leases resume");
+        }
+    }
+
+    fn failed(&self, asks: &[Ask], why: &str) {
+        self.limiter.metrics().limit_redis_error();
+        if self.shared.redis_ok.swap(false, Ordering::AcqRel) {
+            log::error!(
+                "rate limiting: Redis unreachable ({why}); policies fall back to on_redis_error"
+            );
+        }
+        self.release(asks);
+    }
+}
+
+/// Returns that failed are kept for the next round trip (the tokens are not lost).
+fn keep_returns(asks: Vec<Ask>) -> Vec<Ask> {
+    asks.into_iter().filter(|a| a.back > 0).collect()
+}
+
+/// The URL without a password, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+/// The limiter's background work: lease sync with Redis, or only eviction without it.
+pub enum LimiterService {
+    /// No Redis: evict keys whose bucket is full again.
+    Local(Arc<Limiter>),
+    Leases(LeaseSync),
+}
+
+#[async_trait]
+impl BackgroundService for LimiterService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        match self {
+            LimiterService::Leases(sync) => sync.run(shutdown).await,
+            LimiterService::Local(limiter) => {
+                let mut ticker = tokio::time::interval(SWEEP_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = ticker.tick() => limiter.evict_idle(limiter.clock.now(), SWEEP_EVERY),
+                    }
+                }
+            }
+        }
+    }
+}

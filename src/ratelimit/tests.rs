@@ -1,0 +1,98 @@
+use super::*;
+use crate::config;
+
+fn limiter(yaml: &str) -> Limiter {
+    let text = format!(
+        "upstreams:\n  a:\n    backends:\n      - addr: 127.0.0.1:1\nroutes:\n  - upstream: a\nrate_limits:\n{yaml}"
+    );
+    let cfg = config::parse(&text).unwrap();
+    let names: Vec<&str> = cfg
+        .rate_limits
+        .policies
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let metrics = Arc::new(Metrics::new(&["r"], &names).unwrap());
+    Limiter::new(&cfg.rate_limits, metrics)
+}
+
+#[tokio::test]
+async fn local_mode_is_a_token_bucket_per_key() {
+    let l = limiter("  policies:\n    p:\n      rate: 5\n      per: 1m\n");
+    assert!(!l.is_distributed());
+    for left in (0..5).rev() {
+        let d = l.check(0, b"client-a").await;
+        assert!(d.allowed);
+        assert_eq!(d.remaining, left);
+        assert!(!d.fallback);
+    }
+    let d = l.check(0, b"client-a").await;
+    assert!(!d.allowed);
+    assert_eq!(ceil_secs(d.retry_after), 12);
+    // Another key has its own bucket.
+    assert!(l.check(0, b"client-b").await.allowed);
+    assert_eq!(l.keys(), 2);
+}
+
+#[tokio::test]
+async fn headers_follow_the_draft() {
+    let l = limiter("  policies:\n    free:\n      rate: 5\n      per: 1m\n      burst: 5\n");
+    let p = l.policy(0).unwrap();
+    assert_eq!(p.policy_header, "\"free\";q=5;w=60");
+    let d = l.check(0, b"k").await;
+    assert_eq!(p.header(&d).unwrap(), "\"free\";r=4;t=12");
+    for _ in 0..4 {
+        l.check(0, b"k").await;
+    }
+    let d = l.check(0, b"k").await;
+    assert_eq!(p.header(&d).unwrap(), "\"free\";r=0;t=12");
+}
+
+#[tokio::test]
+async fn full_table_decides_without_state() {
+    let l = limiter("  max_keys: 2\n  policies:\n    p:\n      rate: 1\n      per: 1h\n      on_redis_error: closed\n");
+    assert!(l.check(0, b"a").await.allowed);
+    assert!(l.check(0, b"b").await.allowed);
+    let d = l.check(0, b"c").await;
+    assert!(
+        !d.allowed && d.fallback,
+        "closed policy rejects keys it cannot track"
+    );
+}
+
+#[tokio::test]
+async fn idle_full_buckets_are_evicted() {
+    let l = limiter("  policies:\n    p:\n      rate: 10\n      per: 1s\n");
+    l.check(0, b"a").await;
+    assert_eq!(l.keys(), 1);
+    // Not idle long enough.
+    l.evict_idle(l.clock.now(), Duration::from_secs(60));
+    assert_eq!(l.keys(), 1);
+    // Idle and refilled (10/s: full again after 100 ms).
+    l.evict_idle(l.clock.now() + 200_000_000_000, Duration::from_secs(60));
+    assert_eq!(l.keys(), 0);
+}
+
+#[tokio::test]
+async fn redis_down_falls_back_per_policy() {
+    // Nothing listens on port 1: the first wait times out and the fallback decides.
+    let l = limiter(
+        "  redis:\n    url: redis://127.0.0.1:1/\n    lease_wait: 20ms\n    expected_instances: 2\n  policies:\n    local:\n      rate: 4\n      per: 1m\n    open:\n      rate: 1\n      per: 1h\n      on_redis_error: open\n    closed:\n      rate: 100\n      per: 1s\n      on_redis_error: closed\n",
+    );
+    assert!(l.is_distributed());
+    let idx = |name: &str| l.policies.iter().position(|p| p.name == name).unwrap();
+    // `local` with 2 instances: 2 per instance.
+    let a = l.check(idx("local"), b"k").await;
+    let b = l.check(idx("local"), b"k").await;
+    let c = l.check(idx("local"), b"k").await;
+    assert!(
+        a.allowed && a.fallback && b.allowed && !c.allowed && c.fallback,
+        "{a:?} {b:?} {c:?}"
+    );
+    for _ in 0..3 {
+        let d = l.check(idx("open"), b"k").await;
+        assert!(d.allowed && d.fallback);
+    }
+    let d = l.check(idx("closed"), b"k").await;
+    assert!(!d.allowed && d.fallback);
+}
