@@ -145,10 +145,22 @@ impl Gateway {
         gw
     }
 
+    /// Starts the gateway on a config that sets its own listeners: `make(proxy, admin)`
+    /// gets the two free ports to put in it.
+    pub fn start_with(make: impl FnOnce(u16, u16) -> String) -> Self {
+        let (port, admin_port) = (free_port(), free_port());
+        let gw = Self::spawn_on(&make(port, admin_port), port, admin_port);
+        gw.wait_alive();
+        gw
+    }
+
     /// Starts the process without waiting for it to listen.
     pub fn spawn(yaml: &str) -> Self {
+        Self::spawn_on(yaml, free_port(), free_port())
+    }
+
+    fn spawn_on(yaml: &str, port: u16, admin_port: u16) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (port, admin_port) = (free_port(), free_port());
         let access_log = dir.path().join("access.log");
         let mut text = String::new();
         let has = |section: &str| yaml.lines().any(|l| l.starts_with(&format!("{section}:")));
@@ -261,19 +273,28 @@ impl Drop for Gateway {
 
 /// A `redis-server` on a free port, killed on drop.
 pub struct RedisServer {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args([
                 "--port",
-                &port.to_string(),
+                &self.port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -282,38 +303,85 @@ impl RedisServer {
                 "no",
             ])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        let server = RedisServer {
-            child,
-            port,
-            _dir: dir,
-        };
+            .expect("redis-server must be installed (scripts/install-deps.sh)");
+        self.child = Some(child);
+        let port = self.port;
         wait_for(
             "redis-server to answer PING",
             Duration::from_secs(10),
             || {
-                let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-                s.write_all(b"PING\r\n").ok()?;
-                let mut buf = [0u8; 7];
-                s.read_exact(&mut buf).ok()?;
-                (&buf == b"+PONG\r\n").then_some(())
+                Self::command_on(port, "PING")
+                    .filter(|r| r.starts_with("+PONG"))
+                    .map(drop)
             },
         );
-        server
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to clients).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a fresh, empty server on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
+
+    fn command_on(port: u16, cmd: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            let n = s.read(&mut buf).ok()?;
+            out.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&out);
+            // A bulk string: "$<len>\r\n<data>\r\n"; anything else is one line.
+            let complete = match text.strip_prefix('$') {
+                Some(rest) => rest
+                    .split_once("\r\n")
+                    .and_then(|(len, data)| len.parse::<usize>().ok().map(|l| data.len() >= l + 2))
+                    .unwrap_or(false),
+                None => text.ends_with("\r\n"),
+            };
+            if n == 0 || complete {
+                return Some(text.to_string());
+            }
+        }
+    }
+
+    /// An inline command's raw reply.
+    pub fn command(&self, cmd: &str) -> String {
+        Self::command_on(self.port, cmd).unwrap_or_default()
+    }
+
+    /// How many times `cmd` (e.g. "evalsha") has run, from INFO commandstats.
+    pub fn calls(&self, cmd: &str) -> u64 {
+        let info = self.command("INFO commandstats");
+        let prefix = format!("cmdstat_{cmd}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

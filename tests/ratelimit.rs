@@ -1,0 +1,316 @@
+//! Rate limiting end to end: real gateway processes, a real upstream, real redis-server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{get, wait_for, Gateway, RedisServer, Upstream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn config(up: &Upstream, policies: &str, redis: Option<&str>, extra: &str) -> String {
+    let redis = redis.map_or(String::new(), |r| format!("  redis:\n{r}"));
+    format!(
+        "upstreams:\n  app:\n    backends:\n      - addr: {}\nroutes:\n  - name: api\n    path_prefix: /\n    upstream: app\n    rate_limit: p\nping:\n  rate_limit: p\nrate_limits:\n{redis}  policies:\n{policies}{extra}",
+        up.addr()
+    )
+}
+
+fn redis_section(r: &RedisServer, extra: &str) -> String {
+    format!("    url: {}\n    sync_interval: 5ms\n{extra}", r.url())
+}
+
+/// The original gateway's quick start: 5 quick requests pass, the 6th gets 429 with the
+/// draft-11 headers; once a token accrues the client is allowed again.
+fn quick_start(gw: &Gateway) {
+    for left in (0..5).rev() {
+        let r = get(&gw.url("/ping"), &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("ratelimit-policy"), Some("\"p\";q=5;w=2"));
+        let rl = r.header("ratelimit").unwrap_or_default().to_string();
+        assert!(rl.starts_with(&format!("\"p\";r={left};t=")), "{rl}");
+    }
+    let r = get(&gw.url("/ping"), &[("X-Request-ID", "limited-1")]);
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(
+        r.header("retry-after"),
+        Some("1"),
+        "5 per 2 s: a token every 400 ms"
+    );
+    assert_eq!(r.header("ratelimit"), Some("\"p\";r=0;t=1"));
+    assert_eq!(r.header("ratelimit-policy"), Some("\"p\";q=5;w=2"));
+    let body = r.json();
+    assert_eq!(body["error"], "rate limit exceeded");
+    assert_eq!(body["request_id"], "limited-1");
+    assert_eq!(body["retry_after"], 1);
+    wait_for("a token to accrue", Duration::from_secs(5), || {
+        (get(&gw.url("/ping"), &[]).status == 200).then_some(())
+    });
+}
+
+const QUICK: &str = "    p:\n      rate: 5\n      per: 2s\n      burst: 5\n";
+
+#[test]
+fn quick_start_without_redis() {
+    let up = Upstream::start("app");
+    let gw = Gateway::start(&config(&up, QUICK, None, ""));
+    quick_start(&gw);
+    assert!(
+        gw.stderr()
+            .contains("limits are enforced by this instance alone"),
+        "{}",
+        gw.stderr()
+    );
+    assert!(
+        gw.metric("gateway_ratelimit_decisions_total{outcome=\"limited\",policy=\"p\"}") >= 1.0
+    );
+}
+
+#[test]
+fn quick_start_through_redis() {
+    let up = Upstream::start("app");
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&config(&up, QUICK, Some(&redis_section(&redis, "")), ""));
+    quick_start(&gw);
+    assert_eq!(
+        gw.metric("gateway_ratelimit_decisions_total{outcome=\"fallback\",policy=\"p\"}"),
+        0.0
+    );
+    assert!(redis.calls("evalsha") >= 1);
+}
+
+#[test]
+fn the_shipped_default_config_limits_ping_at_five_per_minute() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/gateway.yaml")).unwrap();
+    let gw = Gateway::start_with(|port, admin| {
+        text.replace("0.0.0.0:8000", &format!("127.0.0.1:{port}"))
+            .replace("127.0.0.1:9100", &format!("127.0.0.1:{admin}"))
+            .replace("destination: stdout", "destination: /dev/null")
+    });
+    let url = gw.url("/ping");
+    let statuses: Vec<u16> = (0..6).map(|_| get(&url, &[]).status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+    let r = get(&url, &[]);
+    assert_eq!(
+        r.header("ratelimit-policy"),
+        Some("\"quickstart\";q=5;w=60")
+    );
+    assert_eq!(r.header("retry-after"), Some("12"));
+}
+
+#[test]
+fn x_forwarded_for_counts_only_from_trusted_proxies() {
+    let up = Upstream::start("app");
+    let policy = "    p:\n      rate: 1\n      per: 1h\n";
+    // The test client (127.0.0.1) is not trusted: the header is ignored, one bucket for all.
+    let gw = Gateway::start(&config(
+        &up,
+        policy,
+        None,
+        "trusted_proxies: [10.0.0.0/8]\n",
+    ));
+    assert_eq!(
+        get(&gw.url("/"), &[("X-Forwarded-For", "1.1.1.1")]).status,
+        200
+    );
+    assert_eq!(
+        get(&gw.url("/"), &[("X-Forwarded-For", "2.2.2.2")]).status,
+        429,
+        "spoofed header changed the key"
+    );
+    // Trusted: each forwarded client has its own bucket; the left-most (client-written) hop is ignored.
+    let gw = Gateway::start(&config(
+        &up,
+        policy,
+        None,
+        "trusted_proxies: [127.0.0.1/32]\n",
+    ));
+    assert_eq!(
+        get(&gw.url("/"), &[("X-Forwarded-For", "1.1.1.1")]).status,
+        200
+    );
+    assert_eq!(
+        get(&gw.url("/"), &[("X-Forwarded-For", "2.2.2.2")]).status,
+        200
+    );
+    assert_eq!(
+        get(&gw.url("/"), &[("X-Forwarded-For", "9.9.9.9, 1.1.1.1")]).status,
+        429
+    );
+    let lines = wait_for("access log", Duration::from_secs(5), || {
+        let l = gw.access_lines();
+        (l.len() >= 3).then_some(l)
+    });
+    assert_eq!(lines[1]["client_ip"], "2.2.2.2");
+}
+
+#[test]
+fn flood_on_an_exhausted_key_costs_redis_almost_nothing() {
+    let up = Upstream::start("app");
+    let redis = RedisServer::start();
+    let policy = "    p:\n      rate: 1\n      per: 1h\n      key: header:X-Client\n";
+    let gw = Gateway::start(&config(&up, policy, Some(&redis_section(&redis, "")), ""));
+    assert_eq!(get(&gw.url("/"), &[("X-Client", "flooder")]).status, 200);
+    let before = redis.calls("evalsha");
+    let started = Instant::now();
+    let mut limited = 0;
+    for _ in 0..300 {
+        if get(&gw.url("/"), &[("X-Client", "flooder")]).status == 429 {
+            limited += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    let spent = redis.calls("evalsha") - before;
+    assert_eq!(limited, 300);
+    // "Empty until T" (here an hour away) is remembered locally: no round trip per request.
+    assert!(
+        spent <= 2,
+        "{spent} EVALSHA calls for 300 rejected requests in {elapsed:?}"
+    );
+}
+
+/// Requests spread over several gateways as fast as `threads` clients can send them.
+fn hammer(
+    urls: &[String],
+    threads: usize,
+    duration: Duration,
+    header: (&str, &str),
+) -> (usize, usize, usize, Duration) {
+    let ok = Arc::new(AtomicUsize::new(0));
+    let limited = Arc::new(AtomicUsize::new(0));
+    let other = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (ok, limited, other) = (ok.clone(), limited.clone(), other.clone());
+            let urls = urls.to_vec();
+            let (k, v) = (header.0.to_string(), header.1.to_string());
+            std::thread::spawn(move || {
+                let mut i = t;
+                while started.elapsed() < duration {
+                    let r = get(&urls[i % urls.len()], &[(&k, &v)]);
+                    match r.status {
+                        200 => ok.fetch_add(1, Ordering::Relaxed),
+                        429 => limited.fetch_add(1, Ordering::Relaxed),
+                        _ => other.fetch_add(1, Ordering::Relaxed),
+                    };
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let elapsed = started.elapsed();
+    (
+        ok.load(Ordering::Relaxed),
+        limited.load(Ordering::Relaxed),
+        other.load(Ordering::Relaxed),
+        elapsed,
+    )
+}
+
+#[test]
+fn four_instances_share_one_bucket_exactly() {
+    let up = Upstream::start("app");
+    let redis = RedisServer::start();
+    // 100 per second, burst 20: over ~4 s about 420 may pass, whatever the instance count.
+    let policy =
+        "    p:\n      rate: 100\n      per: 1s\n      burst: 20\n      key: header:X-Client\n";
+    let section = redis_section(&redis, "    expected_instances: 4\n");
+    let gws: Vec<Gateway> = (0..4)
+        .map(|_| Gateway::start(&config(&up, policy, Some(&section), "")))
+        .collect();
+    let urls: Vec<String> = gws.iter().map(|g| g.url("/")).collect();
+    let (ok, limited, other, elapsed) =
+        hammer(&urls, 8, Duration::from_secs(4), ("X-Client", "hot"));
+    let allowed = 20.0 + 100.0 * elapsed.as_secs_f64();
+    let ratio = ok as f64 / allowed;
+    eprintln!("four instances: admitted {ok}, limited {limited}, other {other}, in {elapsed:?}; allowed {allowed:.0}; admitted/allowed {ratio:.3}");
+    assert_eq!(other, 0);
+    assert!(
+        limited > ok,
+        "the load must exceed the limit for this test to mean anything"
+    );
+    assert!(ratio <= 1.0, "over-admission: {ok} > {allowed:.0}");
+    assert!(ratio >= 0.95, "under-admission: {ratio:.3}");
+    for g in &gws {
+        assert!(
+            g.metric("gateway_ratelimit_decisions_total{outcome=\"allowed\",policy=\"p\"}") > 0.0,
+            "every instance admitted some"
+        );
+        assert_eq!(
+            g.metric("gateway_ratelimit_decisions_total{outcome=\"fallback\",policy=\"p\"}"),
+            0.0
+        );
+    }
+}
+
+#[test]
+fn redis_dying_mid_load_causes_no_5xx_and_recovers_by_itself() {
+    let up = Upstream::start("app");
+    let mut redis = RedisServer::start();
+    let policy = "    p:\n      rate: 1000\n      per: 1s\n      key: header:X-Client\n";
+    let gw = Gateway::start(&config(
+        &up,
+        policy,
+        Some(&redis_section(&redis, "    lease_wait: 50ms\n")),
+        "",
+    ));
+    let url = gw.url("/");
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new([
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ]);
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, counts, url) = (stop.clone(), counts.clone(), url.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let s = get(&url, &[("X-Client", "steady")]).status;
+                    let i = match s {
+                        200 => 0,
+                        429 => 1,
+                        _ => 2,
+                    };
+                    counts[i].fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let allowed = "gateway_ratelimit_decisions_total{outcome=\"allowed\",policy=\"p\"}";
+    let fallback = "gateway_ratelimit_decisions_total{outcome=\"fallback\",policy=\"p\"}";
+    wait_for("leased decisions", Duration::from_secs(10), || {
+        (gw.metric(allowed) > 50.0).then_some(())
+    });
+    redis.kill();
+    wait_for("fallback decisions", Duration::from_secs(10), || {
+        (gw.metric(fallback) > 50.0).then_some(())
+    });
+    assert!(gw.metric("gateway_ratelimit_redis_errors_total") >= 1.0);
+    redis.restart();
+    let before = gw.metric(allowed);
+    wait_for("leases to resume", Duration::from_secs(10), || {
+        (gw.metric(allowed) > before + 50.0).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    for h in load {
+        h.join().unwrap();
+    }
+    assert_eq!(
+        counts[2].load(Ordering::Relaxed),
+        0,
+        "a 5xx (or other error) reached a client"
+    );
+    assert!(redis.calls("evalsha") >= 1, "the new server is used");
+    assert!(
+        gw.stderr().contains("Redis is reachable again"),
+        "{}",
+        gw.stderr()
+    );
+}
