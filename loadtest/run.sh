@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Load test: the gateway (full and --bare) against nginx as a reverse proxy, all in
-# front of the same nginx upstream, on loopback. See loadtest/README.md.
+# Load test: the gateway (full, with the rate limiter on, and --bare) against nginx
+# as a reverse proxy (plain and with limit_req), all in front of the same nginx
+# upstream, on loopback. See loadtest/README.md.
 #
 # Knobs (environment):
 #   DURATION=8        seconds per wrk run
@@ -8,7 +9,8 @@
 #   CONNECTIONS=64    wrk connections
 #   WRK_THREADS=2     wrk threads
 #   THREADS=2         gateway server.threads
-#   TARGETS="upstream nginx gateway gateway-bare"   subset/order (spaces or commas)
+#   TARGETS="upstream nginx nginx-limited gateway gateway-limited gateway-limited-redis gateway-bare"
+#                     subset/order (spaces or commas)
 #   ACCESS_LOG=on     gateway access log (on|off), written to a file in the temp dir
 #   KEEP_ACCESS_LOG=0 keep that file after the run (it can be hundreds of MB)
 #   WARMUP=1          seconds of unrecorded wrk per target before round 1 (0: none)
@@ -24,13 +26,16 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 THREADS=${THREADS:-2}
-TARGETS=${TARGETS:-upstream nginx gateway gateway-bare}
+ALL_TARGETS="upstream nginx nginx-limited gateway gateway-limited gateway-limited-redis gateway-bare"
+TARGETS=${TARGETS:-$ALL_TARGETS}
 ACCESS_LOG=${ACCESS_LOG:-on}
 KEEP_ACCESS_LOG=${KEEP_ACCESS_LOG:-0}
 WARMUP=${WARMUP:-1}
 GATEWAY_BIN=${GATEWAY_BIN:-}
 RESULTS_DIR=${RESULTS_DIR:-$SCRIPT_DIR/results}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+REDIS_SERVER=${REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}
+REDIS_CLI=${REDIS_CLI:-$(command -v redis-cli || echo /usr/bin/redis-cli)}
 READY_TIMEOUT=10 # seconds to wait for each server to answer
 
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -50,13 +55,20 @@ read -r -a TARGET_LIST <<<"${TARGETS//,/ }"
 (( ${#TARGET_LIST[@]} > 0 )) || die "TARGETS is empty"
 for t in "${TARGET_LIST[@]}"; do
     case $t in
-        upstream | nginx | gateway | gateway-bare) ;;
-        *) die "unknown target '$t' (choose from: upstream nginx gateway gateway-bare)" ;;
+        upstream | nginx | nginx-limited | gateway | gateway-limited | gateway-limited-redis | gateway-bare) ;;
+        *) die "unknown target '$t' (choose from: $ALL_TARGETS)" ;;
     esac
 done
 want() { local t; for t in "${TARGET_LIST[@]}"; do [[ $t == "$1" ]] && return 0; done; return 1; }
+# The full gateways (with /metrics, request ids, access log), in the default order.
+FULL_GATEWAYS=()
+for t in gateway gateway-limited gateway-limited-redis; do
+    if want "$t"; then FULL_GATEWAYS+=("$t"); fi
+done
 
-for tool in wrk curl python3 timeout "$NGINX"; do
+tools=(wrk curl python3 timeout "$NGINX")
+if want gateway-limited-redis; then tools+=("$REDIS_SERVER" "$REDIS_CLI"); fi
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || die "'$tool' not found"
 done
 
@@ -76,7 +88,8 @@ stop_all() {
         kill -TERM "$WRK_PID" 2>/dev/null || true # timeout passes it on to wrk
         PROC_PIDS+=("$WRK_PID")
     fi
-    # Newest first: gateways, then the nginx proxy, then the upstream.
+    # Newest first: gateways (they give their Redis leases back), then Redis, the
+    # nginx proxies, the upstream.
     for (( i = ${#PROC_PIDS[@]} - 1; i >= 0; i-- )); do
         pid=${PROC_PIDS[i]}
         alive "$pid" || continue
@@ -109,8 +122,8 @@ cleanup() {
     trap - EXIT
     set +e
     stop_all
-    if [[ -f $TMP/gateway-access.log && $KEEP_ACCESS_LOG != 1 ]]; then
-        rm -f "$TMP/gateway-access.log"
+    if [[ $KEEP_ACCESS_LOG != 1 ]]; then
+        rm -f "$TMP"/gateway*-access.log
     fi
     rm -rf "$TMP/bin" # the private copy of the gateway binary (~50 MB)
     echo "temp dir (raw wrk outputs, configs, logs): $TMP" >&2
@@ -146,10 +159,19 @@ wait_ready() { # name pid url [expected-body] [logfile]
     done
 }
 
-render() { # template output KEY=VALUE...
+# KEY=VALUE replaces @KEY@. +SECTION keeps the template's lines that start with
+# "#+SECTION " (without that marker); lines of sections not given are dropped.
+render() { # template output [KEY=VALUE | +SECTION]...
     local tmpl=$1 out=$2 kv args=()
     shift 2
-    for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+    for kv in "$@"; do
+        if [[ $kv == +* ]]; then
+            args+=(-e "s|^#${kv} ||")
+        else
+            args+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
+        fi
+    done
+    args+=(-e '/^#+[A-Z_]* /d')
     sed "${args[@]}" "$tmpl" >"$out"
     if grep -q '@[A-Z_]*@' "$out"; then die "unreplaced placeholder in $out: $(grep -o '@[A-Z_]*@' "$out" | sort -u | tr '\n' ' ')"; fi
 }
@@ -167,7 +189,7 @@ echo "== temp dir: $TMP"
 show_load start
 LOAD_START=$(uptime | sed 's/.*load average: //')
 
-if want gateway || want gateway-bare; then
+if (( ${#FULL_GATEWAYS[@]} > 0 )) || want gateway-bare; then
     if [[ -z $GATEWAY_BIN ]]; then
         echo "== cargo build --release"
         (cd "$ROOT" && cargo build --release)
@@ -181,17 +203,26 @@ if want gateway || want gateway-bare; then
     echo "== gateway binary: $GATEWAY_BIN ($("$GW" --version 2>/dev/null | head -n 1 || true))"
 fi
 
-# Six distinct free loopback ports, held open together while they are chosen.
+# Twelve distinct free loopback ports, held open together while they are chosen.
 ports=$(python3 -c '
 import socket
 socks = []
-for _ in range(6):
+for _ in range(12):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
     socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 ')
-read -r P_UPSTREAM P_NGINX P_GW P_GW_ADMIN P_BARE P_BARE_ADMIN <<<"$ports"
+read -r P_UPSTREAM P_NGINX P_NGINX_LIM P_GW P_GW_ADMIN P_BARE P_BARE_ADMIN \
+    P_GWL P_GWL_ADMIN P_GWLR P_GWLR_ADMIN P_REDIS <<<"$ports"
+declare -A PORT=(
+    [upstream]=$P_UPSTREAM [nginx]=$P_NGINX [nginx-limited]=$P_NGINX_LIM
+    [gateway]=$P_GW [gateway-limited]=$P_GWL [gateway-limited-redis]=$P_GWLR [gateway-bare]=$P_BARE
+)
+declare -A ADMIN_PORT=(
+    [gateway]=$P_GW_ADMIN [gateway-limited]=$P_GWL_ADMIN [gateway-limited-redis]=$P_GWLR_ADMIN
+    [gateway-bare]=$P_BARE_ADMIN
+)
 
 if (( EUID == 0 )); then USER_DIRECTIVE="user root;"; else USER_DIRECTIVE=""; fi
 
@@ -200,7 +231,7 @@ start_nginx() { # name port template [extra KEY=VALUE...]
     shift 3
     for d in body proxy fastcgi uwsgi scgi; do mkdir -p "$TMP/$name-tmp/$d"; done
     mkdir -p "$TMP/$name-prefix"
-    render "$tmpl" "$TMP/$name.conf" DIR="$TMP" PORT="$port" USER_DIRECTIVE="$USER_DIRECTIVE" "$@"
+    render "$tmpl" "$TMP/$name.conf" DIR="$TMP" NAME="$name" PORT="$port" USER_DIRECTIVE="$USER_DIRECTIVE" "$@"
     "$NGINX" -t -q -p "$TMP/$name-prefix/" -c "$TMP/$name.conf" -e "$TMP/$name-error.log" \
         || die "$name: nginx -t failed for $TMP/$name.conf"
     "$NGINX" -p "$TMP/$name-prefix/" -c "$TMP/$name.conf" -e "$TMP/$name-error.log" \
@@ -210,12 +241,13 @@ start_nginx() { # name port template [extra KEY=VALUE...]
     echo "== $name: nginx pid $(cat "$TMP/$name.pid" 2>/dev/null || echo '?') on 127.0.0.1:$port"
 }
 
-gateway_conf() { # name port admin-port: renders and validates $TMP/name.yaml
+gateway_conf() { # name port admin-port [+SECTION...]: renders and validates $TMP/name.yaml
     local name=$1 port=$2 admin=$3 conf=$TMP/$1.yaml enabled=true check
+    shift 3
     [[ $ACCESS_LOG == on ]] || enabled=false
     render "$SCRIPT_DIR/gateway.yaml.tmpl" "$conf" DIR="$TMP" NAME="$name" PORT="$port" \
-        ADMIN_PORT="$admin" THREADS="$THREADS" UPSTREAM_PORT="$P_UPSTREAM" \
-        ACCESS_LOG_ENABLED="$enabled" ACCESS_LOG_FILE="$TMP/$name-access.log"
+        ADMIN_PORT="$admin" THREADS="$THREADS" UPSTREAM_PORT="$P_UPSTREAM" REDIS_PORT="$P_REDIS" \
+        ACCESS_LOG_ENABLED="$enabled" ACCESS_LOG_FILE="$TMP/$name-access.log" "$@"
     check=$("$GW" --check-config "$conf" 2>&1) || die "$name: invalid config $conf: $check"
     [[ $check == ok ]] || die "$name: '$GW --check-config' printed '$check', not 'ok' (is it a real gateway build?)"
 }
@@ -238,38 +270,107 @@ start_gateway() { # name port admin-port [--bare]
     fi
 }
 
+start_redis() { # name port
+    local name=$1 port=$2 pid deadline=$(( SECONDS + READY_TIMEOUT ))
+    "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$TMP" --logfile "$TMP/$name.log" --daemonize no >"$TMP/$name.out" 2>&1 &
+    pid=$!
+    started "$name" "$pid"
+    until [[ $("$REDIS_CLI" -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]]; do
+        if ! alive "$pid"; then
+            echo "run.sh: $name (pid $pid) exited during start-up" >&2
+            tail -n 20 "$TMP/$name.log" "$TMP/$name.out" >&2 2>/dev/null
+            return 1
+        fi
+        if (( SECONDS >= deadline )); then
+            echo "run.sh: $name not ready on 127.0.0.1:$port after ${READY_TIMEOUT}s" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "== $name: pid $pid on 127.0.0.1:$port ($("$REDIS_SERVER" --version | awk '{ print $3 }'))"
+}
+redis_evalsha_calls() { # Redis's count of EVALSHA commands (one per key per lease round trip)
+    "$REDIS_CLI" -h 127.0.0.1 -p "$P_REDIS" info commandstats 2>/dev/null |
+        awk -F'[:=,]' '/^cmdstat_evalsha:/ { n = $3 } END { print n + 0 }'
+}
+
+metrics_of() { # gateway-name: its /metrics text (empty on failure)
+    curl -fsS --max-time 5 "http://127.0.0.1:${ADMIN_PORT[$1]}/metrics" 2>/dev/null || true
+}
+# Sum of the samples of metric NAME whose labels match the regex FILTER; NA when the
+# metrics text is empty.
+metric_sum() { # metrics-text name [label-regex]
+    awk -v name="$2" -v filt="${3:-}" '
+        NF { n++ }
+        index($0, name) == 1 && (substr($0, length(name) + 1, 1) ~ /[{ ]/) && (filt == "" || $0 ~ filt) { s += $NF }
+        END { print (n ? s + 0 : "NA") }' <<<"$1"
+}
+
 # Configs first, so a bad binary or template fails before anything is started.
 if want gateway; then gateway_conf gateway "$P_GW" "$P_GW_ADMIN"; fi
+# The limited gateways: one policy so high that it never rejects, keyed by client
+# IP (wrk's connections all come from 127.0.0.1: one hot key).
+HIGH_POLICY=(POLICY=high RATE=100000000 PER=1s BURST=100000000 KEY=client_ip INSTANCES=1)
+if want gateway-limited; then
+    gateway_conf gateway-limited "$P_GWL" "$P_GWL_ADMIN" +LIMITED "${HIGH_POLICY[@]}"
+fi
+if want gateway-limited-redis; then
+    gateway_conf gateway-limited-redis "$P_GWLR" "$P_GWLR_ADMIN" +LIMITED +REDIS "${HIGH_POLICY[@]}"
+fi
 if want gateway-bare; then gateway_conf gateway-bare "$P_BARE" "$P_BARE_ADMIN"; fi
 
 start_nginx nginx-upstream "$P_UPSTREAM" "$SCRIPT_DIR/nginx-upstream.conf.tmpl"
 if want nginx; then
     start_nginx nginx-proxy "$P_NGINX" "$SCRIPT_DIR/nginx-proxy.conf.tmpl" UPSTREAM_PORT="$P_UPSTREAM"
 fi
-if want gateway; then
-    start_gateway gateway "$P_GW" "$P_GW_ADMIN"
+if want nginx-limited; then
+    start_nginx nginx-limited "$P_NGINX_LIM" "$SCRIPT_DIR/nginx-proxy.conf.tmpl" UPSTREAM_PORT="$P_UPSTREAM" +LIMITED
+    grep -q 'limit_req zone=' "$TMP/nginx-limited.conf" || die "nginx-limited: no limit_req in $TMP/nginx-limited.conf"
 fi
+if want gateway-limited-redis; then
+    start_redis redis "$P_REDIS"
+fi
+for t in "${FULL_GATEWAYS[@]}"; do
+    start_gateway "$t" "${PORT[$t]}" "${ADMIN_PORT[$t]}"
+done
 if want gateway-bare; then
     start_gateway gateway-bare "$P_BARE" "$P_BARE_ADMIN" --bare
 fi
 
-# The gateway must really proxy, and add a request id.
-if want gateway; then
-    hdrs=$TMP/check-gateway.headers
-    body=$(curl -sS --max-time 5 -D "$hdrs" "http://127.0.0.1:$P_GW/loadtest-check") \
-        || die "gateway check request failed"
-    [[ $body == ok ]] || die "gateway check: expected body 'ok', got '$body'"
+# Each full gateway must really proxy and add a request id; the limited ones must
+# also have gone through the limiter (RateLimit headers, an allowed decision),
+# and the Redis one must have had its lease from Redis (no fallback decision).
+check_gateway() { # name
+    local name=$1 hdrs=$TMP/check-$1.headers body rid rl metrics allowed fallback trips
+    body=$(curl -sS --max-time 5 -D "$hdrs" "http://127.0.0.1:${PORT[$name]}/loadtest-check") \
+        || die "$name check request failed"
+    [[ $body == ok ]] || die "$name check: expected body 'ok', got '$body'"
     rid=$(awk 'tolower($1) == "x-request-id:" { print $2 }' "$hdrs" | tr -d '\r')
-    [[ -n $rid ]] || die "gateway check: no x-request-id response header (headers in $hdrs)"
-    echo "== gateway check: body 'ok', x-request-id: $rid"
-fi
+    [[ -n $rid ]] || die "$name check: no x-request-id response header (headers in $hdrs)"
+    if [[ $name == gateway ]]; then
+        echo "== $name check: body 'ok', x-request-id: $rid"
+        return 0
+    fi
+    rl=$(awk 'tolower($1) == "ratelimit:" { print $2 }' "$hdrs" | tr -d '\r')
+    [[ -n $rl ]] || die "$name check: no RateLimit response header: is the limiter on? (headers in $hdrs)"
+    metrics=$(metrics_of "$name")
+    allowed=$(metric_sum "$metrics" gateway_ratelimit_decisions_total 'outcome="allowed"')
+    fallback=$(metric_sum "$metrics" gateway_ratelimit_decisions_total 'outcome="fallback"')
+    trips=$(metric_sum "$metrics" gateway_ratelimit_redis_round_trips_total)
+    [[ $allowed != NA ]] && (( allowed > 0 )) || die "$name check: no allowed rate-limit decision in /metrics"
+    if [[ $name == gateway-limited-redis ]]; then
+        (( fallback == 0 )) || die "$name check: $fallback fallback decision(s): Redis not used (see $TMP/$name.log)"
+        (( trips > 0 )) || die "$name check: no Redis round trip in /metrics"
+        echo "== $name check: body 'ok', x-request-id: $rid, RateLimit: $rl, Redis round trips $trips, EVALSHA calls $(redis_evalsha_calls)"
+    else
+        echo "== $name check: body 'ok', x-request-id: $rid, RateLimit: $rl"
+    fi
+}
+for t in "${FULL_GATEWAYS[@]}"; do check_gateway "$t"; done
 
-declare -A URL=(
-    [upstream]="http://127.0.0.1:$P_UPSTREAM/"
-    [nginx]="http://127.0.0.1:$P_NGINX/"
-    [gateway]="http://127.0.0.1:$P_GW/"
-    [gateway-bare]="http://127.0.0.1:$P_BARE/"
-)
+declare -A URL=()
+for t in "${TARGET_LIST[@]}"; do URL[$t]="http://127.0.0.1:${PORT[$t]}/"; done
 
 # ---------------------------------------------------------------- measurement
 # wrk output -> "rps p50_ms p99_ms non2xx socket_errors requests" (NA when missing)
@@ -332,7 +433,7 @@ for (( r = 1; r <= ROUNDS; r++ )); do
         run_wrk "$DURATION" "${URL[$t]}" "$out" || rc=$?
         read -r rps p50 p99 non2xx sockerr reqs < <(parse_wrk "$out")
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$rps" "$p50" "$p99" "$non2xx" "$sockerr" "$reqs" "$rc" >>"$RUNS"
-        printf '   round %d  %-13s %10s req/s  p50 %8s ms  p99 %8s ms%s\n' "$r" "$t" "$rps" "$p50" "$p99" \
+        printf '   round %d  %-21s %10s req/s  p50 %8s ms  p99 %8s ms%s\n' "$r" "$t" "$rps" "$p50" "$p99" \
             "$( (( rc != 0 )) && echo "  (wrk exit $rc)" || true)$( (( non2xx + sockerr > 0 )) && echo "  non-2xx $non2xx, socket errors $sockerr" || true)"
     done
 done
@@ -352,28 +453,39 @@ for t in "${TARGET_LIST[@]}"; do
     MED_P50[$t]=$(median 4 "$t")
     MED_P99[$t]=$(median 5 "$t")
 done
-ratio() {
-    local base=${MED_RPS[nginx]:-NA} v=${MED_RPS[$1]}
+ratio() { # target base: median req/s of target / base's, "-" when either is missing
+    local base=${MED_RPS[$2]:-NA} v=${MED_RPS[$1]:-NA}
     if [[ $base == NA || $v == NA ]]; then echo "-"; else awk -v a="$v" -v b="$base" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }'; fi
+}
+ratio_gw() { # vs the full gateway: only for the gateways (the limiter's cost, or --bare's saving)
+    case $1 in gateway*) ratio "$1" gateway ;; *) echo "-" ;; esac
 }
 
 SUMMARY=$TMP/summary.tsv
-printf 'target\tmedian_rps\tmedian_p50_ms\tmedian_p99_ms\trps_vs_nginx\tnon2xx_total\tsocket_errors_total\n' >"$SUMMARY"
+printf 'target\tmedian_rps\tmedian_p50_ms\tmedian_p99_ms\trps_vs_nginx\trps_vs_gateway\tnon2xx_total\tsocket_errors_total\n' >"$SUMMARY"
 for t in "${TARGET_LIST[@]}"; do
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "${MED_RPS[$t]}" "${MED_P50[$t]}" "${MED_P99[$t]}" "$(ratio "$t")" \
-        "$(sum_col 6 "$t")" "$(sum_col 7 "$t")" >>"$SUMMARY"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "${MED_RPS[$t]}" "${MED_P50[$t]}" "${MED_P99[$t]}" \
+        "$(ratio "$t" nginx)" "$(ratio_gw "$t")" "$(sum_col 6 "$t")" "$(sum_col 7 "$t")" >>"$SUMMARY"
 done
 
 echo
 echo "== medians over $ROUNDS round(s), ${DURATION}s each, $CONNECTIONS connections"
 awk -F'\t' '
-    NR == 1 { printf "%-14s %12s %10s %10s %10s %8s %8s\n", "target", "req/s", "p50 ms", "p99 ms", "vs nginx", "non-2xx", "sock-err"; next }
+    NR == 1 { printf "%-22s %10s %9s %9s %9s %10s %8s %8s\n", "target", "req/s", "p50 ms", "p99 ms", "vs nginx", "vs gateway", "non-2xx", "sock-err"; next }
     {
         rps = ($2 == "NA" ? "NA" : sprintf("%.0f", $2))
         p50 = ($3 == "NA" ? "NA" : sprintf("%.3f", $3))
         p99 = ($4 == "NA" ? "NA" : sprintf("%.3f", $4))
-        printf "%-14s %12s %10s %10s %10s %8s %8s\n", $1, rps, p50, p99, $5, $6, $7
+        printf "%-22s %10s %9s %9s %9s %10s %8s %8s\n", $1, rps, p50, p99, $5, $6, $7, $8
     }' "$SUMMARY"
+COST=()
+if want nginx-limited && want nginx; then COST+=("nginx-limited/nginx $(ratio nginx-limited nginx)"); fi
+for t in gateway-limited gateway-limited-redis; do
+    if want "$t" && want gateway; then COST+=("$t/gateway $(ratio "$t" gateway)"); fi
+done
+if (( ${#COST[@]} > 0 )); then
+    echo "== limiter cost, req/s with the limiter on / off (1.00 = free): $(IFS=,; echo "${COST[*]}" | sed 's/,/, /g')"
+fi
 echo
 
 # A server that died during the run invalidates its numbers (and is a bug).
@@ -385,25 +497,52 @@ for i in "${!PROC_PIDS[@]}"; do
     fi
 done
 
-GW_NOTES=()
-if want gateway; then
-    metrics=$(curl -fsS --max-time 5 "http://127.0.0.1:$P_GW_ADMIN/metrics" 2>/dev/null) \
-        || { echo "== WARNING: could not read the gateway's /metrics" >&2; metrics=; }
-    gw_5xx=$(awk 'NF { n++ } /^gateway_requests_total\{/ && /status="5[0-9][0-9]"/ { s += $NF } END { print (n ? s + 0 : "NA") }' <<<"$metrics")
-    gw_total=$(awk 'NF { n++ } /^gateway_requests_total\{/ { s += $NF } END { print (n ? s + 0 : "NA") }' <<<"$metrics")
-    gw_dropped=$(awk '/^gateway_access_log_dropped_total / { print $NF }' <<<"$metrics")
-    GW_NOTES+=("gateway_5xx=$gw_5xx" "gateway_requests_total=$gw_total" "gateway_access_log_dropped=${gw_dropped:-NA}")
-    echo "== gateway /metrics: ${gw_5xx} responses with status 5xx, ${gw_total} requests in total, access-log lines dropped: ${gw_dropped:-NA}"
-    if [[ $ACCESS_LOG == on && -f $TMP/gateway-access.log ]]; then
-        lines=$(wc -l <"$TMP/gateway-access.log")
-        echo "== gateway access log: $lines lines, $(du -h "$TMP/gateway-access.log" | cut -f1)"
-        GW_NOTES+=("gateway_access_log_lines=$lines")
+GW_NOTES=() # one line of key=value per gateway, for the results file
+for g in "${FULL_GATEWAYS[@]}"; do
+    notes=()
+    metrics=$(metrics_of "$g")
+    [[ -n $metrics ]] || echo "== WARNING: could not read $g's /metrics" >&2
+    gw_5xx=$(metric_sum "$metrics" gateway_requests_total 'status="5[0-9][0-9]"')
+    gw_429=$(metric_sum "$metrics" gateway_requests_total 'status="429"')
+    gw_total=$(metric_sum "$metrics" gateway_requests_total)
+    gw_dropped=$(metric_sum "$metrics" gateway_access_log_dropped_total)
+    notes+=("${g}_5xx=$gw_5xx" "${g}_429=$gw_429" "${g}_requests_total=$gw_total" "${g}_access_log_dropped=$gw_dropped")
+    echo "== $g /metrics: $gw_5xx responses with status 5xx, $gw_429 with 429, $gw_total requests in total, access-log lines dropped: $gw_dropped"
+    if [[ $g != gateway ]]; then
+        allowed=$(metric_sum "$metrics" gateway_ratelimit_decisions_total 'outcome="allowed"')
+        limited=$(metric_sum "$metrics" gateway_ratelimit_decisions_total 'outcome="limited"')
+        fallback=$(metric_sum "$metrics" gateway_ratelimit_decisions_total 'outcome="fallback"')
+        trips=$(metric_sum "$metrics" gateway_ratelimit_redis_round_trips_total)
+        rerrs=$(metric_sum "$metrics" gateway_ratelimit_redis_errors_total)
+        notes+=("${g}_ratelimit_allowed=$allowed" "${g}_ratelimit_limited=$limited" "${g}_ratelimit_fallback=$fallback")
+        line="   rate-limit decisions: allowed $allowed, limited $limited, fallback $fallback"
+        if [[ $g == gateway-limited-redis ]]; then
+            evalsha=$(redis_evalsha_calls)
+            notes+=("${g}_redis_round_trips=$trips" "${g}_redis_errors=$rerrs" "redis_evalsha_calls=$evalsha")
+            line+="; Redis round trips $trips ($(awk -v a="$trips" -v b="$gw_total" 'BEGIN { printf (b > 0 ? "%.5f" : "NA"), a / b }') per request), EVALSHA calls $evalsha, Redis errors $rerrs"
+        fi
+        echo "$line"
+        if [[ $limited != 0 || $fallback != 0 ]]; then
+            echo "== WARNING: $g limited $limited and fell back $fallback time(s); the policy should never reject" >&2
+        fi
     fi
+    if [[ $ACCESS_LOG == on && -f $TMP/$g-access.log ]]; then
+        lines=$(wc -l <"$TMP/$g-access.log")
+        echo "   access log: $lines lines, $(du -h "$TMP/$g-access.log" | cut -f1)"
+        notes+=("${g}_access_log_lines=$lines")
+    fi
+    GW_NOTES+=("${notes[*]}")
+done
+if want nginx-limited; then
+    # limit_req logs each rejection at "error" level; error_log is at "warn".
+    n=$(grep -c 'limiting requests' "$TMP/nginx-limited-error.log" 2>/dev/null || true)
+    echo "== nginx-limited: ${n:-0} request(s) rejected by limit_req (from its error log)"
+    GW_NOTES+=("nginx_limited_rejected=${n:-0}")
 fi
 for t in "${TARGET_LIST[@]}"; do
     echo "== $t: wrk non-2xx/3xx responses $(sum_col 6 "$t"), socket errors $(sum_col 7 "$t")"
 done
-for name in gateway gateway-bare; do
+for name in "${FULL_GATEWAYS[@]}" gateway-bare; do
     want "$name" || continue
     n=$(grep -cE ' (WARN|ERROR) ' "$TMP/$name.log" || true)
     if (( n > 0 )); then
@@ -426,7 +565,7 @@ RESULT=$RESULTS_DIR/$stamp.txt
     echo "cpus=$(nproc) nginx=$("$NGINX" -v 2>&1 | sed 's|.*/||') wrk=$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')"
     echo "load_start=$LOAD_START"
     echo "load_end=$(uptime | sed 's/.*load average: //')"
-    (( ${#GW_NOTES[@]} == 0 )) || echo "${GW_NOTES[*]}"
+    (( ${#GW_NOTES[@]} == 0 )) || printf '%s\n' "${GW_NOTES[@]}"
     (( ${#DIED[@]} == 0 )) || echo "died_during_run=${DIED[*]}"
     echo "raw_dir=$RAW"
     echo "## summary"

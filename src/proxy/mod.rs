@@ -229,7 +229,11 @@ impl ProxyHttp for Gateway {
             if let Some(policy) = self.limiter.policy(p) {
                 let mut buf = Vec::new();
                 let key = limit_key(&policy.key, session.req_header(), ctx.client_ip, &mut buf);
-                let d = self.limiter.check(p, key).await;
+                // The request path decides without awaiting; only a key with no lease waits.
+                let d = match self.limiter.try_check(p, key) {
+                    Some(d) => d,
+                    None => self.limiter.check(p, key).await,
+                };
                 if let Some(state) = policy.header(&d) {
                     ctx.rate_limit = Some((policy.policy_header.clone(), state));
                 }

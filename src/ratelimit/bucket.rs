@@ -31,12 +31,13 @@ impl Shape {
         }
     }
 
-    /// Time for `tokens` tokens to accrue.
+    /// Time for `tokens` tokens to accrue (saturating at about 584 years).
     pub fn time_for(&self, tokens: f64) -> Duration {
         if tokens <= 0.0 {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64(tokens / self.per_second.max(1e-12))
+        // from_nanos on a float-to-int cast: cheaper than from_secs_f64, and it saturates.
+        Duration::from_nanos((tokens * 1e9 / self.per_second.max(1e-12)).ceil() as u64)
     }
 }
 

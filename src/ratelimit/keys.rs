@@ -2,9 +2,7 @@
 //! lookup (never across an await) and then works on atomics.
 
 use super::bucket::Bucket;
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
@@ -21,8 +19,10 @@ pub struct KeyState {
     pub lease: AtomicI64,
     /// Redis had no token for this key until this time (clock nanos): reject locally until then.
     pub empty_until: AtomicU64,
-    /// Requests seen since the last lease fetch: the demand estimate.
+    /// Requests that found no lease since the last fetch (demand beyond what was spent).
     pub hits: AtomicU64,
+    /// The lease right after the last grant: what was spent since is `mark - lease`.
+    pub granted_mark: AtomicI64,
     pub last_used: AtomicU64,
     pub last_fetch: AtomicU64,
     /// Ask for more when the lease falls to this.
@@ -45,6 +45,7 @@ impl KeyState {
             lease: AtomicI64::new(allowance),
             empty_until: AtomicU64::new(0),
             hits: AtomicU64::new(0),
+            granted_mark: AtomicI64::new(allowance),
             last_used: AtomicU64::new(now),
             last_fetch: AtomicU64::new(now),
             low_water: AtomicI64::new(0),
@@ -73,12 +74,14 @@ impl KeyState {
     }
 }
 
-type Shard = RwLock<HashMap<Box<[u8]>, Arc<KeyState>>>;
+type Shard = RwLock<HashMap<Box<[u8]>, Arc<KeyState>, ahash::RandomState>>;
 
 /// All keys of one policy. Holds at most `max_keys` (approximately: the count is
 /// checked before an insert without holding every shard's lock).
 pub struct KeyTable {
     shards: Box<[Shard]>,
+    /// Picks the shard; each shard's map hashes with its own random keys.
+    hasher: ahash::RandomState,
     len: AtomicUsize,
     max_keys: usize,
 }
@@ -86,16 +89,23 @@ pub struct KeyTable {
 impl KeyTable {
     pub fn new(max_keys: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::with_hasher(ahash::RandomState::new())))
+                .collect(),
+            hasher: ahash::RandomState::new(),
             len: AtomicUsize::new(0),
             max_keys,
         }
     }
 
     fn shard(&self, key: &[u8]) -> &Shard {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    /// Runs `f` on an existing key under its shard's read lock (no clone, no await).
+    pub fn peek<R>(&self, key: &[u8], f: impl FnOnce(&Arc<KeyState>) -> R) -> Option<R> {
+        let map = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
+        map.get(key).map(f)
     }
 
     /// The state of `key`, created by `make` when absent. `None` when the table is full.

@@ -29,26 +29,40 @@ use crate::config::{ColdStart, LimitKey, OnRedisError, RateLimitConfig, RedisCon
 use crate::observability::Metrics;
 use http::HeaderValue;
 use keys::KeyTable;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// A monotonic clock in nanoseconds since the limiter started.
-#[derive(Debug, Clone, Copy)]
+/// A monotonic clock in nanoseconds since the limiter started, with a coarse reading
+/// for the request path.
+#[derive(Debug)]
 pub struct Clock {
     base: Instant,
+    /// The last precise reading taken by anyone. The lease sync takes one every tick, so
+    /// it lags real time by at most a tick (plus a slow round trip); reading it is one
+    /// atomic load instead of a `clock_gettime` (25 ns on this VM, a quarter of a decision).
+    coarse: AtomicU64,
 }
 
 impl Clock {
     pub fn new() -> Self {
         Self {
             base: Instant::now(),
+            coarse: AtomicU64::new(0),
         }
     }
 
+    /// A precise reading (and it refreshes the coarse one).
     pub fn now(&self) -> u64 {
-        self.base.elapsed().as_nanos() as u64
+        let now = self.base.elapsed().as_nanos() as u64;
+        self.coarse.fetch_max(now, Ordering::Relaxed);
+        now
+    }
+
+    /// At most a sync tick behind [`Self::now`]; never ahead of it.
+    pub fn coarse(&self) -> u64 {
+        self.coarse.load(Ordering::Relaxed)
     }
 }
 
@@ -239,15 +253,40 @@ impl Limiter {
         self.policies.get(i)
     }
 
+    /// Decides one request of `key` under policy `p` if that needs no waiting: a key with
+    /// a live lease or a known-empty bucket (with Redis), or any known key (without). One
+    /// shard read lock, a few atomics, no allocation, no await.
+    pub fn try_check(&self, p: usize, key: &[u8]) -> Option<Decision> {
+        let (policy, table) = (self.policies.get(p)?, self.tables.get(p)?);
+        let d = table
+            .peek(key, |st| match &self.shared {
+                None => Some(self.local(st, &policy.shape, self.clock.now())),
+                Some(shared) => {
+                    // Coarse time is enough here: idle tracking works in seconds, and an
+                    // "empty until" read a tick late only rejects a tick longer.
+                    let now = self.clock.coarse();
+                    st.last_used.store(now, Ordering::Relaxed);
+                    self.spend_lease(shared, st, policy, now)
+                }
+            })
+            .flatten()?;
+        self.metrics.observe_limit(p, &d);
+        Some(d)
+    }
+
     /// Decides one request of `key` under policy `p`. Returns at once unless the key has
     /// no lease and no known-empty state, in which case it waits (at most `lease_wait`)
     /// for the next sync round trip. Never talks to Redis itself.
     pub async fn check(&self, p: usize, key: &[u8]) -> Decision {
+        if let Some(d) = self.try_check(p, key) {
+            return d;
+        }
         let d = self.decide(p, key).await;
         self.metrics.observe_limit(p, &d);
         d
     }
 
+    /// The slow path: new keys, empty leases, fallbacks.
     async fn decide(&self, p: usize, key: &[u8]) -> Decision {
         let (Some(policy), Some(table)) = (self.policies.get(p), self.tables.get(p)) else {
             return Decision::allowed(0, Duration::ZERO);
@@ -297,7 +336,7 @@ impl Limiter {
             if let Some(d) = self.spend_lease(shared, &st, policy, now) {
                 return d;
             }
-            if !shared.redis_ok.load(Ordering::Acquire) {
+            if !shared.redis_ok.load(Ordering::Acquire) || tokio::time::Instant::now() >= deadline {
                 break;
             }
             shared.enqueue(&st, true);

@@ -64,8 +64,11 @@ impl LeaseSync {
         let since = now
             .saturating_sub(st.last_fetch.swap(now, Ordering::AcqRel))
             .max(1_000_000);
+        // Demand: tokens spent since the last grant, plus requests that found none.
+        let lease_now = st.lease.load(Ordering::Acquire);
+        let spent = (st.granted_mark.load(Ordering::Acquire) - lease_now).max(0) as f64;
         let hits = st.hits.swap(0, Ordering::AcqRel) as f64;
-        let observed = hits / (since as f64 / 1e9);
+        let observed = (spent + hits) / (since as f64 / 1e9);
         let horizon = cfg.lease_horizon.as_secs_f64();
         let target = (observed.min(policy.shape.per_second) * horizon).ceil() as u64;
         let target = target
@@ -138,9 +141,8 @@ impl LeaseSync {
         let now = self.limiter.clock.now();
         for (a, (granted, milli_left, wait_ms)) in asks.iter().zip(replies) {
             let st = &a.key;
-            if granted > 0 {
-                st.lease.fetch_add(granted as i64, Ordering::AcqRel);
-            }
+            let lease = st.lease.fetch_add(granted as i64, Ordering::AcqRel) + granted as i64;
+            st.granted_mark.store(lease, Ordering::Release);
             st.redis_left
                 .store((milli_left.max(0) / 1000) as u64, Ordering::Relaxed);
             if a.want > 0 && granted == 0 {
@@ -170,6 +172,7 @@ impl LeaseSync {
                 let last = st.last_used.load(Ordering::Relaxed);
                 if now.saturating_sub(last) > idle && !st.queued.load(Ordering::Acquire) {
                     let back = st.lease.swap(0, Ordering::AcqRel);
+                    st.granted_mark.store(0, Ordering::Release);
                     if back > 0 {
                         out.push(Ask {
                             key: st,

@@ -1,0 +1,126 @@
+//! The limiter's request-path decision, measured: a key with a live lease (one thread and
+//! contended), the local bucket (no Redis), and a key with no lease.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use gateway::config;
+use gateway::observability::Metrics;
+use gateway::ratelimit::{Decision, Limiter};
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+fn limiter(rate_limits: &str) -> Arc<Limiter> {
+    let text = format!(
+        "upstreams:\n  a:\n    backends:\n      - addr: 127.0.0.1:1\nroutes:\n  - upstream: a\nrate_limits:\n{rate_limits}"
+    );
+    let cfg = match config::parse(&text) {
+        Ok(c) => c,
+        Err(p) => panic!("bench config: {p:?}"),
+    };
+    let metrics = match Metrics::new(&["r"], &["p"]) {
+        Ok(m) => Arc::new(m),
+        Err(e) => panic!("{e}"),
+    };
+    Arc::new(Limiter::new(&cfg.rate_limits, metrics))
+}
+
+/// Polls a future once: the fast paths complete without ever waiting.
+fn ready<F: Future<Output = Decision>>(f: F) -> Decision {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(d) => d,
+        Poll::Pending => panic!("the decision waited"),
+    }
+}
+
+/// Makes `key` known to the limiter (its first request takes the slow path), and checks
+/// that the request path then decides it without waiting.
+fn known(l: &Limiter, key: &[u8]) {
+    assert!(ready(l.check(0, key)).allowed);
+    assert!(
+        l.try_check(0, key).is_some_and(|d| d.allowed),
+        "not on the request path"
+    );
+}
+
+/// A distributed limiter whose keys start with a lease of a trillion tokens (the cold-start
+/// allowance), so every check is the hot path: a lookup and one CAS on the lease.
+const LEASED: &str = "  redis:
+    url: redis://127.0.0.1:1/
+    cold_start: allowance
+    cold_start_allowance: 1000000000000
+  policies:
+    p:
+      rate: 1000000
+      per: 1s
+";
+
+fn benches(c: &mut Criterion) {
+    let l = limiter(LEASED);
+    let key = [10u8, 1, 2, 3];
+    known(&l, &key);
+    c.bench_function(
+        "ratelimit/try_check (request path), live lease, 1 thread",
+        |b| b.iter(|| black_box(l.try_check(0, black_box(&key)))),
+    );
+    c.bench_function(
+        "ratelimit/check (async wrapper), live lease, 1 thread",
+        |b| b.iter(|| black_box(ready(l.check(0, black_box(&key))))),
+    );
+
+    for threads in [2usize, 4] {
+        let l = limiter(LEASED);
+        known(&l, &key);
+        c.bench_function(
+            &format!("ratelimit/try_check, live lease, one key, {threads} threads"),
+            |b| {
+                b.iter_custom(|iters| {
+                    let per = iters / threads as u64 + 1;
+                    let started = Instant::now();
+                    std::thread::scope(|s| {
+                        for _ in 0..threads {
+                            let l = &l;
+                            s.spawn(move || {
+                                for _ in 0..per {
+                                    black_box(l.try_check(0, black_box(&key)));
+                                }
+                            });
+                        }
+                    });
+                    // Time per decision, all threads together.
+                    started.elapsed() / threads as u32
+                })
+            },
+        );
+    }
+
+    let local = limiter("  policies:\n    p:\n      rate: 1000000000\n      per: 1s\n");
+    known(&local, &key);
+    c.bench_function(
+        "ratelimit/try_check, local bucket (no Redis), 1 thread",
+        |b| b.iter(|| black_box(local.try_check(0, black_box(&key)))),
+    );
+
+    // A key with no lease and no answer from Redis: it waits at most lease_wait (0 here),
+    // then the `local` fallback decides. Needs a runtime for the timer.
+    let cold = limiter(
+        "  redis:\n    url: redis://127.0.0.1:1/\n    lease_wait: 0ms\n  policies:\n    p:\n      rate: 1000000000\n      per: 1s\n",
+    );
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("{e}"),
+    };
+    c.bench_function(
+        "ratelimit/check, key with no lease (fallback), 1 thread",
+        |b| b.iter(|| black_box(rt.block_on(cold.check(0, black_box(&key))))),
+    );
+}
+
+criterion_group!(ratelimit, benches);
+criterion_main!(ratelimit);
