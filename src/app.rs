@@ -147,14 +147,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
     }
 
     let router = Router::new(&config.routes);
-    let route_names: Vec<&str> = router.routes().iter().map(|r| r.name.as_str()).collect();
-    let policy_names: Vec<&str> = config
-        .rate_limits
-        .policies
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect();
-    let metrics = Arc::new(Metrics::new(&route_names, &policy_names)?);
+    let metrics = Arc::new(Metrics::for_gateway(&router, &config.rate_limits)?);
     let limiter = Arc::new(Limiter::new(&config.rate_limits, metrics.clone()));
     server.add_service(background_service("rate-limit sync", limiter.service()));
     if !config.rate_limits.policies.is_empty() && !limiter.is_distributed() {

@@ -180,6 +180,16 @@ impl Metrics {
         })
     }
 
+    /// The metrics for a gateway with these routes (in router order) and policies.
+    pub fn for_gateway(
+        router: &crate::routing::Router,
+        limits: &crate::config::RateLimitConfig,
+    ) -> prometheus::Result<Self> {
+        let routes: Vec<&str> = router.routes().iter().map(|r| r.name.as_str()).collect();
+        let policies: Vec<&str> = limits.policies.iter().map(|p| p.name.as_str()).collect();
+        Self::new(&routes, &policies)
+    }
+
     /// Counts one rate-limit decision.
     pub fn observe_limit(&self, policy: usize, d: &Decision) {
         if let Some(c) = self.limit_decisions.get(policy) {

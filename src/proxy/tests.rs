@@ -18,14 +18,7 @@ correlation:
 fn gateway(text: &str) -> Gateway {
     let cfg = config::parse(text).unwrap();
     let router = Router::new(&cfg.routes);
-    let names: Vec<&str> = router.routes().iter().map(|r| r.name.as_str()).collect();
-    let policies: Vec<&str> = cfg
-        .rate_limits
-        .policies
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect();
-    let metrics = Arc::new(Metrics::new(&names, &policies).unwrap());
+    let metrics = Arc::new(Metrics::for_gateway(&router, &cfg.rate_limits).unwrap());
     let addrs = crate::app::resolve_backends(&cfg).unwrap();
     let pools = cfg
         .upstreams
