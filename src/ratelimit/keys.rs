@@ -223,3 +223,17 @@ mod tests {
         assert!(t.get_or_insert(b"d", || state(0)).is_some());
     }
 }
+
+#[cfg(test)]
+mod size {
+    /// The README's memory bound rests on this: one key's state plus its map entry.
+    #[test]
+    fn key_state_is_small() {
+        let state = std::mem::size_of::<super::KeyState>();
+        println!("KeyState: {state} bytes");
+        assert!(
+            state <= 192,
+            "KeyState grew to {state} bytes: update the README's memory bound"
+        );
+    }
+}
