@@ -12,7 +12,7 @@
 #   TARGETS="upstream nginx nginx-limited gateway gateway-limited gateway-limited-redis gateway-bare"
 #                     subset/order (spaces or commas)
 #   ACCESS_LOG=on     gateway access log (on|off), written to a file in the temp dir
-#   KEEP_ACCESS_LOG=0 keep that file after the run (it can be hundreds of MB)
+#   KEEP_ACCESS_LOG=0 keep the access-log files after the run (they can be hundreds of MB)
 #   WARMUP=1          seconds of unrecorded wrk per target before round 1 (0: none)
 #   GATEWAY_BIN=...   use this binary instead of `cargo build --release`
 #   RESULTS_DIR=loadtest/results   where the summary file goes

@@ -5,12 +5,14 @@
 //! - [`proxy`]: the `ProxyHttp` hooks every request passes through
 //! - [`correlation`]: request ids and W3C trace context
 //! - [`client_ip`]: the client address, through trusted proxies
+//! - [`clock`]: monotonic nanoseconds, precise and coarse
 //! - [`ratelimit`]: token buckets, exact across instances through Redis leases
 //! - [`routing`]: host + path-prefix routes, upstream pools, health
 //! - [`observability`]: metrics, access log, admin endpoints
 
 pub mod app;
 pub mod client_ip;
+pub mod clock;
 pub mod config;
 pub mod correlation;
 pub mod observability;

@@ -280,10 +280,14 @@ fn all_backends_down_gives_fast_503_without_touching_upstream() {
 #[test]
 fn connect_failure_retries_idempotent_requests_on_another_backend() {
     let (a, mut b) = (Upstream::start("a"), Upstream::start("b"));
-    // No health check: only the retry can save requests to the dead backend.
+    // No health check and no breaker: only the retry can save requests to the dead backend.
     let gw = Gateway::start(&format!(
         "upstreams:\n{}routes:\n  - path_prefix: /\n    upstream: app\n",
-        pool("app", &[&a, &b], "")
+        pool(
+            "app",
+            &[&a, &b],
+            "    circuit_breaker:\n      enabled: false\n"
+        )
     ));
     b.stop();
     for _ in 0..10 {

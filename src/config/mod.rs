@@ -153,6 +153,8 @@ pub struct PoolConfig {
     pub hash_key: HashKey,
     pub backends: Vec<BackendConfig>,
     pub health_check: Option<HealthCheckConfig>,
+    /// `None` when disabled.
+    pub circuit_breaker: Option<crate::routing::breaker::BreakerConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -622,6 +624,7 @@ impl Validator<'_> {
                     hash_key: HashKey::ClientIp,
                     backends: Vec::new(),
                     health_check: None,
+                    circuit_breaker: None,
                 });
                 continue;
             };
@@ -692,13 +695,62 @@ impl Validator<'_> {
         let health_check = raw
             .health_check
             .map(|hc| self.health_check(&format!("{at}.health_check"), hc));
+        let circuit_breaker = match raw.circuit_breaker {
+            None => Some(crate::routing::breaker::BreakerConfig::default()),
+            Some(cb) => self.circuit_breaker(&format!("{at}.circuit_breaker"), cb),
+        };
         PoolConfig {
             name,
             selection: raw.selection,
             hash_key,
             backends,
             health_check,
+            circuit_breaker,
         }
+    }
+
+    fn circuit_breaker(
+        &mut self,
+        at: &str,
+        cb: raw::CircuitBreaker,
+    ) -> Option<crate::routing::breaker::BreakerConfig> {
+        let d = crate::routing::breaker::BreakerConfig::default();
+        let c = crate::routing::breaker::BreakerConfig {
+            consecutive_failures: cb.consecutive_failures.unwrap_or(d.consecutive_failures),
+            failure_ratio: cb.failure_ratio.unwrap_or(d.failure_ratio),
+            window: cb.window.map_or(d.window, |x| x.0),
+            min_requests: cb.min_requests.unwrap_or(d.min_requests),
+            open_duration: cb.open_duration.map_or(d.open_duration, |x| x.0),
+            max_open: cb.max_open_duration.map_or(d.max_open, |x| x.0),
+            half_open_trials: cb.half_open_trials.unwrap_or(d.half_open_trials),
+            close_after: cb.close_after.unwrap_or(d.close_after),
+            count_5xx: cb.count_5xx.unwrap_or(d.count_5xx),
+        };
+        if !(0.0..=1.0).contains(&c.failure_ratio) {
+            self.problem(
+                format!("{at}.failure_ratio"),
+                format!("must be between 0 and 1, got {}", c.failure_ratio),
+            );
+        }
+        if c.window < Duration::from_millis(100) {
+            self.problem(format!("{at}.window"), "must be at least 100ms");
+        }
+        if c.open_duration.is_zero() {
+            self.problem(format!("{at}.open_duration"), "must be more than zero");
+        }
+        if c.max_open < c.open_duration {
+            self.problem(
+                format!("{at}.max_open_duration"),
+                "must be at least open_duration",
+            );
+        }
+        if c.half_open_trials == 0 {
+            self.problem(format!("{at}.half_open_trials"), "must be at least 1");
+        }
+        if c.close_after == 0 {
+            self.problem(format!("{at}.close_after"), "must be at least 1");
+        }
+        cb.enabled.then_some(c)
     }
 
     fn health_check(&mut self, at: &str, hc: raw::HealthCheck) -> HealthCheckConfig {

@@ -117,6 +117,27 @@ pub struct Pool {
     /// What consistent hashing hashes: `client_ip`, `path` or `header:<name>`.
     pub hash_key: Option<String>,
     pub health_check: Option<HealthCheck>,
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub consecutive_failures: Option<u32>,
+    pub failure_ratio: Option<f64>,
+    pub window: Option<HumanDuration>,
+    pub min_requests: Option<u32>,
+    pub open_duration: Option<HumanDuration>,
+    pub max_open_duration: Option<HumanDuration>,
+    pub half_open_trials: Option<u32>,
+    pub close_after: Option<u32>,
+    pub count_5xx: Option<bool>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]

@@ -47,6 +47,9 @@ pub struct Metrics {
     limit_redis_errors: IntCounter,
     limit_lease_fetch: Histogram,
     limit_keys: IntGauge,
+    breaker_state: IntGaugeVec,
+    breaker_transitions: IntCounterVec,
+    breaker_short_circuited: IntCounterVec,
 }
 
 /// Latency buckets (seconds) from 100 us to 10 s: a gateway answers in microseconds,
@@ -159,6 +162,36 @@ impl Metrics {
                 "Client keys tracked by the limiter",
             )?,
         )?;
+        let breaker_state = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "gateway_breaker_state",
+                    "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+                ),
+                &["pool", "backend"],
+            )?,
+        )?;
+        let breaker_transitions = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "gateway_breaker_transitions_total",
+                    "Circuit breaker state changes",
+                ),
+                &["pool", "backend", "from", "to"],
+            )?,
+        )?;
+        let breaker_short_circuited = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "gateway_breaker_short_circuited_total",
+                    "Requests answered 503 at once because no backend of the pool was available",
+                ),
+                &["pool"],
+            )?,
+        )?;
         let route = |name: &str| RouteMetrics {
             name: name.to_string(),
             by_status: (0..STATUS_COUNT).map(|_| OnceLock::new()).collect(),
@@ -177,7 +210,28 @@ impl Metrics {
             limit_redis_errors,
             limit_lease_fetch,
             limit_keys,
+            breaker_state,
+            breaker_transitions,
+            breaker_short_circuited,
         })
+    }
+
+    /// Sets a breaker's state gauge and counts the transition (an empty `from` only sets).
+    pub fn breaker_transition(&self, pool: &str, backend: &str, from: &str, to: &str, state: i64) {
+        self.breaker_state
+            .with_label_values(&[pool, backend])
+            .set(state);
+        if !from.is_empty() {
+            self.breaker_transitions
+                .with_label_values(&[pool, backend, from, to])
+                .inc();
+        }
+    }
+
+    pub fn breaker_short_circuit(&self, pool: &str) {
+        self.breaker_short_circuited
+            .with_label_values(&[pool])
+            .inc();
     }
 
     /// The metrics for a gateway with these routes (in router order) and policies.

@@ -25,6 +25,10 @@ pub struct Ctx {
     pub client_ip: Option<IpAddr>,
     /// The rate-limit policy that applies to this request, chosen by routing.
     pub limit_policy: Option<usize>,
+    /// A breaker slot is held for `upstream`: its outcome must be recorded exactly once.
+    pub breaker_slot: bool,
+    /// The upstream's response status, when one arrived.
+    pub upstream_status: Option<u16>,
     /// `RateLimit-Policy` and `RateLimit` header values, once the limiter decided.
     pub rate_limit: Option<(HeaderValue, HeaderValue)>,
 }
@@ -42,6 +46,8 @@ impl Ctx {
             error: None,
             client_ip: None,
             limit_policy: None,
+            breaker_slot: false,
+            upstream_status: None,
             rate_limit: None,
         }
     }

@@ -23,6 +23,7 @@ use crate::config::{CorrelationConfig, HashKey, LimitKey};
 use crate::correlation;
 use crate::observability::{AccessLog, AccessRecord, Metrics, RouteLabel};
 use crate::ratelimit::Limiter;
+use crate::routing::breaker::Outcome as Attempt;
 use crate::routing::{request_host, Pool, Router};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -95,11 +96,12 @@ impl Gateway {
         ctx.limit_policy = route.rate_limit(crate::config::TIERS[0]);
         // 4. Fail fast when the whole pool is down: no upstream connection is attempted.
         match self.pools.get(route.pool) {
-            Some(pool) if pool.health.any_healthy() => Outcome::Continue,
+            Some(pool) if pool.health.available() => Outcome::Continue,
             Some(pool) => {
                 ctx.error = Some("no healthy upstream");
+                pool.health.short_circuited();
                 Outcome::Respond(Reply::Unavailable {
-                    retry_after: pool.retry_after,
+                    retry_after: pool.health.retry_after(),
                 })
             }
             None => Outcome::Respond(Reply::Internal),
@@ -112,6 +114,31 @@ impl Gateway {
         };
         let route = self.router.get(i)?;
         Some((route, self.pools.get(route.pool)?))
+    }
+
+    /// Tells the breaker how the last upstream attempt went, once.
+    fn record_attempt(&self, e: Option<&Error>, ctx: &mut Ctx) {
+        let (true, Some(addr)) = (ctx.breaker_slot, ctx.upstream) else {
+            return;
+        };
+        ctx.breaker_slot = false;
+        let Some((_, pool)) = self.route_of(ctx) else {
+            return;
+        };
+        let outcome = match (ctx.upstream_status, e) {
+            (Some(s), _) if s >= 500 && pool.health.counts_5xx() => Attempt::Failure,
+            (Some(_), _) => Attempt::Success,
+            // No response: an upstream error or timeout is the backend's failure; a
+            // client that went away first says nothing about it.
+            (None, Some(e))
+                if e.esource() == &ErrorSource::Upstream
+                    || reply_for(e, Duration::ZERO) == Some(Reply::GatewayTimeout) =>
+            {
+                Attempt::Failure
+            }
+            (None, _) => Attempt::Abandoned,
+        };
+        pool.health.record(&addr, outcome);
     }
 
     fn route_name(&self, label: RouteLabel) -> &str {
@@ -269,12 +296,18 @@ impl ProxyHttp for Gateway {
             ctx.client_ip,
             &mut buf,
         );
+        // A retry after an error on a reused connection: that attempt says nothing about the backend.
+        if let (true, Some(prev)) = (ctx.breaker_slot, ctx.upstream) {
+            pool.health.record(&prev, Attempt::Abandoned);
+            ctx.breaker_slot = false;
+        }
         let Some(addr) = pool.select(key, ctx.failed_backend.as_ref()) else {
             ctx.error = Some("no healthy upstream");
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend");
         };
         ctx.attempts += 1;
         ctx.upstream = Some(addr);
+        ctx.breaker_slot = pool.health.has_breakers();
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(route.connect_timeout);
         peer.options.read_timeout = Some(route.read_timeout);
@@ -296,11 +329,15 @@ impl ProxyHttp for Gateway {
         let retry = match self.route_of(ctx) {
             Some((route, pool)) => {
                 ctx.failed_backend = peer.address().as_inet().copied();
+                if let Some(addr) = &ctx.failed_backend {
+                    pool.health.record(addr, Attempt::Failure);
+                    ctx.breaker_slot = false;
+                }
                 // Bounded: at most `retries` extra attempts, only for idempotent methods,
-                // and only when another healthy backend exists to try.
+                // and only when another available backend exists to try.
                 ctx.attempts <= route.retries
                     && session.req_header().method.is_idempotent()
-                    && pool.select(b"", ctx.failed_backend.as_ref()).is_some()
+                    && pool.health.has_other(ctx.failed_backend.as_ref())
             }
             None => false,
         };
@@ -382,6 +419,16 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -401,7 +448,7 @@ impl ProxyHttp for Gateway {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let retry_after = self
             .route_of(ctx)
-            .map_or(Duration::from_secs(1), |(_, p)| p.retry_after);
+            .map_or(Duration::from_secs(1), |(_, p)| p.health.retry_after());
         let reply = reply_for(e, retry_after);
         let code = reply.as_ref().map_or(0, Reply::status);
         if ctx.error.is_none() {
@@ -430,6 +477,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        self.record_attempt(e, ctx);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
         self.metrics

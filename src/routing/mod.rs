@@ -1,5 +1,6 @@
 //! Route matching (host + longest path prefix) and the upstream pools routes point at.
 
+pub mod breaker;
 mod pool;
 
 pub use pool::{Pool, PoolHealth};

@@ -1,6 +1,8 @@
 //! An upstream pool: Pingora's `LoadBalancer` with active health checks, and the health
 //! state the proxy and `/readyz` read without locks.
 
+use super::breaker::{Breaker, Outcome, State, Transition};
+use crate::clock::Clock;
 use crate::config::{HashKey, HealthCheckConfig, HealthCheckKind, PoolConfig, Selection};
 use crate::observability::Metrics;
 use async_trait::async_trait;
@@ -14,52 +16,184 @@ use pingora::services::ServiceWithDependents;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bound on backends a selection visits before giving up (Pingora's `max_iterations`).
 const MAX_SELECT_ITERATIONS: usize = 256;
 
-/// Health of one pool's backends, written by the health-check task and read by requests.
-#[derive(Debug)]
+/// Health of one pool's backends: active health checks and circuit breakers, written
+/// by the health-check task and by request outcomes, read by every request.
 pub struct PoolHealth {
     pub name: String,
     backends: Vec<BackendHealth>,
     /// How many backends are currently healthy. Starts at all of them, as Pingora does.
     healthy: AtomicUsize,
+    /// How many breakers are open: while 0, availability is one atomic load.
+    open: AtomicUsize,
     /// Whether a health check runs at all (without one, backends are always healthy).
     has_health_check: bool,
+    /// The health-check interval: the `Retry-After` when backends are down by health.
+    check_interval: Duration,
+    clock: Clock,
+    metrics: Arc<Metrics>,
 }
 
-#[derive(Debug)]
 struct BackendHealth {
     addr: SocketAddr,
+    label: String,
     healthy: AtomicBool,
     /// Set once the first active check of this backend has finished.
     checked: AtomicBool,
+    /// `None` when the pool's breaker is disabled. Locked briefly, never across an await.
+    breaker: Option<Mutex<Breaker>>,
+}
+
+impl std::fmt::Debug for PoolHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolHealth")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PoolHealth {
-    fn new(name: &str, addrs: &[SocketAddr], has_health_check: bool) -> Self {
+    fn new(config: &PoolConfig, addrs: &[SocketAddr], metrics: &Arc<Metrics>) -> Self {
         Self {
-            name: name.to_string(),
+            name: config.name.clone(),
             backends: addrs
                 .iter()
                 .map(|&addr| BackendHealth {
                     addr,
+                    label: addr.to_string(),
                     healthy: AtomicBool::new(true),
                     checked: AtomicBool::new(false),
+                    breaker: config
+                        .circuit_breaker
+                        .as_ref()
+                        .map(|c| Mutex::new(Breaker::new(c.clone()))),
                 })
                 .collect(),
             healthy: AtomicUsize::new(addrs.len()),
-            has_health_check,
+            open: AtomicUsize::new(0),
+            has_health_check: config.health_check.is_some(),
+            check_interval: config
+                .health_check
+                .as_ref()
+                .map_or(Duration::from_secs(1), |h| h.interval),
+            clock: Clock::new(),
+            metrics: metrics.clone(),
         }
     }
 
-    /// At least one backend is healthy: a request can be tried.
+    /// At least one backend is healthy (by active checks).
     pub fn any_healthy(&self) -> bool {
         // Relaxed: a stale read only delays the fast-fail by one check interval.
         self.healthy.load(Ordering::Relaxed) > 0
+    }
+
+    /// Some backend may take a request now: healthy, and its breaker not open.
+    pub fn available(&self) -> bool {
+        if !self.any_healthy() {
+            return false;
+        }
+        if self.open.load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        let now = self.clock.now();
+        self.backends.iter().any(|b| {
+            b.healthy.load(Ordering::Relaxed)
+                && b.breaker.as_ref().is_none_or(|m| lock(m).would_allow(now))
+        })
+    }
+
+    /// When to come back while nothing is available: the earliest end of an open period
+    /// among healthy backends, else the health-check interval. At least a second.
+    pub fn retry_after(&self) -> Duration {
+        let now = self.clock.now();
+        let earliest = self
+            .backends
+            .iter()
+            .filter(|b| b.healthy.load(Ordering::Relaxed))
+            .filter_map(|b| b.breaker.as_ref().map(|m| lock(m).wait(now)))
+            .min();
+        let wait = earliest.map_or(self.check_interval, Duration::from_nanos);
+        wait.max(Duration::from_secs(1))
+    }
+
+    fn backend(&self, addr: &SocketAddr) -> Option<&BackendHealth> {
+        self.backends.iter().find(|b| b.addr == *addr)
+    }
+
+    /// Takes a breaker slot for a request to `addr`: false if its breaker refuses.
+    fn acquire(&self, addr: &SocketAddr, now: u64) -> bool {
+        let Some(b) = self.backend(addr) else {
+            return true;
+        };
+        let Some(m) = &b.breaker else { return true };
+        let (ok, t) = lock(m).try_acquire(now);
+        if let Some(t) = t {
+            self.transition(b, t);
+        }
+        ok
+    }
+
+    /// Whether some backend other than `exclude` could take a request (no slot taken).
+    pub fn has_other(&self, exclude: Option<&SocketAddr>) -> bool {
+        let now = self.clock.now();
+        self.backends.iter().any(|b| {
+            Some(&b.addr) != exclude
+                && b.healthy.load(Ordering::Relaxed)
+                && b.breaker.as_ref().is_none_or(|m| lock(m).would_allow(now))
+        })
+    }
+
+    /// Records how a request to `addr` went (connect error, timeout, status, or abandoned).
+    pub fn record(&self, addr: &SocketAddr, outcome: Outcome) {
+        let Some(b) = self.backend(addr) else { return };
+        let Some(m) = &b.breaker else { return };
+        let t = lock(m).record(self.clock.now(), outcome);
+        if let Some(t) = t {
+            self.transition(b, t);
+        }
+    }
+
+    /// Whether 5xx responses count as failures for this pool's breakers.
+    pub fn counts_5xx(&self) -> bool {
+        self.backends
+            .first()
+            .and_then(|b| b.breaker.as_ref())
+            .is_some_and(|m| lock(m).config().count_5xx)
+    }
+
+    pub fn has_breakers(&self) -> bool {
+        self.backends.iter().any(|b| b.breaker.is_some())
+    }
+
+    fn transition(&self, b: &BackendHealth, t: Transition) {
+        if t.to == "open" && t.from != "open" {
+            self.open.fetch_add(1, Ordering::AcqRel);
+        } else if t.from == "open" && t.to != "open" {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+        }
+        let state = b
+            .breaker
+            .as_ref()
+            .map_or(State::Closed, |m| lock(m).state());
+        log::warn!(
+            "pool {}: circuit of {} {} -> {}",
+            self.name,
+            b.addr,
+            t.from,
+            t.to
+        );
+        self.metrics
+            .breaker_transition(&self.name, &b.label, t.from, t.to, state.gauge());
+    }
+
+    /// The number of requests refused at once because nothing was available.
+    pub fn short_circuited(&self) {
+        self.metrics.breaker_short_circuit(&self.name);
     }
 
     /// Why this pool cannot serve yet, if it cannot: no completed first check, or no healthy backend.
@@ -87,9 +221,13 @@ impl PoolHealth {
     }
 
     fn find(&self, target: &Backend) -> Option<&BackendHealth> {
-        let addr = target.addr.as_inet()?;
-        self.backends.iter().find(|b| b.addr == *addr)
+        self.backend(target.addr.as_inet()?)
     }
+}
+
+fn lock(m: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
+    // A panic while holding it cannot leave a half-updated breaker worth refusing.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Wraps Pingora's HTTP or TCP check to record results in [`PoolHealth`] and the metrics.
@@ -128,6 +266,13 @@ impl HealthCheck for ObservedCheck {
                 self.health.healthy.fetch_sub(1, Ordering::AcqRel);
             }
         }
+        // Active checks drive the breaker too: failing opens it, passing lets trials in.
+        if let Some(m) = &b.breaker {
+            let t = lock(m).health(self.health.clock.now(), healthy);
+            if let Some(t) = t {
+                self.health.transition(b, t);
+            }
+        }
         log::warn!(
             "pool {}: backend {} is now {}",
             self.health.name,
@@ -154,8 +299,6 @@ pub struct Pool {
     balancer: Balancer,
     pub hash_key: HashKey,
     pub health: Arc<PoolHealth>,
-    /// How long until the next health check could change things: the `Retry-After` of a 503.
-    pub retry_after: Duration,
 }
 
 impl Pool {
@@ -180,13 +323,18 @@ impl Pool {
                 ext: Default::default(),
             })
             .collect();
-        let health = Arc::new(PoolHealth::new(
-            &config.name,
-            addrs,
-            config.health_check.is_some(),
-        ));
+        let health = Arc::new(PoolHealth::new(config, addrs, metrics));
         for addr in addrs {
             metrics.set_backend_health(&config.name, addr, true);
+            if config.circuit_breaker.is_some() {
+                metrics.breaker_transition(
+                    &config.name,
+                    &addr.to_string(),
+                    "",
+                    "",
+                    State::Closed.gauge(),
+                );
+            }
         }
         let check = config.health_check.as_ref().map(|hc| {
             Box::new(ObservedCheck {
@@ -222,15 +370,22 @@ impl Pool {
             balancer,
             hash_key: config.hash_key.clone(),
             health,
-            retry_after: interval.unwrap_or(Duration::from_secs(1)),
         };
         (pool, service)
     }
 
-    /// Picks a healthy backend, skipping `exclude` (the one a retry just failed on).
+    /// Picks a healthy backend whose breaker lets the request through (taking a half-open
+    /// trial slot if it is one), skipping `exclude` (the one a retry just failed on).
     /// `key` is only used by consistent hashing.
     pub fn select(&self, key: &[u8], exclude: Option<&SocketAddr>) -> Option<SocketAddr> {
-        let accept = |b: &Backend, healthy: bool| healthy && b.addr.as_inet() != exclude;
+        let now = self.health.clock.now();
+        let accept = |b: &Backend, healthy: bool| {
+            let Some(addr) = b.addr.as_inet() else {
+                return false;
+            };
+            // Checked last: only the backend finally accepted takes a breaker slot.
+            healthy && Some(addr) != exclude && self.health.acquire(addr, now)
+        };
         let backend = match &self.balancer {
             Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
             Balancer::Random(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
