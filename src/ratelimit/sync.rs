@@ -145,9 +145,19 @@ impl LeaseSync {
             st.granted_mark.store(lease, Ordering::Release);
             st.redis_left
                 .store((milli_left.max(0) / 1000) as u64, Ordering::Relaxed);
-            if a.want > 0 && granted == 0 {
-                // Nothing left: reject locally until a token is due, and ask no sooner than a tick.
-                let wait = Duration::from_millis(wait_ms).max(self.shared.config.sync_interval);
+            if a.want > 0 && granted < a.want {
+                // Redis gave all it had: the bucket is empty. Spend what was granted, then
+                // reject locally until a whole lease has refilled, so that a key over its
+                // limit costs one round trip per lease, not one per trickle of tokens.
+                // Capped at half the time to fill the burst, so that no refill is lost to
+                // the cap while nobody asks; at least a tick, at least until a token is due.
+                let Some(policy) = self.limiter.policies.get(st.policy) else { continue };
+                let refill = policy.shape.time_for((a.want - granted) as f64);
+                let cap = policy.shape.time_for(policy.shape.burst) / 2;
+                let wait = refill
+                    .min(cap)
+                    .max(Duration::from_millis(wait_ms))
+                    .max(self.shared.config.sync_interval);
                 st.empty_until
                     .store(now + wait.as_nanos() as u64, Ordering::Release);
             }
@@ -217,6 +227,16 @@ impl LeaseSync {
                 std::mem::take(&mut *self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()));
             let mut asks: Vec<Ask> = queued
                 .into_iter()
+                .filter(|key| {
+                    // Known empty: asking now would get a trickle. The first request after
+                    // `empty_until` queues the key again.
+                    let empty = key.empty_until.load(Ordering::Acquire) > now;
+                    if empty {
+                        key.queued.store(false, Ordering::Release);
+                        key.notify.notify_waiters();
+                    }
+                    !empty
+                })
                 .map(|key| {
                     let (want, low) = self.lease_size(&key, now);
                     key.low_water.store(low, Ordering::Relaxed);
