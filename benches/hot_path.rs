@@ -79,6 +79,8 @@ fn benches(c: &mut Criterion) {
                 duration_ms: 1.234,
                 upstream: Some("127.0.0.1:3000"),
                 route: "r1",
+                consumer: Some("acme"),
+                tier: Some("premium"),
                 bytes_sent: 1234,
                 error: None,
             };

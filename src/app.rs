@@ -192,6 +192,18 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         ),
     };
 
+    let auth = Arc::new(crate::auth::Authenticator::new(&config.auth));
+    if config
+        .auth
+        .jwt
+        .as_ref()
+        .is_some_and(|j| j.issuers.iter().any(|i| i.jwks_file.is_some()))
+    {
+        server.add_service(background_service(
+            "jwks reload",
+            crate::auth::JwksReload { auth: auth.clone() },
+        ));
+    }
     let admin = Admin {
         metrics: metrics.clone(),
         pools: pools.iter().map(|p| p.health.clone()).collect(),
@@ -203,6 +215,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         ping: config.ping.clone(),
         metrics,
         limiter,
+        auth,
         trusted_proxies: config.trusted_proxies.clone(),
         access_log,
         upstream_idle_timeout: config.server.upstream_idle_timeout,

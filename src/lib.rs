@@ -3,6 +3,7 @@
 //! - [`config`]: the YAML file, parsed strictly and validated, every problem with path and line
 //! - [`app`]: builds the Pingora server and its services from a config
 //! - [`proxy`]: the `ProxyHttp` hooks every request passes through
+//! - [`auth`]: JWT and API keys -> a principal (consumer + tier)
 //! - [`correlation`]: request ids and W3C trace context
 //! - [`client_ip`]: the client address, through trusted proxies
 //! - [`clock`]: monotonic nanoseconds, precise and coarse
@@ -11,6 +12,7 @@
 //! - [`observability`]: metrics, access log, admin endpoints
 
 pub mod app;
+pub mod auth;
 pub mod client_ip;
 pub mod clock;
 pub mod config;

@@ -1,6 +1,6 @@
 //! The `gateway` binary: command line -> config::load -> app::build -> run. No logic here.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use gateway::app::{self, RunOptions};
 use gateway::config;
 use std::path::PathBuf;
@@ -26,6 +26,15 @@ struct Cli {
     /// Featureless pass-through to the first route's first backend, to measure feature cost.
     #[arg(long)]
     bare: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the SHA-256 digest of an API key, for `auth.api_keys.keys[].sha256`.
+    /// Reads the key from standard input when not given (keeps it out of shell history).
+    HashKey { key: Option<String> },
 }
 
 /// Exit code for a bad config or command line.
@@ -37,6 +46,26 @@ fn main() -> ExitCode {
         env_logger::Env::default().default_filter_or("warn,gateway=info"),
     )
     .init();
+
+    if let Some(Command::HashKey { key }) = &cli.command {
+        let key = match key {
+            Some(k) => k.clone(),
+            None => {
+                let mut line = String::new();
+                if std::io::stdin().read_line(&mut line).is_err() {
+                    eprintln!("cannot read the key from standard input");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+                line
+            }
+        };
+        if key.trim().is_empty() {
+            eprintln!("the key is empty");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        println!("{}", gateway::auth::hash_key(&key));
+        return ExitCode::SUCCESS;
+    }
 
     if let Some(path) = &cli.check_config {
         return match config::load(path) {

@@ -3,8 +3,14 @@
 //! Loading never touches the network. Upstream addresses that are DNS names are
 //! kept as names here and resolved once when the server is built.
 
+mod auth;
 mod locate;
 mod raw;
+
+pub use auth::{
+    ApiKeyConfig, ApiKeysConfig, AuthConfig, AuthMode, IssuerConfig, JwtConfig, JwtKeyConfig,
+    TokenSource, ANONYMOUS,
+};
 
 use locate::LineIndex;
 use serde::de::DeserializeOwned;
@@ -29,6 +35,7 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` is believed when taking the client IP.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub rate_limits: RateLimitConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +52,9 @@ pub enum LimitKey {
     ClientIp,
     /// A request header's value; requests without it are keyed by client IP.
     Header(http::HeaderName),
+    /// The authenticated consumer (JWT subject or API-key consumer); anonymous
+    /// requests are keyed by client IP.
+    Consumer,
 }
 
 #[derive(Debug, Clone)]
@@ -81,9 +91,6 @@ pub struct RateLimitConfig {
     pub policies: Vec<PolicyConfig>,
     pub max_keys: usize,
 }
-
-/// The tiers a route can name. The authentication issue adds configured tiers.
-pub const TIERS: &[&str] = &["anonymous"];
 
 #[derive(Debug, Clone)]
 pub struct Listen {
@@ -170,8 +177,11 @@ pub struct RouteConfig {
     pub read_timeout: Duration,
     /// Extra attempts on another backend after a connect failure (idempotent methods only).
     pub retries: usize,
-    /// Rate-limit policy (index into [`RateLimitConfig::policies`]) per tier.
-    pub rate_limit: Vec<(String, usize)>,
+    /// Rate-limit policy (index into [`RateLimitConfig::policies`]) by tier index.
+    pub rate_limit: Vec<Option<usize>>,
+    pub auth: AuthMode,
+    /// Bit `i` set: tier `i` may use the route.
+    pub allowed_tiers: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -383,6 +393,8 @@ impl Validator<'_> {
         let trusted: Vec<String> = self.section(&mut doc, "trusted_proxies");
         let rate_limits: raw::RateLimits = self.section(&mut doc, "rate_limits");
         let rate_limits = self.rate_limits(rate_limits);
+        let auth: Option<raw::Auth> = self.section(&mut doc, "auth");
+        let auth = self.auth(auth);
         let trusted_proxies = self.trusted_proxies(trusted);
 
         let listen = Listen {
@@ -395,7 +407,7 @@ impl Validator<'_> {
         let server = self.server(server);
         let ping = self.ping(ping, &rate_limits);
         let upstreams = self.pools(doc.remove("upstreams"));
-        let routes = self.routes(doc.remove("routes"), &upstreams, &rate_limits);
+        let routes = self.routes(doc.remove("routes"), &upstreams, &rate_limits, &auth);
         let correlation = self.correlation(correlation);
         let access_log = self.access_log(access_log);
         Some(Config {
@@ -408,6 +420,7 @@ impl Validator<'_> {
             access_log,
             trusted_proxies,
             rate_limits,
+            auth,
         })
     }
 
@@ -514,6 +527,7 @@ impl Validator<'_> {
             }
             let key = match p.key.as_str() {
                 "client_ip" => LimitKey::ClientIp,
+                "consumer" => LimitKey::Consumer,
                 k if k.starts_with("header:") => {
                     match http::HeaderName::from_bytes(k["header:".len()..].trim().as_bytes()) {
                         Ok(h) => LimitKey::Header(h),
@@ -529,7 +543,9 @@ impl Validator<'_> {
                 k => {
                     self.problem(
                         format!("{at}.key"),
-                        format!("unknown key \"{k}\", expected client_ip or header:<name>"),
+                        format!(
+                            "unknown key \"{k}\", expected client_ip, consumer or header:<name>"
+                        ),
                     );
                     LimitKey::ClientIp
                 }
@@ -817,7 +833,9 @@ impl Validator<'_> {
         value: Option<serde_yaml::Value>,
         pools: &[PoolConfig],
         limits: &RateLimitConfig,
+        auth: &AuthConfig,
     ) -> Vec<RouteConfig> {
+        let tiers = &auth.tiers;
         let items = match value {
             None | Some(serde_yaml::Value::Null) => {
                 self.problem("routes", "at least one route is required");
@@ -898,29 +916,45 @@ impl Validator<'_> {
             if retries > 5 {
                 self.problem(format!("{at}.retries"), format!("at most 5, got {retries}"));
             }
-            let mut rate_limit = Vec::new();
+            let mut rate_limit = vec![None; tiers.len()];
             match &r.rate_limit {
                 None => {}
                 Some(raw::RouteRateLimit::All(policy)) => {
-                    if let Some(i) = self.policy_ref(&format!("{at}.rate_limit"), policy, limits) {
-                        for tier in TIERS {
-                            rate_limit.push((tier.to_string(), i));
-                        }
-                    }
+                    let p = self.policy_ref(&format!("{at}.rate_limit"), policy, limits);
+                    rate_limit.iter_mut().for_each(|slot| *slot = p);
                 }
                 Some(raw::RouteRateLimit::PerTier(map)) => {
                     for (tier, policy) in map {
                         let tat = format!("{at}.rate_limit.{tier}");
-                        if !TIERS.contains(&tier.as_str()) {
-                            self.problem(
+                        match tiers.iter().position(|t| t == tier) {
+                            None => self.problem(
                                 &tat,
-                                format!("unknown tier \"{tier}\" (tiers: {})", TIERS.join(", ")),
-                            );
-                        } else if let Some(i) = self.policy_ref(&tat, policy, limits) {
-                            rate_limit.push((tier.clone(), i));
+                                format!("unknown tier \"{tier}\" (tiers: {})", tiers.join(", ")),
+                            ),
+                            Some(i) => rate_limit[i] = self.policy_ref(&tat, policy, limits),
                         }
                     }
                 }
+            }
+            let mut allowed_tiers = u64::MAX;
+            if let Some(list) = &r.tiers {
+                allowed_tiers = 0;
+                for (j, tier) in list.iter().enumerate() {
+                    match tiers.iter().position(|t| t == tier) {
+                        Some(i) => allowed_tiers |= 1 << i,
+                        None => self.problem(
+                            format!("{at}.tiers[{j}]"),
+                            format!("unknown tier \"{tier}\" (tiers: {})", tiers.join(", ")),
+                        ),
+                    }
+                }
+            }
+            let mode = r.auth.unwrap_or(auth.default_mode);
+            if mode != AuthMode::None && auth.jwt.is_none() && auth.api_keys.is_none() {
+                self.problem(
+                    format!("{at}.auth"),
+                    "needs an auth section with jwt or api_keys",
+                );
             }
             routes.push(RouteConfig {
                 name,
@@ -932,6 +966,8 @@ impl Validator<'_> {
                 read_timeout: r.read_timeout.map_or(Duration::from_secs(30), |d| d.0),
                 retries,
                 rate_limit,
+                auth: mode,
+                allowed_tiers,
             });
         }
         routes

@@ -33,6 +33,7 @@ pub const SECTIONS: &[&str] = &[
     "access_log",
     "trusted_proxies",
     "rate_limits",
+    "auth",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +189,20 @@ pub struct Route {
     pub retries: Option<usize>,
     /// A policy name for every tier, or a map of tier -> policy name.
     pub rate_limit: Option<RouteRateLimit>,
+    pub auth: Option<AuthMode>,
+    /// Tiers allowed on this route (others get 403); all when absent.
+    pub tiers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// No authentication: every client is anonymous (credentials are not even read).
+    None,
+    /// Verify a credential if one is sent (a bad one is 401); without one, anonymous.
+    Optional,
+    /// A valid credential is required (401 without).
+    Required,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,7 +271,7 @@ pub struct Policy {
     pub rate: u64,
     pub per: HumanDuration,
     pub burst: Option<u64>,
-    /// `client_ip` or `header:<name>`.
+    /// `client_ip`, `consumer` or `header:<name>`.
     #[serde(default = "client_ip")]
     pub key: String,
     #[serde(default)]
@@ -337,4 +352,113 @@ impl Default for RateLimits {
             max_keys: max_keys(),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Tier names besides `anonymous`, e.g. [free, premium].
+    #[serde(default)]
+    pub tiers: Vec<String>,
+    pub jwt: Option<Jwt>,
+    pub api_keys: Option<ApiKeys>,
+    /// Send X-Consumer-ID and X-Consumer-Tier upstream.
+    #[serde(default = "yes")]
+    pub forward_identity: bool,
+    /// Remove the credential (Authorization / API-key header) before proxying.
+    #[serde(default = "yes")]
+    pub strip_credentials: bool,
+    #[serde(default = "realm")]
+    pub realm: String,
+    /// Verified tokens remembered (by SHA-256), each no longer than it is valid.
+    #[serde(default = "cache_size")]
+    pub cache_size: usize,
+    /// Mode of routes that do not set `auth`.
+    #[serde(default = "optional")]
+    pub default_mode: AuthMode,
+}
+
+fn realm() -> String {
+    "gateway".into()
+}
+
+fn cache_size() -> usize {
+    10_000
+}
+
+fn optional() -> AuthMode {
+    AuthMode::Optional
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    /// Where the token is: `bearer` (Authorization: Bearer, the default),
+    /// `header:<name>` or `cookie:<name>`.
+    #[serde(default = "bearer")]
+    pub from: String,
+    pub issuers: Vec<Issuer>,
+}
+
+fn bearer() -> String {
+    "bearer".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Issuer {
+    /// The required `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values (one must match).
+    pub audience: Vec<String>,
+    #[serde(default)]
+    pub keys: Vec<JwtKey>,
+    /// A JWKS file (keys selected by `kid`), re-read when it changes.
+    pub jwks_file: Option<String>,
+    pub leeway: Option<HumanDuration>,
+    #[serde(default = "sub")]
+    pub consumer_claim: String,
+    /// The claim that names the tier; its values map to tiers through `tier_values`.
+    pub tier_claim: Option<String>,
+    #[serde(default)]
+    pub tier_values: BTreeMap<String, String>,
+    /// The tier of a token without a (mapped) tier claim.
+    pub default_tier: String,
+}
+
+fn sub() -> String {
+    "sub".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    pub kid: Option<String>,
+    pub algorithm: String,
+    pub secret: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    pub public_key: Option<String>,
+    pub public_key_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeys {
+    #[serde(default = "api_key_header")]
+    pub header: String,
+    pub keys: Vec<ApiKey>,
+}
+
+fn api_key_header() -> String {
+    "X-API-Key".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub consumer: String,
+    pub tier: String,
+    /// Hex SHA-256 of the key (`gateway hash-key`); the key itself is never in config.
+    pub sha256: String,
 }

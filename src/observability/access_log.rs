@@ -23,6 +23,10 @@ pub struct AccessRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<&'a str>,
     pub route: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<&'a str>,
     pub bytes_sent: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
@@ -130,6 +134,8 @@ mod tests {
             duration_ms: 1.5,
             upstream: Some("127.0.0.1:3000"),
             route: "api",
+            consumer: None,
+            tier: None,
             bytes_sent: 12,
             error: None,
         };

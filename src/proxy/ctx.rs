@@ -23,6 +23,8 @@ pub struct Ctx {
     pub error: Option<&'static str>,
     /// The client address after `trusted_proxies`; set first thing in `request_filter`.
     pub client_ip: Option<IpAddr>,
+    /// Who the client is, when it authenticated.
+    pub principal: Option<crate::auth::Principal>,
     /// The rate-limit policy that applies to this request, chosen by routing.
     pub limit_policy: Option<usize>,
     /// A breaker slot is held for `upstream`: its outcome must be recorded exactly once.
@@ -45,6 +47,7 @@ impl Ctx {
             upstream: None,
             error: None,
             client_ip: None,
+            principal: None,
             limit_policy: None,
             breaker_slot: false,
             upstream_status: None,

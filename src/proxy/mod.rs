@@ -19,7 +19,8 @@ pub use bare::BareProxy;
 pub use ctx::Ctx;
 pub use respond::Reply;
 
-use crate::config::{CorrelationConfig, HashKey, LimitKey};
+use crate::auth::Authenticator;
+use crate::config::{AuthMode, CorrelationConfig, HashKey, LimitKey};
 use crate::correlation;
 use crate::observability::{AccessLog, AccessRecord, Metrics, RouteLabel};
 use crate::ratelimit::Limiter;
@@ -57,6 +58,7 @@ pub struct Gateway {
     pub ping: Option<crate::config::PingConfig>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<Limiter>,
+    pub auth: Arc<Authenticator>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub access_log: Option<AccessLog>,
     /// How long an idle upstream connection may stay pooled; `None`: until the upstream closes it.
@@ -92,9 +94,39 @@ impl Gateway {
             return Outcome::Respond(Reply::NotFound);
         };
         ctx.route = RouteLabel::Route(index);
-        // Until authentication lands, every client is in the anonymous tier.
-        ctx.limit_policy = route.rate_limit(crate::config::TIERS[0]);
-        // 4. Fail fast when the whole pool is down: no upstream connection is attempted.
+        // 4. Authentication: a principal and its tier, or anonymous (tier 0).
+        let tier = match route.auth {
+            AuthMode::None => 0,
+            mode => match self.auth.authenticate(req, crate::auth::unix_now()) {
+                Ok(Some(p)) => {
+                    let tier = p.tier;
+                    ctx.principal = Some(p);
+                    tier
+                }
+                Ok(None) if mode == AuthMode::Required => {
+                    ctx.error = Some("missing credential");
+                    return Outcome::Respond(Reply::Unauthorized {
+                        challenge: self.auth.challenge_missing.clone(),
+                        invalid: false,
+                    });
+                }
+                Ok(None) => 0,
+                Err(e) => {
+                    // The reason goes to the access log; no token or key material does.
+                    ctx.error = Some(e.reason());
+                    return Outcome::Respond(Reply::Unauthorized {
+                        challenge: self.auth.challenge_invalid.clone(),
+                        invalid: true,
+                    });
+                }
+            },
+        };
+        if !route.allows_tier(tier) {
+            ctx.error = Some("tier not allowed");
+            return Outcome::Respond(Reply::Forbidden);
+        }
+        ctx.limit_policy = route.rate_limit(tier);
+        // 5. Fail fast when the whole pool is down: no upstream connection is attempted.
         match self.pools.get(route.pool) {
             Some(pool) if pool.health.available() => Outcome::Continue,
             Some(pool) => {
@@ -156,14 +188,20 @@ fn peer_ip(session: &Session) -> Option<IpAddr> {
 }
 
 /// The key a policy limits by. IP keys are raw octets (4 or 16 bytes); header keys are
-/// prefixed with `h:`, so the two can never collide.
+/// prefixed with `h:` and consumer keys with `c:`, so they can never collide.
 fn limit_key<'a>(
     key: &LimitKey,
     req: &RequestHeader,
     ip: Option<IpAddr>,
+    principal: Option<&crate::auth::Principal>,
     buf: &'a mut Vec<u8>,
 ) -> &'a [u8] {
     buf.clear();
+    if let (LimitKey::Consumer, Some(p)) = (key, principal) {
+        buf.extend_from_slice(b"c:");
+        buf.extend_from_slice(p.consumer.as_bytes());
+        return buf;
+    }
     match (key, ip) {
         (LimitKey::Header(h), _) if req.headers.contains_key(h) => {
             buf.extend_from_slice(b"h:");
@@ -255,7 +293,13 @@ impl ProxyHttp for Gateway {
         {
             if let Some(policy) = self.limiter.policy(p) {
                 let mut buf = Vec::new();
-                let key = limit_key(&policy.key, session.req_header(), ctx.client_ip, &mut buf);
+                let key = limit_key(
+                    &policy.key,
+                    session.req_header(),
+                    ctx.client_ip,
+                    ctx.principal.as_ref(),
+                    &mut buf,
+                );
                 // The request path decides without awaiting; only a key with no lease waits.
                 let d = match self.limiter.try_check(p, key) {
                     Some(d) => d,
@@ -353,6 +397,21 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         if let Some(id) = &ctx.request_id {
             upstream.insert_header(self.correlation.header.clone(), id.clone())?;
+        }
+        // Identity headers come only from the gateway: a client cannot claim a tier.
+        upstream.remove_header("x-consumer-id");
+        upstream.remove_header("x-consumer-tier");
+        if let Some(p) = &ctx.principal {
+            let auth = self.auth.config();
+            if auth.forward_identity {
+                upstream.insert_header("x-consumer-id", p.consumer.as_ref())?;
+                upstream.insert_header("x-consumer-tier", self.auth.tier_name(p.tier))?;
+            }
+            if auth.strip_credentials {
+                if let Some(h) = self.auth.credential_header(p.method) {
+                    upstream.remove_header(&h);
+                }
+            }
         }
         if let Some(tp) = &ctx.traceparent {
             upstream.insert_header("traceparent", tp.clone())?;
@@ -510,6 +569,8 @@ impl ProxyHttp for Gateway {
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream: upstream.as_deref(),
             route: self.route_name(ctx.route),
+            consumer: ctx.principal.as_ref().map(|p| p.consumer.as_ref()),
+            tier: ctx.principal.as_ref().map(|p| self.auth.tier_name(p.tier)),
             bytes_sent: session.body_bytes_sent(),
             error,
         });

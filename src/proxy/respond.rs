@@ -15,6 +15,13 @@ pub enum Reply {
     Pong,
     /// No route for this host and path.
     NotFound,
+    /// No credential where one is required (`invalid: false`), or a bad one (`invalid: true`).
+    Unauthorized {
+        challenge: http::HeaderValue,
+        invalid: bool,
+    },
+    /// A valid credential whose tier may not use this route.
+    Forbidden,
     /// The client's rate limit is spent; a token is due after `retry_after`.
     RateLimited { retry_after: Duration },
     /// No backend of the route's pool is healthy: answered at once, no upstream tried.
@@ -34,6 +41,8 @@ impl Reply {
         match self {
             Reply::Pong => 200,
             Reply::NotFound => 404,
+            Reply::Unauthorized { .. } => 401,
+            Reply::Forbidden => 403,
             Reply::RateLimited { .. } => 429,
             Reply::Unavailable { .. } => 503,
             Reply::BadGateway => 502,
@@ -48,6 +57,9 @@ impl Reply {
         match self {
             Reply::Pong => "",
             Reply::NotFound => "no route for this host and path",
+            Reply::Unauthorized { invalid: false, .. } => "missing credential",
+            Reply::Unauthorized { invalid: true, .. } => "invalid credential",
+            Reply::Forbidden => "tier not allowed on this route",
             Reply::RateLimited { .. } => "rate limit exceeded",
             Reply::Unavailable { .. } => "no healthy upstream",
             Reply::BadGateway => "upstream connection failed",
@@ -96,6 +108,9 @@ pub async fn respond(
             http::header::RETRY_AFTER,
             crate::ratelimit::ceil_secs(*retry_after).max(1),
         )?;
+    }
+    if let Reply::Unauthorized { challenge, .. } = reply {
+        resp.insert_header(http::header::WWW_AUTHENTICATE, challenge.clone())?;
     }
     if let Some((policy, state)) = &ctx.rate_limit {
         resp.insert_header("ratelimit-policy", policy.clone())?;

@@ -31,6 +31,7 @@ fn gateway(text: &str) -> Gateway {
         pools,
         correlation: cfg.correlation.clone(),
         ping: cfg.ping.clone(),
+        auth: Arc::new(crate::auth::Authenticator::new(&cfg.auth)),
         limiter: Arc::new(Limiter::new(&cfg.rate_limits, metrics.clone())),
         metrics,
         trusted_proxies: cfg.trusted_proxies.clone(),

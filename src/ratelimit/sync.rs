@@ -151,7 +151,9 @@ impl LeaseSync {
                 // limit costs one round trip per lease, not one per trickle of tokens.
                 // Capped at half the time to fill the burst, so that no refill is lost to
                 // the cap while nobody asks; at least a tick, at least until a token is due.
-                let Some(policy) = self.limiter.policies.get(st.policy) else { continue };
+                let Some(policy) = self.limiter.policies.get(st.policy) else {
+                    continue;
+                };
                 let refill = policy.shape.time_for((a.want - granted) as f64);
                 let cap = policy.shape.time_for(policy.shape.burst) / 2;
                 let wait = refill

@@ -20,17 +20,21 @@ pub struct Route {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub retries: usize,
-    /// Rate-limit policy per tier.
-    rate_limit: Vec<(String, usize)>,
+    /// Rate-limit policy by tier index.
+    rate_limit: Vec<Option<usize>>,
+    pub auth: crate::config::AuthMode,
+    /// Bit `i` set: tier `i` may use the route.
+    pub allowed_tiers: u64,
 }
 
 impl Route {
-    /// The rate-limit policy for a client of `tier`, if the route has one.
-    pub fn rate_limit(&self, tier: &str) -> Option<usize> {
-        self.rate_limit
-            .iter()
-            .find(|(t, _)| t == tier)
-            .map(|(_, p)| *p)
+    /// The rate-limit policy for a client of tier `tier` (index), if the route has one.
+    pub fn rate_limit(&self, tier: usize) -> Option<usize> {
+        self.rate_limit.get(tier).copied().flatten()
+    }
+
+    pub fn allows_tier(&self, tier: usize) -> bool {
+        tier < 64 && self.allowed_tiers & (1 << tier) != 0
     }
 
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
@@ -84,6 +88,8 @@ impl Router {
                 read_timeout: c.read_timeout,
                 retries: c.retries,
                 rate_limit: c.rate_limit.clone(),
+                auth: c.auth,
+                allowed_tiers: c.allowed_tiers,
             })
             .collect();
         // Longest prefix first; at equal length a route for a named host beats a catch-all.
@@ -149,6 +155,8 @@ mod tests {
             read_timeout: Duration::from_secs(1),
             retries: 1,
             rate_limit: Vec::new(),
+            auth: crate::config::AuthMode::None,
+            allowed_tiers: u64::MAX,
         }
     }
 

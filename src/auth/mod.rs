@@ -1,0 +1,221 @@
+//! Authentication: a JWT or an API key becomes a [`Principal`] (consumer + tier), or the
+//! request stays anonymous. Verification is pure and synchronous; verified tokens are
+//! cached by SHA-256 until they expire.
+
+mod api_key;
+mod cache;
+mod jwt;
+
+pub use jwt::{read_jwks, JwksReload};
+
+use crate::config::{AuthConfig, TokenSource};
+use http::HeaderValue;
+use pingora::http::RequestHeader;
+use std::sync::Arc;
+
+/// How a principal proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Jwt,
+    ApiKey,
+}
+
+impl Method {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Method::Jwt => "jwt",
+            Method::ApiKey => "api_key",
+        }
+    }
+}
+
+/// An authenticated client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// JWT consumer claim (`sub` by default) or the API key's consumer id.
+    pub consumer: Arc<str>,
+    /// Index into the configured tiers (0 is anonymous, never an authenticated tier).
+    pub tier: usize,
+    pub method: Method,
+}
+
+/// Why a credential was refused. The reason is logged; the client only learns the
+/// RFC 6750 error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unknown key id")]
+    UnknownKid,
+    #[error("no key for the token's algorithm")]
+    NoKey,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("expired")]
+    Expired,
+    #[error("not yet valid")]
+    NotYetValid,
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("wrong audience")]
+    WrongAudience,
+    #[error("missing or invalid claim")]
+    BadClaims,
+    #[error("unknown api key")]
+    UnknownApiKey,
+}
+
+impl AuthError {
+    /// For the access log (never any token or key material).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Malformed => "malformed token",
+            AuthError::UnknownKid => "unknown key id",
+            AuthError::NoKey => "no key for the token's algorithm",
+            AuthError::BadSignature => "bad signature",
+            AuthError::Expired => "token expired",
+            AuthError::NotYetValid => "token not yet valid",
+            AuthError::WrongIssuer => "wrong issuer",
+            AuthError::WrongAudience => "wrong audience",
+            AuthError::BadClaims => "missing or invalid claim",
+            AuthError::UnknownApiKey => "unknown api key",
+        }
+    }
+}
+
+/// The credentials of a request, checked against the config.
+pub struct Authenticator {
+    config: AuthConfig,
+    jwt: Option<jwt::Verifier>,
+    api_keys: Option<api_key::ApiKeys>,
+    cache: cache::VerifiedCache,
+    /// `WWW-Authenticate` values for a missing and for a bad credential.
+    pub challenge_missing: HeaderValue,
+    pub challenge_invalid: HeaderValue,
+}
+
+impl Authenticator {
+    pub fn new(config: &AuthConfig) -> Self {
+        let realm = config.realm.replace('"', "");
+        let challenge = |error: &str| {
+            HeaderValue::from_str(&format!("Bearer realm=\"{realm}\", error=\"{error}\""))
+                .unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+        };
+        Self {
+            jwt: config.jwt.as_ref().map(jwt::Verifier::new),
+            api_keys: config.api_keys.as_ref().map(api_key::ApiKeys::new),
+            cache: cache::VerifiedCache::new(config.cache_size),
+            challenge_missing: challenge("invalid_request"),
+            challenge_invalid: challenge("invalid_token"),
+            config: config.clone(),
+        }
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    pub fn tier_name(&self, tier: usize) -> &str {
+        self.config
+            .tiers
+            .get(tier)
+            .map_or("anonymous", String::as_str)
+    }
+
+    /// The token of a request, if it carries one where the config says to look.
+    fn token<'a>(&self, req: &'a RequestHeader) -> Option<&'a str> {
+        let jwt = self.config.jwt.as_ref()?;
+        match &jwt.from {
+            TokenSource::Bearer => {
+                let v = req
+                    .headers
+                    .get(http::header::AUTHORIZATION)?
+                    .to_str()
+                    .ok()?;
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            }
+            TokenSource::Header(h) => req.headers.get(h)?.to_str().ok().map(str::trim),
+            TokenSource::Cookie(name) => req
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|kv| {
+                    let (k, v) = kv.trim().split_once('=')?;
+                    (k == name).then_some(v)
+                }),
+        }
+    }
+
+    /// `Ok(None)`: no credential at all. `now` is Unix seconds.
+    pub fn authenticate(
+        &self,
+        req: &RequestHeader,
+        now: u64,
+    ) -> Result<Option<Principal>, AuthError> {
+        if let (Some(verifier), Some(token)) = (&self.jwt, self.token(req)) {
+            if token.is_empty() {
+                return Err(AuthError::Malformed);
+            }
+            // Bound the work an attacker can ask for: real tokens are a few KB at most.
+            if token.len() > 16 * 1024 {
+                return Err(AuthError::Malformed);
+            }
+            let digest = cache::digest(token.as_bytes());
+            if let Some(p) = self.cache.get(&digest, now) {
+                return Ok(Some(p));
+            }
+            let (principal, exp) = verifier.verify(token, now)?;
+            self.cache.insert(digest, principal.clone(), exp);
+            return Ok(Some(principal));
+        }
+        if let Some(keys) = &self.api_keys {
+            if let Some(v) = req.headers.get(keys.header()) {
+                return keys.check(v.as_bytes()).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Forgets every verified token (after the keys changed).
+    pub fn clear_cache(&self) {
+        self.cache.clear();
+    }
+
+    pub(crate) fn verifier(&self) -> Option<&jwt::Verifier> {
+        self.jwt.as_ref()
+    }
+
+    /// Headers carrying the credential, to strip before proxying.
+    pub fn credential_header(&self, method: Method) -> Option<http::HeaderName> {
+        match method {
+            Method::ApiKey => self.api_keys.as_ref().map(|k| k.header().clone()),
+            Method::Jwt => match self.config.jwt.as_ref().map(|j| &j.from) {
+                Some(TokenSource::Bearer) => Some(http::header::AUTHORIZATION),
+                Some(TokenSource::Header(h)) => Some(h.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The current Unix time in seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The hex SHA-256 of an API key, as the config stores it (`gateway hash-key`).
+pub fn hash_key(key: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.trim().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
