@@ -477,7 +477,7 @@ for f in "$TMP"/gw-*.log; do
     if (( n > 0 )); then
         echo "== $(basename "$f" .log) log: $n warning/error line(s), most frequent ($f):"
         grep -E ' (WARN|ERROR) ' "$f" | sed -E 's/^\[[^ ]+ //; s/[0-9]+/N/g' |
-            sort | uniq -c | sort -rn | head -n 4 | cut -c1-200 | sed 's/^ */   /'
+            sort | uniq -c | sort -rn | sed -n "1,4p" | cut -c1-200 | sed 's/^ */   /'
     fi
 done
 echo "== machine load (end): $(uptime)"

@@ -548,7 +548,7 @@ for name in "${FULL_GATEWAYS[@]}" gateway-bare; do
     if (( n > 0 )); then
         echo "== $name log: $n warning/error line(s), most frequent ($TMP/$name.log):"
         grep -E ' (WARN|ERROR) ' "$TMP/$name.log" | sed -E 's/^\[[^ ]+ //; s/[0-9]+/N/g' |
-            sort | uniq -c | sort -rn | head -n 4 | cut -c1-200 | sed 's/^ */   /'
+            sort | uniq -c | sort -rn | sed -n "1,4p" | cut -c1-200 | sed 's/^ */   /'
     fi
 done
 show_load end

@@ -418,3 +418,81 @@ fn base64url(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
 }
+
+#[test]
+fn jwks_keys_are_selected_by_kid_and_reloaded_when_the_file_changes() {
+    let up = Upstream::start("app");
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::copy(fixture("jwks-rsa.json"), &jwks).unwrap();
+    let gw = Gateway::start(&format!(
+        "upstreams:
+  app:
+    backends:
+      - addr: {}
+auth:
+  tiers: [free]
+  jwt:
+    issuers:
+      - issuer: {ISS}
+        audience: [api]
+        default_tier: free
+        jwks_file: {}
+routes:
+  - path_prefix: /
+    upstream: app
+    auth: required
+",
+        up.addr(),
+        jwks.display()
+    ));
+    let key = |f: &str| EncodingKey::from_rsa_pem(&std::fs::read(fixture(f)).unwrap()).unwrap();
+    let first = sign(
+        Algorithm::RS256,
+        Some("rs-jwks"),
+        &key("rsa-private.pem"),
+        &claims("u1", ""),
+    );
+    let second = sign(
+        Algorithm::RS256,
+        Some("rs-jwks"),
+        &key("rsa2-private.pem"),
+        &claims("u2", ""),
+    );
+    assert_eq!(
+        get(&gw.url("/"), &[("Authorization", &bearer(&first))]).status,
+        200
+    );
+    assert_eq!(
+        get(&gw.url("/"), &[("Authorization", &bearer(&second))]).status,
+        401
+    );
+    // Rotate: the same kid now names the second key. The first token, though cached, stops working.
+    let tmp = dir.path().join("jwks.json.new");
+    std::fs::copy(fixture("jwks-rsa2.json"), &tmp).unwrap();
+    std::fs::rename(&tmp, &jwks).unwrap();
+    common::wait_for(
+        "the new JWKS to be loaded",
+        std::time::Duration::from_secs(10),
+        || (get(&gw.url("/"), &[("Authorization", &bearer(&second))]).status == 200).then_some(()),
+    );
+    assert_eq!(
+        get(&gw.url("/"), &[("Authorization", &bearer(&first))]).status,
+        401
+    );
+    // A broken file keeps the keys that work.
+    std::fs::write(&jwks, "{ not json").unwrap();
+    common::wait_for(
+        "the broken JWKS to be seen",
+        std::time::Duration::from_secs(10),
+        || {
+            gw.stderr()
+                .contains("keeping the previous keys")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        get(&gw.url("/"), &[("Authorization", &bearer(&second))]).status,
+        200
+    );
+}

@@ -7,10 +7,13 @@ use std::sync::Mutex;
 
 const SHARDS: usize = 16;
 
+/// Token digest -> (principal, expiry in Unix seconds).
+type Shard = Mutex<HashMap<[u8; 32], (Principal, u64)>>;
+
 /// At most `capacity` entries (a full shard is emptied: simple, bounded, and a miss only
 /// costs one verification). Failures are never cached, so garbage cannot fill it.
 pub struct VerifiedCache {
-    shards: Vec<Mutex<HashMap<[u8; 32], (Principal, u64)>>>,
+    shards: Vec<Shard>,
     per_shard: usize,
 }
 
@@ -26,7 +29,7 @@ impl VerifiedCache {
         }
     }
 
-    fn shard(&self, d: &[u8; 32]) -> &Mutex<HashMap<[u8; 32], (Principal, u64)>> {
+    fn shard(&self, d: &[u8; 32]) -> &Shard {
         &self.shards[usize::from(d[0]) % SHARDS]
     }
 

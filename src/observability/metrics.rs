@@ -21,8 +21,9 @@ pub enum RouteLabel {
     Unrouted,
 }
 
-const STATUS_MIN: u16 = 100;
-const STATUS_COUNT: usize = 500; // 100..=599
+/// Status 0: the client went away before any response was written.
+const STATUS_MIN: u16 = 0;
+const STATUS_COUNT: usize = 600; // 0..=599
 
 /// Counters for one route label: one lazily created counter per status code.
 struct RouteMetrics {
@@ -286,10 +287,10 @@ impl Metrics {
         r.duration.observe(seconds);
         let status = status.clamp(STATUS_MIN, STATUS_MIN + STATUS_COUNT as u16 - 1);
         if let Some(slot) = r.by_status.get(usize::from(status - STATUS_MIN)) {
+            // The label is formatted once per (route, status).
             slot.get_or_init(|| {
-                let mut buf = itoa_buf(status);
                 self.requests
-                    .with_label_values(&[&r.name, status_str(&mut buf)])
+                    .with_label_values(&[&r.name, &status.to_string()])
             })
             .inc();
         }
@@ -313,18 +314,6 @@ impl Metrics {
     }
 }
 
-fn itoa_buf(n: u16) -> [u8; 3] {
-    [
-        b'0' + (n / 100 % 10) as u8,
-        b'0' + (n / 10 % 10) as u8,
-        b'0' + (n % 10) as u8,
-    ]
-}
-
-fn status_str(buf: &mut [u8; 3]) -> &str {
-    std::str::from_utf8(buf).unwrap_or("000")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +326,7 @@ mod tests {
         m.observe_request(RouteLabel::Route(1), 503, 0.0001);
         m.observe_request(RouteLabel::Unrouted, 404, 0.0001);
         m.observe_request(RouteLabel::Ping, 200, 0.0001);
+        m.observe_request(RouteLabel::Route(0), 0, 0.0001);
         m.set_backend_health("api", &"127.0.0.1:1".parse().unwrap(), false);
         let text = m.render();
         assert!(
@@ -346,7 +336,11 @@ mod tests {
         assert!(text.contains("gateway_requests_total{route=\"web\",status=\"503\"} 1"));
         assert!(text.contains("gateway_requests_total{route=\"none\",status=\"404\"} 1"));
         assert!(text.contains("gateway_requests_total{route=\"ping\",status=\"200\"} 1"));
-        assert!(text.contains("gateway_request_duration_seconds_count{route=\"api\"} 2"));
+        assert!(
+            text.contains("gateway_requests_total{route=\"api\",status=\"0\"} 1"),
+            "no response written"
+        );
+        assert!(text.contains("gateway_request_duration_seconds_count{route=\"api\"} 3"));
         assert!(text.contains("gateway_upstream_healthy{backend=\"127.0.0.1:1\",pool=\"api\"} 0"));
         assert!(text.contains("process_cpu_seconds_total"));
     }

@@ -340,12 +340,21 @@ impl ProxyHttp for Gateway {
             ctx.client_ip,
             &mut buf,
         );
-        // A retry after an error on a reused connection: that attempt says nothing about the backend.
-        if let (true, Some(prev)) = (ctx.breaker_slot, ctx.upstream) {
-            pool.health.record(&prev, Attempt::Abandoned);
-            ctx.breaker_slot = false;
+        // A retry (Pingora calls this hook again): never the backend that just failed, be it
+        // a refused connect or a pooled connection that died. An error on a reused
+        // connection says nothing certain about the backend, so its slot is only released.
+        if let Some(prev) = ctx.upstream {
+            ctx.failed_backend = Some(prev);
+            if ctx.breaker_slot {
+                pool.health.record(&prev, Attempt::Abandoned);
+                ctx.breaker_slot = false;
+            }
         }
-        let Some(addr) = pool.select(key, ctx.failed_backend.as_ref()) else {
+        let selected = pool
+            .select(key, ctx.failed_backend.as_ref())
+            // A pool of one: retrying the same backend on a fresh connection is all there is.
+            .or_else(|| ctx.failed_backend.and_then(|_| pool.select(key, None)));
+        let Some(addr) = selected else {
             ctx.error = Some("no healthy upstream");
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend");
         };
