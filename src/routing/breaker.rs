@@ -134,19 +134,22 @@ impl Breaker {
         &self.config
     }
 
+    /// Open -> half-open, with no trial taken yet.
+    fn half_open(&mut self) -> Transition {
+        self.state = State::HalfOpen {
+            in_flight: 0,
+            successes: 0,
+        };
+        Transition {
+            from: "open",
+            to: "half_open",
+        }
+    }
+
     /// Moves an expired open period to half-open. Returns the transition, if any.
     fn advance(&mut self, now: u64) -> Option<Transition> {
         match self.state {
-            State::Open { until } if now >= until => {
-                self.state = State::HalfOpen {
-                    in_flight: 0,
-                    successes: 0,
-                };
-                Some(Transition {
-                    from: "open",
-                    to: "half_open",
-                })
-            }
+            State::Open { until } if now >= until => Some(self.half_open()),
             _ => None,
         }
     }
@@ -273,16 +276,7 @@ impl Breaker {
     pub fn health(&mut self, now: u64, healthy: bool) -> Option<Transition> {
         match (self.state, healthy) {
             (State::Closed | State::HalfOpen { .. }, false) => Some(self.trip(now)),
-            (State::Open { .. }, true) => {
-                self.state = State::HalfOpen {
-                    in_flight: 0,
-                    successes: 0,
-                };
-                Some(Transition {
-                    from: "open",
-                    to: "half_open",
-                })
-            }
+            (State::Open { .. }, true) => Some(self.half_open()),
             _ => None,
         }
     }
