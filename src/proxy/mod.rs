@@ -68,7 +68,25 @@ pub struct Gateway {
 impl Gateway {
     /// The request stages before proxying: plain values in, a decision out.
     pub fn admit(&self, req: &RequestHeader, ctx: &mut Ctx) -> Outcome {
-        // 1. Correlation: keep a sane id or mint one; same for traceparent.
+        self.correlate(req, ctx);
+        if self.is_ping(req) {
+            ctx.route = RouteLabel::Ping;
+            ctx.limit_policy = self.ping.as_ref().and_then(|p| p.rate_limit);
+            return Outcome::Respond(Reply::Pong);
+        }
+        match self.route_and_authorize(req, ctx) {
+            Ok(()) => Outcome::Continue,
+            Err(reply) => {
+                if ctx.error.is_none() {
+                    ctx.error = Some(reply.message());
+                }
+                Outcome::Respond(reply)
+            }
+        }
+    }
+
+    /// Stage 1: keep a sane request id or mint one; the same for traceparent.
+    fn correlate(&self, req: &RequestHeader, ctx: &mut Ctx) {
         let (id, _) = correlation::assign(
             req.headers.get(&self.correlation.header),
             self.correlation.trust_incoming,
@@ -80,63 +98,67 @@ impl Gateway {
                 _ => correlation::mint_traceparent(),
             });
         }
-        // 2. The built-in health endpoint of the gateway itself.
-        if let Some(ping) = &self.ping {
-            if req.method == http::Method::GET && req.uri.path() == ping.path {
-                ctx.route = RouteLabel::Ping;
-                ctx.limit_policy = ping.rate_limit;
-                return Outcome::Respond(Reply::Pong);
-            }
-        }
-        // 3. Routing.
-        let Some((index, route)) = self.router.find(request_host(req), req.uri.path()) else {
-            ctx.error = Some("no route");
-            return Outcome::Respond(Reply::NotFound);
-        };
+    }
+
+    /// Stage 2: the built-in health endpoint of the gateway itself.
+    fn is_ping(&self, req: &RequestHeader) -> bool {
+        self.ping
+            .as_ref()
+            .is_some_and(|p| req.method == http::Method::GET && req.uri.path() == p.path)
+    }
+
+    /// Stages 3 to 5: route, authenticate, check the pool. An `Err` is the reply.
+    fn route_and_authorize(&self, req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reply> {
+        let (index, route) = self
+            .router
+            .find(request_host(req), req.uri.path())
+            .ok_or(Reply::NotFound)?;
         ctx.route = RouteLabel::Route(index);
-        // 4. Authentication: a principal and its tier, or anonymous (tier 0).
-        let tier = match route.auth {
-            AuthMode::None => 0,
-            mode => match self.auth.authenticate(req, crate::auth::unix_now()) {
-                Ok(Some(p)) => {
-                    let tier = p.tier;
-                    ctx.principal = Some(p);
-                    tier
-                }
-                Ok(None) if mode == AuthMode::Required => {
-                    ctx.error = Some("missing credential");
-                    return Outcome::Respond(Reply::Unauthorized {
-                        challenge: self.auth.challenge_missing.clone(),
-                        invalid: false,
-                    });
-                }
-                Ok(None) => 0,
-                Err(e) => {
-                    // The reason goes to the access log; no token or key material does.
-                    ctx.error = Some(e.reason());
-                    return Outcome::Respond(Reply::Unauthorized {
-                        challenge: self.auth.challenge_invalid.clone(),
-                        invalid: true,
-                    });
-                }
-            },
-        };
+        let tier = self.authenticate(route.auth, req, ctx)?;
         if !route.allows_tier(tier) {
-            ctx.error = Some("tier not allowed");
-            return Outcome::Respond(Reply::Forbidden);
+            return Err(Reply::Forbidden);
         }
         ctx.limit_policy = route.rate_limit(tier);
-        // 5. Fail fast when the whole pool is down: no upstream connection is attempted.
-        match self.pools.get(route.pool) {
-            Some(pool) if pool.health.available() => Outcome::Continue,
-            Some(pool) => {
-                ctx.error = Some("no healthy upstream");
-                pool.health.short_circuited();
-                Outcome::Respond(Reply::Unavailable {
-                    retry_after: pool.health.retry_after(),
+        // Fail fast when no backend can take the request: no upstream connection is attempted.
+        let pool = self.pools.get(route.pool).ok_or(Reply::Internal)?;
+        if !pool.health.available() {
+            pool.health.short_circuited();
+            return Err(Reply::Unavailable {
+                retry_after: pool.health.retry_after(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stage 4: a principal and its tier, or anonymous (tier 0).
+    fn authenticate(
+        &self,
+        mode: AuthMode,
+        req: &RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<usize, Reply> {
+        if mode == AuthMode::None {
+            return Ok(0);
+        }
+        match self.auth.authenticate(req, crate::auth::unix_now()) {
+            Ok(Some(p)) => {
+                let tier = p.tier;
+                ctx.principal = Some(p);
+                Ok(tier)
+            }
+            Ok(None) if mode == AuthMode::Required => Err(Reply::Unauthorized {
+                challenge: self.auth.challenge_missing.clone(),
+                invalid: false,
+            }),
+            Ok(None) => Ok(0),
+            Err(e) => {
+                // The reason goes to the access log; no token or key material does.
+                ctx.error = Some(e.reason());
+                Err(Reply::Unauthorized {
+                    challenge: self.auth.challenge_invalid.clone(),
+                    invalid: true,
                 })
             }
-            None => Outcome::Respond(Reply::Internal),
         }
     }
 
