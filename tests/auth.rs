@@ -63,6 +63,16 @@ fn es(claims: &Value) -> String {
     )
 }
 
+fn ed(claims: &Value) -> String {
+    let pem = std::fs::read(fixture("ed-private.pem")).unwrap();
+    sign(
+        Algorithm::EdDSA,
+        Some("ed"),
+        &EncodingKey::from_ed_pem(&pem).unwrap(),
+        claims,
+    )
+}
+
 fn config(up: &Upstream, extra: &str) -> String {
     format!(
         "upstreams:
@@ -89,6 +99,9 @@ auth:
           - kid: es
             algorithm: ES256
             public_key_file: {ec}
+          - kid: ed
+            algorithm: EdDSA
+            public_key_file: {ed}
   api_keys:
     keys:
       - consumer: acme
@@ -112,6 +125,7 @@ routes:
         up = up.addr(),
         rsa = fixture("rsa-public.pem"),
         ec = fixture("ec-public.pem"),
+        ed = fixture("ed-public.pem"),
         acme = gateway::auth::hash_key("acme-key"),
     )
 }
@@ -146,6 +160,7 @@ fn valid_tokens_of_each_algorithm_pass_and_identify_the_consumer() {
         ("HS256", hs(&claims("u-hs", "basic"))),
         ("RS256", rs(&claims("u-rs", "pro"))),
         ("ES256", es(&claims("u-es", ""))),
+        ("EdDSA", ed(&claims("u-ed", ""))),
     ] {
         let r = get(&gw.url("/private"), &[("Authorization", &bearer(&token))]);
         assert_eq!(r.status, 200, "{alg}: {}", r.body);
