@@ -36,9 +36,8 @@
 #   GATEWAY_BIN=...       use this binary instead of `cargo build --release`
 #   RESULTS_DIR=loadtest/results   where the summary file goes
 set -euo pipefail
-
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source=loadtest/lib.sh
+. "$(dirname "$0")/lib.sh" # SCRIPT_DIR, ROOT, GATEWAY_BIN, RESULTS_DIR, NGINX, helpers
 
 DURATION=${DURATION:-12}
 ALLDOWN_DURATION=${ALLDOWN_DURATION:-8}
@@ -51,10 +50,6 @@ CONSECUTIVE=${CONSECUTIVE:-5}
 OPEN_DURATION=${OPEN_DURATION:-5s}
 HC_WAIT=${HC_WAIT:-10}
 ALLDOWN_CONTROL=${ALLDOWN_CONTROL:-1}
-GATEWAY_BIN=${GATEWAY_BIN:-}
-RESULTS_DIR=${RESULTS_DIR:-$SCRIPT_DIR/results}
-NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
-READY_TIMEOUT=10       # seconds to wait for each server to answer
 SAMPLE_INTERVAL=0.1    # seconds between /metrics samples for the timelines
 ALLDOWN_OPEN=60s       # open_duration in "all down": no half-open trial during the run
 HC_INTERVAL=1s
@@ -65,12 +60,7 @@ HC_UNHEALTHY=2
 ALLDOWN_P99_MAX_MS=1   # p99 of the 503s
 ALLDOWN_CONNECTS_MAX=0 # connections to the dead upstreams during the run
 
-die() { echo "breaker.sh: $*" >&2; exit 1; }
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-
-for v in DURATION ALLDOWN_DURATION CONNECTIONS WRK_THREADS THREADS CONSECUTIVE HC_WAIT; do
-    is_uint "${!v}" && (( ${!v} > 0 )) || die "$v must be a positive integer, got '${!v}'"
-done
+require_positive DURATION ALLDOWN_DURATION CONNECTIONS WRK_THREADS THREADS CONSECUTIVE HC_WAIT
 [[ $ALLDOWN_CONTROL == [01] ]] || die "ALLDOWN_CONTROL must be 0 or 1, got '$ALLDOWN_CONTROL'"
 (( DURATION >= 3 )) || die "DURATION must be at least 3 (three phases of at least 1 s), got $DURATION"
 [[ $KILL_DELAY =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "KILL_DELAY must be a number of seconds, got '$KILL_DELAY'"
@@ -80,165 +70,37 @@ PHASE=$(( DURATION / 3 ))
 awk -v k="$KILL_DELAY" -v p="$PHASE" 'BEGIN { exit !(k < p) }' \
     || die "KILL_DELAY ($KILL_DELAY s) must be shorter than a phase ($PHASE s)"
 
-read -r -a SCENARIO_LIST <<<"${SCENARIOS//,/ }"
-(( ${#SCENARIO_LIST[@]} > 0 )) || die "SCENARIOS is empty"
-for s in "${SCENARIO_LIST[@]}"; do
-    case $s in retries1 | retries0 | hc | alldown) ;; *) die "unknown scenario '$s' (choose from: retries1 retries0 hc alldown)" ;; esac
-done
-
-for tool in wrk curl python3 timeout "$NGINX"; do
-    command -v "$tool" >/dev/null || die "'$tool' not found"
-done
+parse_list SCENARIOS SCENARIO_LIST scenario "retries1 retries0 hc alldown"
+require_tools wrk curl python3 timeout "$NGINX"
 
 # ---------------------------------------------------------------- processes & cleanup
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/gateway-breaker.XXXXXX")
-declare -a PROC_NAMES=() PROC_PIDS=() BG_PIDS=()
-
-alive() { # pid: running (a zombie not yet reaped does not count)
-    local st
-    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    [[ -n $st && $st != Z* ]]
+# nginx workers: the children of the master, recorded at start so they can be killed.
+declare -A WORKERS=()
+# (lib.sh's cleanup stops these too.) Only a live nginx (a worker whose master was
+# killed): never another process that reused the pid.
+cleanup_extra_pids() {
+    local pid
+    for pid in ${WORKERS[*]}; do
+        if [[ $(ps -o comm= -p "$pid" 2>/dev/null) == nginx ]]; then echo "$pid"; fi
+    done
 }
-
-# SIGTERM to the given pids (newest first), SIGKILL to what is left after 8 s.
-stop_pids() { # pid...
-    local i pid deadline any pids=("$@") kids=()
-    for (( i = ${#pids[@]} - 1; i >= 0; i-- )); do
-        pid=${pids[i]}
-        alive "$pid" || continue
-        # Remember the children (nginx workers) in case the master must be killed.
-        # shellcheck disable=SC2207
-        kids+=($(ps -o pid= --ppid "$pid" 2>/dev/null || true))
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    deadline=$(( SECONDS + 8 ))
-    while (( SECONDS < deadline )); do
-        any=0
-        for pid in "${pids[@]}" "${kids[@]}"; do alive "$pid" && any=1 && break; done
-        (( any )) || break
-        sleep 0.1
-    done
-    for pid in "${pids[@]}" "${kids[@]}"; do
-        if alive "$pid"; then
-            echo "breaker.sh: pid $pid did not stop after SIGTERM; sending SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
+setup_tmp gateway-breaker "configs, logs, raw wrk outputs, /metrics samples"
 
 # Stops the processes whose names start with PREFIX (and forgets them).
 stop_prefix() { # prefix
-    local i n pids=() keep_n=() keep_p=()
-    for i in "${!PROC_PIDS[@]}"; do
-        if [[ ${PROC_NAMES[i]} == "$1"* ]]; then
-            pids+=("${PROC_PIDS[i]}")
-        else
-            keep_n+=("${PROC_NAMES[i]}")
-            keep_p+=("${PROC_PIDS[i]}")
-        fi
-    done
-    PROC_NAMES=("${keep_n[@]}")
-    PROC_PIDS=("${keep_p[@]}")
-    (( ${#pids[@]} == 0 )) || stop_pids "${pids[@]}"
+    local n
+    stop_named "$1*"
     for n in "${!WORKERS[@]}"; do [[ $n == "$1"* ]] && unset "WORKERS[$n]"; done
     return 0
 }
 
-# nginx workers: the children of the master, recorded at start so they can be killed.
-declare -A WORKERS=()
-
-cleanup() {
-    local rc=$? pid all=()
-    trap '' INT TERM HUP # let the clean-up finish; it is bounded (~8 s)
-    trap - EXIT
-    set +e
-    # Background helpers (wrk under timeout, samplers, watchers, listeners) first, then
-    # gateways, then the upstreams (newest first), and any nginx worker left behind.
-    all=("${PROC_PIDS[@]}" "${BG_PIDS[@]}")
-    for pid in ${WORKERS[@]+"${WORKERS[@]}"}; do
-        # Only a live nginx (a worker whose master was killed): never another process
-        # that reused the pid.
-        [[ $(ps -o comm= -p "$pid" 2>/dev/null) == nginx ]] && all=("$pid" "${all[@]}")
-    done
-    stop_pids "${all[@]}"
-    rm -rf "$TMP/bin" # the private copy of the gateway binary
-    echo "temp dir (configs, logs, raw wrk outputs, /metrics samples): $TMP" >&2
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo "breaker.sh: interrupted" >&2; exit 130' INT
-trap 'echo "breaker.sh: terminated" >&2; exit 143' TERM
-trap 'echo "breaker.sh: hung up" >&2; exit 129' HUP
-
-started() { PROC_NAMES+=("$1"); PROC_PIDS+=("$2"); }
-bg_started() { BG_PIDS+=("$1"); }
-bg_done() { # pid: forget a background helper that has ended
-    local keep=() p
-    for p in "${BG_PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    BG_PIDS=("${keep[@]}")
-}
-
-# Polls until URL answers 2xx (and, when EXPECT is given, with that body), the
-# process dies, or READY_TIMEOUT passes.
-wait_ready() { # name pid url [expected-body] [logfile]
-    local name=$1 pid=$2 url=$3 expect=${4:-} log=${5:-} body
-    local deadline=$(( SECONDS + READY_TIMEOUT ))
-    while :; do
-        if ! alive "$pid"; then
-            echo "breaker.sh: $name (pid $pid) exited during start-up" >&2
-            [[ -n $log && -f $log ]] && tail -n 20 "$log" >&2
-            return 1
-        fi
-        if body=$(curl -fsS --max-time 1 "$url" 2>/dev/null) && [[ -z $expect || $body == "$expect" ]]; then
-            return 0
-        fi
-        if (( SECONDS >= deadline )); then
-            echo "breaker.sh: $name not ready at $url after ${READY_TIMEOUT}s" >&2
-            [[ -n $log && -f $log ]] && tail -n 20 "$log" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-}
-
-# Same as run.sh: KEY=VALUE replaces @KEY@; +SECTION keeps the lines that start
-# with "#+SECTION " (without the marker), lines of other sections are dropped.
-render() { # template output [KEY=VALUE | +SECTION]...
-    local tmpl=$1 out=$2 kv args=()
-    shift 2
-    for kv in "$@"; do
-        if [[ $kv == +* ]]; then
-            args+=(-e "s|^#${kv} ||")
-        else
-            args+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
-        fi
-    done
-    args+=(-e '/^#+[A-Z_]* /d')
-    sed "${args[@]}" "$tmpl" >"$out"
-    if grep -q '@[A-Z_]*@' "$out"; then die "unreplaced placeholder in $out: $(grep -o '@[A-Z_]*@' "$out" | sort -u | tr '\n' ' ')"; fi
-}
-
-now_s() { date +%s.%N; }
-calc() { awk "BEGIN { $1 }"; } # calc 'printf "%.2f", 1 / 3'
-
 # ---------------------------------------------------------------- set-up
 echo "== circuit-breaker test: SCENARIOS='${SCENARIO_LIST[*]}' DURATION=${DURATION}s (3 x ${PHASE}s) ALLDOWN_DURATION=${ALLDOWN_DURATION}s CONNECTIONS=$CONNECTIONS WRK_THREADS=$WRK_THREADS THREADS=$THREADS"
 echo "== temp dir: $TMP"
-echo "== machine load (start): $(uptime)"
-LOAD_START=$(uptime | sed 's/.*load average: //')
+show_load start
+LOAD_START=$(load_avg)
 
-if [[ -z $GATEWAY_BIN ]]; then
-    echo "== cargo build --release"
-    (cd "$ROOT" && cargo build --release)
-    GATEWAY_BIN=$ROOT/target/release/gateway
-fi
-[[ -x $GATEWAY_BIN ]] || die "gateway binary not found or not executable: $GATEWAY_BIN"
-# Run a private copy, so a concurrent rebuild cannot swap it between runs.
-mkdir -p "$TMP/bin"
-cp "$GATEWAY_BIN" "$TMP/bin/gateway"
-GW=$TMP/bin/gateway
-echo "== gateway binary: $GATEWAY_BIN ($("$GW" --version 2>/dev/null | head -n 1 || true))"
+prepare_gateway
 
 TOOL=$TMP/breaker_tool.py
 cp "$SCRIPT_DIR/breaker-tool.py.tmpl" "$TOOL"
@@ -246,18 +108,7 @@ tool() { python3 "$TOOL" "$@"; }
 
 # Four distinct free loopback ports per scenario (upstream 1, upstream 2, gateway,
 # admin), held open together while they are chosen.
-NPORTS=$(( 4 * ${#SCENARIO_LIST[@]} ))
-ports=$(python3 -c '
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-' "$NPORTS")
-read -r -a PORTS <<<"$ports"
-(( ${#PORTS[@]} == NPORTS )) || die "could not get $NPORTS free ports"
+free_ports $(( 4 * ${#SCENARIO_LIST[@]} ))
 NEXT_PORT=0
 take_ports() { # sets P_UP1 P_UP2 P_GW P_ADMIN
     P_UP1=${PORTS[NEXT_PORT]}
@@ -267,26 +118,17 @@ take_ports() { # sets P_UP1 P_UP2 P_GW P_ADMIN
     NEXT_PORT=$(( NEXT_PORT + 4 ))
 }
 
-if (( EUID == 0 )); then USER_DIRECTIVE="user root;"; else USER_DIRECTIVE=""; fi
-
 # One nginx upstream (1 worker, `return 200 "ok\n"`) from the shared template, in a
 # directory of its own (the template's pid file and temp paths are fixed names).
 start_upstream() { # name port
-    local name=$1 port=$2 dir=$TMP/$1 d pid
-    for d in body proxy fastcgi uwsgi scgi; do mkdir -p "$dir/nginx-upstream-tmp/$d"; done
-    mkdir -p "$dir/prefix"
-    render "$SCRIPT_DIR/nginx-upstream.conf.tmpl" "$dir/nginx.conf" DIR="$dir" PORT="$port" \
-        USER_DIRECTIVE="$USER_DIRECTIVE"
-    grep -q 'worker_processes 1;' "$dir/nginx.conf" || die "$name: expected 'worker_processes 1;' in $dir/nginx.conf"
-    "$NGINX" -t -q -p "$dir/prefix/" -c "$dir/nginx.conf" -e "$dir/error.log" \
-        || die "$name: nginx -t failed for $dir/nginx.conf"
-    "$NGINX" -p "$dir/prefix/" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/nginx.out" 2>&1 &
-    pid=$!
+    local name=$1 port=$2 dir=$TMP/$1 pid
+    mkdir -p "$dir"
+    start_nginx_in "$dir" nginx-upstream "$name" "$port" "$SCRIPT_DIR/nginx-upstream.conf.tmpl"
+    pid=$NGINX_PID
     # Disowned: the scenarios SIGKILL it, and bash would print a "Killed" job notice.
     # (bash still reaps it; alive() and stop_pids work the same.)
     disown "$pid"
-    started "$name" "$pid"
-    wait_ready "$name" "$pid" "http://127.0.0.1:$port/" ok "$dir/error.log"
+    grep -q 'worker_processes 1;' "$dir/nginx-upstream.conf" || die "$name: expected 'worker_processes 1;' in $dir/nginx-upstream.conf"
     WORKERS[$name]=$(ps -o pid= --ppid "$pid" | tr -s ' \n' ' ' | sed 's/^ //; s/ $//')
     [[ -n ${WORKERS[$name]} ]] || die "$name: no nginx worker under master $pid"
     echo "   $name: nginx master $pid, worker(s) ${WORKERS[$name]}, on 127.0.0.1:$port"
@@ -299,17 +141,14 @@ master_of() { # upstream name -> master pid
 
 # Renders, validates and starts a gateway; waits for /readyz and a proxied "ok".
 start_gateway() { # name retries open_duration max_open [+HC]
-    local name=$1 conf=$TMP/$1.yaml log=$TMP/$1.log check pid
+    local name=$1 conf=$TMP/$1.yaml log=$TMP/$1.log pid
     render "$SCRIPT_DIR/breaker-gateway.yaml.tmpl" "$conf" DIR="$TMP" NAME="$name" \
         PORT="$P_GW" ADMIN_PORT="$P_ADMIN" THREADS="$THREADS" UP1_PORT="$P_UP1" UP2_PORT="$P_UP2" \
         RETRIES="$2" CONSECUTIVE="$CONSECUTIVE" OPEN_DURATION="$3" MAX_OPEN="$4" \
         HC_INTERVAL="$HC_INTERVAL" HC_TIMEOUT="$HC_TIMEOUT" HC_UNHEALTHY="$HC_UNHEALTHY" "${@:5}"
-    check=$("$GW" --check-config "$conf" 2>&1) || die "$name: invalid config $conf: $check"
-    [[ $check == ok ]] || die "$name: '$GW --check-config' printed '$check', not 'ok' (is it a real gateway build?)"
-    "$GW" -c "$conf" >"$log" 2>&1 &
-    pid=$!
-    started "$name" "$pid"
-    wait_ready "$name /readyz" "$pid" "http://127.0.0.1:$P_ADMIN/readyz" "" "$log"
+    gateway_check_config "$name" "$conf"
+    gateway_launch "$name" "$P_ADMIN"
+    pid=$GW_PID
     wait_ready "$name" "$pid" "http://127.0.0.1:$P_GW/" ok "$log"
     # Both backends answer through it (round robin), and both breakers are closed.
     local i body
@@ -324,7 +163,7 @@ start_gateway() { # name retries open_duration max_open [+HC]
 }
 
 breaker_state() { # backend-label -> 0/1/2, or NA
-    curl -fsS --max-time 2 "http://127.0.0.1:$P_ADMIN/metrics" 2>/dev/null |
+    metrics_at "$P_ADMIN" 2 2>/dev/null |
         awk -v b="$1" '/^gateway_breaker_state\{/ && index($0, "backend=\"" b "\"") { v = $NF } END { print (v == "" ? "NA" : v) }'
 }
 snapshot() { tool snapshot "127.0.0.1:$P_ADMIN"; }
@@ -339,54 +178,12 @@ kv() { # key snapshot-line -> value (0 if absent)
     echo 0
 }
 
-# wrk output -> "rps p50_ms p99_ms non2xx socket_errors requests" (NA when missing)
-parse_wrk() {
-    awk '
-        function ms(v,   n, u) {
-            n = v; sub(/[a-z]+$/, "", n)
-            u = v; sub(/^[0-9.]+/, "", u)
-            if (u == "us") return n / 1000
-            if (u == "ms") return n + 0
-            if (u == "s")  return n * 1000
-            if (u == "m")  return n * 60000
-            if (u == "h")  return n * 3600000
-            return "NA"
-        }
-        /Latency Distribution/ { dist = 1; next }
-        dist && $1 == "50%" { p50 = ms($2) }
-        dist && $1 == "99%" { p99 = ms($2); dist = 0 }
-        /requests in/ { reqs = $1 }
-        /^Requests\/sec:/ { rps = $2 }
-        /Non-2xx or 3xx responses:/ { non2xx = $NF }
-        /Socket errors:/ { gsub(",", ""); sockerr = $4 + $6 + $8 + $10 }
-        END {
-            printf "%s %s %s %d %d %s\n", (rps == "" ? "NA" : rps), (p50 == "" ? "NA" : p50),
-                (p99 == "" ? "NA" : p99), non2xx, sockerr, (reqs == "" ? "NA" : reqs)
-        }' "$1"
-}
-
-# Starts wrk in the background under a hard timeout; WRK_PID is its pid. Waiting for
-# it (not running it in the foreground) lets a Ctrl-C run the INT trap at once.
+# Starts wrk in the background (lib.sh's wrk_bg); WRK_PID is its pid.
 start_wrk() { # seconds url outfile
-    timeout -k 5 $(( $1 + 20 )) \
-        wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1"s --latency "$2" >"$3" 2>&1 &
-    WRK_PID=$!
-    bg_started "$WRK_PID"
-}
-wait_bg() { # pid: wait for a background helper; its exit status
-    local rc=0
-    wait "$1" || rc=$?
-    bg_done "$1"
-    return "$rc"
+    wrk_bg "$1" "$3" -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1"s --latency "$2"
 }
 
-SUMMARY=$TMP/summary.txt
-: >"$SUMMARY"
-MISSED=()
-sum() { echo "$*" | tee -a "$SUMMARY"; }
-verdict() { # 1-if-met label  (sets V; not in $(...): that would lose MISSED in a subshell)
-    if [[ $1 == 1 ]]; then V=ok; else MISSED+=("$2"); V=MISSED; fi
-}
+summary_init
 fmt_ms() { [[ $1 == NA ]] && echo NA || calc "printf \"%.3f\", $1"; }
 
 # ---------------------------------------------------------------- one of two dies
@@ -482,7 +279,7 @@ scenario_hc() {
     [[ -n $open_ms ]] || { open_ms=NA; echo "   killwatch failed: $watch" >&2; }
     local snap up2_healthy
     snap=$(snapshot)
-    up2_healthy=$(curl -fsS --max-time 2 "http://127.0.0.1:$P_ADMIN/metrics" |
+    up2_healthy=$(metrics_at "$P_ADMIN" 2 |
         awk -v b="127.0.0.1:$P_UP2" '/^gateway_upstream_healthy\{/ && index($0, "backend=\"" b "\"") { v = $NF } END { print (v == "" ? "NA" : v) }')
     sum "## one of two dies, active health check (interval $HC_INTERVAL, timeout $HC_TIMEOUT, unhealthy_threshold $HC_UNHEALTHY), no traffic"
     sum "   kill -> breaker of upstream 2 open (/metrics polled every 10 ms): ${open_ms} ms  (opened between ${after_ms} and ${open_ms} ms; $polls polls, slowest ${max_poll} ms; expected: $(( HC_UNHEALTHY - 1 )) to $HC_UNHEALTHY check intervals of $HC_INTERVAL)"
@@ -594,34 +391,17 @@ done
 
 for f in "$TMP"/*-gw.log; do
     [[ -f $f ]] || continue
-    n=$(grep -cE ' (WARN|ERROR) ' "$f" || true)
-    if (( n > 0 )); then
-        echo "== $(basename "$f" .log) log: $n warning/error line(s), most frequent ($f):"
-        # (awk, not head: head closing the pipe early would SIGPIPE sort, and pipefail
-        # would end the script before the results are written.)
-        grep -E ' (WARN|ERROR) ' "$f" | sed -E 's/^\[[^ ]+ //; s/ request_id=[^ ]*//; s/[0-9]+/N/g' |
-            sort | uniq -c | sort -rn | awk 'NR <= 5' | cut -c1-200 | sed 's/^ */   /' || true
-    fi
+    log_summary "$(basename "$f" .log)" "$f" 5 1
 done
-echo "== machine load (end): $(uptime)"
+show_load end
 
-if (( ${#MISSED[@]} == 0 )); then
-    sum "## verdict: every target met"
-else
-    sum "## verdict: ${#MISSED[@]} target(s) missed: ${MISSED[*]}"
-fi
+sum_verdict
 
-mkdir -p "$RESULTS_DIR"
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
-RESULT=$RESULTS_DIR/breaker-$stamp.txt
+results_begin breaker-
 {
-    echo "# gateway circuit-breaker test $stamp"
-    echo "git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo NA)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo '+dirty')"
-    echo "gateway_bin=$GATEWAY_BIN"
-    echo "scenarios=${SCENARIO_LIST[*]} duration_s=$DURATION phase_s=$PHASE alldown_duration_s=$ALLDOWN_DURATION connections=$CONNECTIONS wrk_threads=$WRK_THREADS gateway_threads=$THREADS kill_delay_s=$KILL_DELAY consecutive_failures=$CONSECUTIVE open_duration=$OPEN_DURATION"
-    echo "cpus=$(nproc) nginx=$("$NGINX" -v 2>&1 | sed 's|.*/||') wrk=$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')"
-    echo "load_start=$LOAD_START"
-    echo "load_end=$(uptime | sed 's/.*load average: //')"
+    results_header "gateway circuit-breaker test" \
+        "scenarios=${SCENARIO_LIST[*]} duration_s=$DURATION phase_s=$PHASE alldown_duration_s=$ALLDOWN_DURATION connections=$CONNECTIONS wrk_threads=$WRK_THREADS gateway_threads=$THREADS kill_delay_s=$KILL_DELAY consecutive_failures=$CONSECUTIVE open_duration=$OPEN_DURATION" \
+        "cpus=$(nproc) nginx=$(nginx_version) wrk=$(wrk_version)"
     echo "tmp_dir=$TMP"
     cat "$SUMMARY"
 } >"$RESULT"

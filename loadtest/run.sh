@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Load test: the gateway (full, with the rate limiter on, and --bare) against nginx
-# as a reverse proxy (plain and with limit_req), all in front of the same nginx
-# upstream, on loopback. See loadtest/README.md.
+# Load test: the gateway (full, with the rate limiter on, with JWT auth, and --bare)
+# against nginx as a reverse proxy (plain and with limit_req), all in front of the
+# same nginx upstream, on loopback. See loadtest/README.md.
 #
 # Knobs (environment):
 #   DURATION=8        seconds per wrk run
@@ -9,7 +9,8 @@
 #   CONNECTIONS=64    wrk connections
 #   WRK_THREADS=2     wrk threads
 #   THREADS=2         gateway server.threads
-#   TARGETS="upstream nginx nginx-limited gateway gateway-limited gateway-limited-redis gateway-bare"
+#   TARGETS="upstream nginx nginx-limited gateway gateway-limited gateway-limited-redis
+#            gateway-jwt-hs gateway-jwt-rs gateway-bare"
 #                     subset/order (spaces or commas)
 #   ACCESS_LOG=on     gateway access log (on|off), written to a file in the temp dir
 #   KEEP_ACCESS_LOG=0 keep the access-log files after the run (they can be hundreds of MB)
@@ -17,252 +18,155 @@
 #   GATEWAY_BIN=...   use this binary instead of `cargo build --release`
 #   RESULTS_DIR=loadtest/results   where the summary file goes
 set -euo pipefail
-
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source=loadtest/lib.sh
+. "$(dirname "$0")/lib.sh" # SCRIPT_DIR, ROOT, GATEWAY_BIN, RESULTS_DIR, NGINX, REDIS_*, helpers
 
 DURATION=${DURATION:-8}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 THREADS=${THREADS:-2}
-ALL_TARGETS="upstream nginx nginx-limited gateway gateway-limited gateway-limited-redis gateway-bare"
+ALL_TARGETS="upstream nginx nginx-limited gateway gateway-limited gateway-limited-redis gateway-jwt-hs gateway-jwt-rs gateway-bare"
 TARGETS=${TARGETS:-$ALL_TARGETS}
 ACCESS_LOG=${ACCESS_LOG:-on}
 KEEP_ACCESS_LOG=${KEEP_ACCESS_LOG:-0}
 WARMUP=${WARMUP:-1}
-GATEWAY_BIN=${GATEWAY_BIN:-}
-RESULTS_DIR=${RESULTS_DIR:-$SCRIPT_DIR/results}
-NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
-REDIS_SERVER=${REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}
-REDIS_CLI=${REDIS_CLI:-$(command -v redis-cli || echo /usr/bin/redis-cli)}
-READY_TIMEOUT=10 # seconds to wait for each server to answer
+OPENSSL=${OPENSSL:-$(command -v openssl || echo /usr/bin/openssl)}
 
-die() { echo "run.sh: $*" >&2; exit 1; }
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-
-for v in DURATION ROUNDS CONNECTIONS WRK_THREADS THREADS; do
-    is_uint "${!v}" && (( ${!v} > 0 )) || die "$v must be a positive integer, got '${!v}'"
-done
+require_positive DURATION ROUNDS CONNECTIONS WRK_THREADS THREADS
 is_uint "$WARMUP" || die "WARMUP must be a whole number of seconds, got '$WARMUP'"
-case $ACCESS_LOG in
-    on | off) ;;
-    *) die "ACCESS_LOG must be on or off, got '$ACCESS_LOG'" ;;
-esac
+require_on_off ACCESS_LOG
 (( WRK_THREADS <= CONNECTIONS )) || WRK_THREADS=$CONNECTIONS
 
-read -r -a TARGET_LIST <<<"${TARGETS//,/ }"
-(( ${#TARGET_LIST[@]} > 0 )) || die "TARGETS is empty"
-for t in "${TARGET_LIST[@]}"; do
-    case $t in
-        upstream | nginx | nginx-limited | gateway | gateway-limited | gateway-limited-redis | gateway-bare) ;;
-        *) die "unknown target '$t' (choose from: $ALL_TARGETS)" ;;
-    esac
-done
+parse_list TARGETS TARGET_LIST target "$ALL_TARGETS"
 want() { local t; for t in "${TARGET_LIST[@]}"; do [[ $t == "$1" ]] && return 0; done; return 1; }
 # The full gateways (with /metrics, request ids, access log), in the default order.
 FULL_GATEWAYS=()
-for t in gateway gateway-limited gateway-limited-redis; do
+for t in gateway gateway-limited gateway-limited-redis gateway-jwt-hs gateway-jwt-rs; do
     if want "$t"; then FULL_GATEWAYS+=("$t"); fi
 done
+is_jwt() { [[ $1 == gateway-jwt-* ]]; }
+is_limited() { [[ $1 == gateway-limited* ]]; }
 
 tools=(wrk curl python3 timeout "$NGINX")
 if want gateway-limited-redis; then tools+=("$REDIS_SERVER" "$REDIS_CLI"); fi
-for tool in "${tools[@]}"; do
-    command -v "$tool" >/dev/null || die "'$tool' not found"
-done
+if want gateway-jwt-rs; then tools+=("$OPENSSL"); fi
+require_tools "${tools[@]}"
 
 # ---------------------------------------------------------------- processes & cleanup
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/gateway-loadtest.XXXXXX")
-declare -a PROC_NAMES=() PROC_PIDS=()
-
-alive() { # pid: running (a zombie not yet reaped does not count)
-    local st
-    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    [[ -n $st && $st != Z* ]]
-}
-
-stop_all() {
-    local i pid deadline any kids=()
-    if [[ -n ${WRK_PID:-} ]] && alive "$WRK_PID"; then
-        kill -TERM "$WRK_PID" 2>/dev/null || true # timeout passes it on to wrk
-        PROC_PIDS+=("$WRK_PID")
-    fi
-    # Newest first: gateways (they give their Redis leases back), then Redis, the
-    # nginx proxies, the upstream.
-    for (( i = ${#PROC_PIDS[@]} - 1; i >= 0; i-- )); do
-        pid=${PROC_PIDS[i]}
-        alive "$pid" || continue
-        # Remember the children (nginx workers) in case the master must be killed.
-        # shellcheck disable=SC2207
-        kids+=($(ps -o pid= --ppid "$pid" 2>/dev/null || true))
-        kill -TERM "$pid" 2>/dev/null || true # nginx: fast shutdown; gateway: graceful (~2 s here)
-    done
-    deadline=$(( SECONDS + 8 ))
-    while (( SECONDS < deadline )); do
-        any=0
-        for pid in "${PROC_PIDS[@]}" "${kids[@]}"; do alive "$pid" && any=1 && break; done
-        (( any )) || break
-        sleep 0.1
-    done
-    for pid in "${PROC_PIDS[@]}" "${kids[@]}"; do
-        if alive "$pid"; then
-            echo "run.sh: pid $pid did not stop after SIGTERM; sending SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    for pid in "${PROC_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    PROC_PIDS=()
-    PROC_NAMES=()
-}
-
-cleanup() {
-    local rc=$?
-    trap '' INT TERM HUP # let the clean-up finish; it is bounded (~8 s)
-    trap - EXIT
-    set +e
-    stop_all
+on_cleanup() { # (called by lib.sh's cleanup, after every process has stopped)
     if [[ $KEEP_ACCESS_LOG != 1 ]]; then
         rm -f "$TMP"/gateway*-access.log
     fi
-    rm -rf "$TMP/bin" # the private copy of the gateway binary (~50 MB)
-    echo "temp dir (raw wrk outputs, configs, logs): $TMP" >&2
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'echo "run.sh: interrupted" >&2; exit 130' INT
-trap 'echo "run.sh: terminated" >&2; exit 143' TERM
-trap 'echo "run.sh: hung up" >&2; exit 129' HUP
-
-started() { PROC_NAMES+=("$1"); PROC_PIDS+=("$2"); }
-
-# Polls until URL answers 2xx (and, when EXPECT is given, with that body), the
-# process dies, or READY_TIMEOUT passes.
-wait_ready() { # name pid url [expected-body] [logfile]
-    local name=$1 pid=$2 url=$3 expect=${4:-} log=${5:-} body
-    local deadline=$(( SECONDS + READY_TIMEOUT ))
-    while :; do
-        if ! alive "$pid"; then
-            echo "run.sh: $name (pid $pid) exited during start-up" >&2
-            [[ -n $log && -f $log ]] && tail -n 20 "$log" >&2
-            return 1
-        fi
-        if body=$(curl -fsS --max-time 1 "$url" 2>/dev/null) && [[ -z $expect || $body == "$expect" ]]; then
-            return 0
-        fi
-        if (( SECONDS >= deadline )); then
-            echo "run.sh: $name not ready at $url after ${READY_TIMEOUT}s" >&2
-            [[ -n $log && -f $log ]] && tail -n 20 "$log" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-}
-
-# KEY=VALUE replaces @KEY@. +SECTION keeps the template's lines that start with
-# "#+SECTION " (without that marker); lines of sections not given are dropped.
-render() { # template output [KEY=VALUE | +SECTION]...
-    local tmpl=$1 out=$2 kv args=()
-    shift 2
-    for kv in "$@"; do
-        if [[ $kv == +* ]]; then
-            args+=(-e "s|^#${kv} ||")
-        else
-            args+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
-        fi
-    done
-    args+=(-e '/^#+[A-Z_]* /d')
-    sed "${args[@]}" "$tmpl" >"$out"
-    if grep -q '@[A-Z_]*@' "$out"; then die "unreplaced placeholder in $out: $(grep -o '@[A-Z_]*@' "$out" | sort -u | tr '\n' ' ')"; fi
-}
-
-show_load() { # label
-    echo "== machine load ($1): $(uptime)"
-    if command -v top >/dev/null; then
-        top -b -n 1 -o %CPU 2>/dev/null | awk 'NR > 7 && $9 + 0 >= 5 { printf "   %5s%% cpu  %s (pid %s)\n", $9, $12, $1 }' | head -n 5 || true
-    fi
-}
+setup_tmp gateway-loadtest "raw wrk outputs, configs, logs"
 
 # ---------------------------------------------------------------- set-up
 echo "== gateway load test: DURATION=${DURATION}s ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS WRK_THREADS=$WRK_THREADS THREADS=$THREADS ACCESS_LOG=$ACCESS_LOG TARGETS='${TARGET_LIST[*]}'"
 echo "== temp dir: $TMP"
 show_load start
-LOAD_START=$(uptime | sed 's/.*load average: //')
+show_top
+LOAD_START=$(load_avg)
 
-if (( ${#FULL_GATEWAYS[@]} > 0 )) || want gateway-bare; then
-    if [[ -z $GATEWAY_BIN ]]; then
-        echo "== cargo build --release"
-        (cd "$ROOT" && cargo build --release)
-        GATEWAY_BIN=$ROOT/target/release/gateway
-    fi
-    [[ -x $GATEWAY_BIN ]] || die "gateway binary not found or not executable: $GATEWAY_BIN"
-    # Run a private copy, so a concurrent rebuild cannot swap it between runs.
-    mkdir -p "$TMP/bin"
-    cp "$GATEWAY_BIN" "$TMP/bin/gateway"
-    GW=$TMP/bin/gateway
-    echo "== gateway binary: $GATEWAY_BIN ($("$GW" --version 2>/dev/null | head -n 1 || true))"
-fi
+if (( ${#FULL_GATEWAYS[@]} > 0 )) || want gateway-bare; then prepare_gateway; fi
 
-# Twelve distinct free loopback ports, held open together while they are chosen.
-ports=$(python3 -c '
-import socket
-socks = []
-for _ in range(12):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-')
+# Sixteen distinct free loopback ports.
+free_ports 16
 read -r P_UPSTREAM P_NGINX P_NGINX_LIM P_GW P_GW_ADMIN P_BARE P_BARE_ADMIN \
-    P_GWL P_GWL_ADMIN P_GWLR P_GWLR_ADMIN P_REDIS <<<"$ports"
+    P_GWL P_GWL_ADMIN P_GWLR P_GWLR_ADMIN P_REDIS \
+    P_JWTHS P_JWTHS_ADMIN P_JWTRS P_JWTRS_ADMIN <<<"${PORTS[*]}"
 declare -A PORT=(
     [upstream]=$P_UPSTREAM [nginx]=$P_NGINX [nginx-limited]=$P_NGINX_LIM
-    [gateway]=$P_GW [gateway-limited]=$P_GWL [gateway-limited-redis]=$P_GWLR [gateway-bare]=$P_BARE
+    [gateway]=$P_GW [gateway-limited]=$P_GWL [gateway-limited-redis]=$P_GWLR
+    [gateway-jwt-hs]=$P_JWTHS [gateway-jwt-rs]=$P_JWTRS [gateway-bare]=$P_BARE
 )
 declare -A ADMIN_PORT=(
     [gateway]=$P_GW_ADMIN [gateway-limited]=$P_GWL_ADMIN [gateway-limited-redis]=$P_GWLR_ADMIN
-    [gateway-bare]=$P_BARE_ADMIN
+    [gateway-jwt-hs]=$P_JWTHS_ADMIN [gateway-jwt-rs]=$P_JWTRS_ADMIN [gateway-bare]=$P_BARE_ADMIN
 )
 
-if (( EUID == 0 )); then USER_DIRECTIVE="user root;"; else USER_DIRECTIVE=""; fi
+# ---------------------------------------------------------------- JWT targets
+# One token per JWT target, minted here and reused by every request (so after the
+# first request the gateway answers from its cache of verified tokens).
+JWT_ISSUER=https://issuer.test
+JWT_AUDIENCE=api
+JWT_SECRET=loadtest-hs256-secret-not-for-production-0123456789 # >= 32 bytes (RFC 7518)
+JWT_PRIVATE_KEY=$ROOT/tests/fixtures/rsa-private.pem
+JWT_PUBLIC_KEY=$ROOT/tests/fixtures/rsa-public.pem
+declare -A TOKEN=() # target -> its bearer token (the JWT targets only)
+b64url() { python3 -c 'import base64, sys; sys.stdout.write(base64.urlsafe_b64encode(sys.stdin.buffer.read()).rstrip(b"=").decode())'; }
+jwt_signing_input() { # alg kid exp: base64url(header).base64url(claims)
+    python3 -c '
+import base64, json, sys
+alg, kid, exp, iss, aud = sys.argv[1:]
+def enc(obj):
+    return base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode()).rstrip(b"=").decode()
+sys.stdout.write(enc({"alg": alg, "typ": "JWT", "kid": kid}) + "." +
+                 enc({"sub": "loadtest", "iss": iss, "aud": aud, "exp": int(exp)}))' "$@" "$JWT_ISSUER" "$JWT_AUDIENCE"
+}
+make_jwt() { # HS256|RS256 exp: a signed token on stdout
+    local input sig
+    case $1 in
+        HS256)
+            input=$(jwt_signing_input HS256 hs "$2")
+            sig=$(printf '%s' "$input" | JWT_SECRET=$JWT_SECRET python3 -c '
+import base64, hashlib, hmac, os, sys
+mac = hmac.new(os.environ["JWT_SECRET"].encode(), sys.stdin.buffer.read(), hashlib.sha256).digest()
+sys.stdout.write(base64.urlsafe_b64encode(mac).rstrip(b"=").decode())')
+            ;;
+        RS256)
+            input=$(jwt_signing_input RS256 rs "$2")
+            sig=$(printf '%s' "$input" | "$OPENSSL" dgst -sha256 -sign "$JWT_PRIVATE_KEY" -binary | b64url)
+            ;;
+    esac
+    [[ -n $input && -n $sig ]] || die "could not sign a $1 token"
+    printf '%s.%s\n' "$input" "$sig"
+}
+if want gateway-jwt-hs || want gateway-jwt-rs; then
+    # exp = now + 1 h, or later when the run could outlast that (a token expiring
+    # mid-run would turn every later request into a 401).
+    jwt_life=$(( (WARMUP + ROUNDS * DURATION) * ${#TARGET_LIST[@]} + 600 ))
+    (( jwt_life >= 3600 )) || jwt_life=3600
+    jwt_exp=$(( $(date +%s) + jwt_life ))
+    if want gateway-jwt-hs; then TOKEN[gateway-jwt-hs]=$(make_jwt HS256 "$jwt_exp"); fi
+    if want gateway-jwt-rs; then
+        [[ -r $JWT_PRIVATE_KEY && -r $JWT_PUBLIC_KEY ]] || die "RSA test keys not found: $JWT_PRIVATE_KEY, $JWT_PUBLIC_KEY"
+        TOKEN[gateway-jwt-rs]=$(make_jwt RS256 "$jwt_exp")
+    fi
+    echo "== JWT tokens: iss $JWT_ISSUER, aud $JWT_AUDIENCE, sub loadtest, exp $jwt_exp (in ${jwt_life}s)"
+fi
+auth_header() { # target: its Authorization header line, or nothing
+    if [[ -n ${TOKEN[$1]:-} ]]; then echo "Authorization: Bearer ${TOKEN[$1]}"; fi
+}
 
-start_nginx() { # name port template [extra KEY=VALUE...]
-    local name=$1 port=$2 tmpl=$3 d
-    shift 3
-    for d in body proxy fastcgi uwsgi scgi; do mkdir -p "$TMP/$name-tmp/$d"; done
-    mkdir -p "$TMP/$name-prefix"
-    render "$tmpl" "$TMP/$name.conf" DIR="$TMP" NAME="$name" PORT="$port" USER_DIRECTIVE="$USER_DIRECTIVE" "$@"
-    "$NGINX" -t -q -p "$TMP/$name-prefix/" -c "$TMP/$name.conf" -e "$TMP/$name-error.log" \
-        || die "$name: nginx -t failed for $TMP/$name.conf"
-    "$NGINX" -p "$TMP/$name-prefix/" -c "$TMP/$name.conf" -e "$TMP/$name-error.log" \
-        >"$TMP/$name.out" 2>&1 &
-    started "$name" $!
-    wait_ready "$name" $! "http://127.0.0.1:$port/" ok "$TMP/$name-error.log"
+run_nginx() { # name port template [extra KEY=VALUE | +SECTION...]
+    local name=$1 port=$2
+    start_nginx "$@"
     echo "== $name: nginx pid $(cat "$TMP/$name.pid" 2>/dev/null || echo '?') on 127.0.0.1:$port"
 }
 
 gateway_conf() { # name port admin-port [+SECTION...]: renders and validates $TMP/name.yaml
-    local name=$1 port=$2 admin=$3 conf=$TMP/$1.yaml enabled=true check
+    local name=$1 port=$2 admin=$3 conf=$TMP/$1.yaml enabled=true
     shift 3
     [[ $ACCESS_LOG == on ]] || enabled=false
     render "$SCRIPT_DIR/gateway.yaml.tmpl" "$conf" DIR="$TMP" NAME="$name" PORT="$port" \
         ADMIN_PORT="$admin" THREADS="$THREADS" UPSTREAM_PORT="$P_UPSTREAM" REDIS_PORT="$P_REDIS" \
         ACCESS_LOG_ENABLED="$enabled" ACCESS_LOG_FILE="$TMP/$name-access.log" "$@"
-    check=$("$GW" --check-config "$conf" 2>&1) || die "$name: invalid config $conf: $check"
-    [[ $check == ok ]] || die "$name: '$GW --check-config' printed '$check', not 'ok' (is it a real gateway build?)"
+    gateway_check_config "$name" "$conf"
 }
 
 start_gateway() { # name port admin-port [--bare]
-    local name=$1 port=$2 admin=$3 bare=${4:-} conf=$TMP/$1.yaml log=$TMP/$1.log
-    # shellcheck disable=SC2086
-    "$GW" $bare -c "$conf" >"$log" 2>&1 &
-    started "$name" $!
-    local pid=$!
-    if [[ -z $bare ]]; then
-        # Ready = the health check saw the upstream, and a request goes through.
-        wait_ready "$name /readyz" "$pid" "http://127.0.0.1:$admin/readyz" "" "$log"
+    local name=$1 port=$2 admin=$3 bare=${4:-} log=$TMP/$1.log pid
+    # Ready = the health check saw the upstream (/readyz, not in --bare), and a request goes through.
+    if [[ -n $bare ]]; then gateway_launch "$name" "" "$bare"; else gateway_launch "$name" "$admin"; fi
+    pid=$GW_PID
+    if ! wait_ready "$name" "$pid" "http://127.0.0.1:$port/" ok "$log" "$(auth_header "$name")"; then
+        if is_jwt "$name" && alive "$pid"; then
+            echo "$PROG: $name: a request with its token answers $(curl -sS --max-time 2 -o /dev/null \
+                -w '%{http_code}' -H "$(auth_header "$name")" "http://127.0.0.1:$port/" 2>&1)" >&2
+        fi
+        return 1
     fi
-    wait_ready "$name" "$pid" "http://127.0.0.1:$port/" ok "$log"
     if [[ -n $bare ]]; then
         echo "== $name ($bare): pid $pid on 127.0.0.1:$port"
     else
@@ -270,41 +174,8 @@ start_gateway() { # name port admin-port [--bare]
     fi
 }
 
-start_redis() { # name port
-    local name=$1 port=$2 pid deadline=$(( SECONDS + READY_TIMEOUT ))
-    "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$TMP" --logfile "$TMP/$name.log" --daemonize no >"$TMP/$name.out" 2>&1 &
-    pid=$!
-    started "$name" "$pid"
-    until [[ $("$REDIS_CLI" -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]]; do
-        if ! alive "$pid"; then
-            echo "run.sh: $name (pid $pid) exited during start-up" >&2
-            tail -n 20 "$TMP/$name.log" "$TMP/$name.out" >&2 2>/dev/null
-            return 1
-        fi
-        if (( SECONDS >= deadline )); then
-            echo "run.sh: $name not ready on 127.0.0.1:$port after ${READY_TIMEOUT}s" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-    echo "== $name: pid $pid on 127.0.0.1:$port ($("$REDIS_SERVER" --version | awk '{ print $3 }'))"
-}
-redis_evalsha_calls() { # Redis's count of EVALSHA commands (one per key per lease round trip)
-    "$REDIS_CLI" -h 127.0.0.1 -p "$P_REDIS" info commandstats 2>/dev/null |
-        awk -F'[:=,]' '/^cmdstat_evalsha:/ { n = $3 } END { print n + 0 }'
-}
-
 metrics_of() { # gateway-name: its /metrics text (empty on failure)
-    curl -fsS --max-time 5 "http://127.0.0.1:${ADMIN_PORT[$1]}/metrics" 2>/dev/null || true
-}
-# Sum of the samples of metric NAME whose labels match the regex FILTER; NA when the
-# metrics text is empty.
-metric_sum() { # metrics-text name [label-regex]
-    awk -v name="$2" -v filt="${3:-}" '
-        NF { n++ }
-        index($0, name) == 1 && (substr($0, length(name) + 1, 1) ~ /[{ ]/) && (filt == "" || $0 ~ filt) { s += $NF }
-        END { print (n ? s + 0 : "NA") }' <<<"$1"
+    metrics_at "${ADMIN_PORT[$1]}" 2>/dev/null || true
 }
 
 # Configs first, so a bad binary or template fails before anything is started.
@@ -318,14 +189,23 @@ fi
 if want gateway-limited-redis; then
     gateway_conf gateway-limited-redis "$P_GWLR" "$P_GWLR_ADMIN" +LIMITED +REDIS "${HIGH_POLICY[@]}"
 fi
+# The JWT gateways: `gateway` with `auth: required` on its route and one issuer
+# whose only key is the HS256 secret (kid "hs"), or the RSA test public key (kid "rs").
+JWT_CONF=(JWT_ISSUER="$JWT_ISSUER" JWT_AUDIENCE="$JWT_AUDIENCE")
+if want gateway-jwt-hs; then
+    gateway_conf gateway-jwt-hs "$P_JWTHS" "$P_JWTHS_ADMIN" +JWT +JWT_HS "${JWT_CONF[@]}" JWT_SECRET="$JWT_SECRET"
+fi
+if want gateway-jwt-rs; then
+    gateway_conf gateway-jwt-rs "$P_JWTRS" "$P_JWTRS_ADMIN" +JWT +JWT_RS "${JWT_CONF[@]}" JWT_PUBLIC_KEY_FILE="$JWT_PUBLIC_KEY"
+fi
 if want gateway-bare; then gateway_conf gateway-bare "$P_BARE" "$P_BARE_ADMIN"; fi
 
-start_nginx nginx-upstream "$P_UPSTREAM" "$SCRIPT_DIR/nginx-upstream.conf.tmpl"
+run_nginx nginx-upstream "$P_UPSTREAM" "$SCRIPT_DIR/nginx-upstream.conf.tmpl"
 if want nginx; then
-    start_nginx nginx-proxy "$P_NGINX" "$SCRIPT_DIR/nginx-proxy.conf.tmpl" UPSTREAM_PORT="$P_UPSTREAM"
+    run_nginx nginx-proxy "$P_NGINX" "$SCRIPT_DIR/nginx-proxy.conf.tmpl" UPSTREAM_PORT="$P_UPSTREAM"
 fi
 if want nginx-limited; then
-    start_nginx nginx-limited "$P_NGINX_LIM" "$SCRIPT_DIR/nginx-proxy.conf.tmpl" UPSTREAM_PORT="$P_UPSTREAM" +LIMITED
+    run_nginx nginx-limited "$P_NGINX_LIM" "$SCRIPT_DIR/nginx-proxy.conf.tmpl" UPSTREAM_PORT="$P_UPSTREAM" +LIMITED
     grep -q 'limit_req zone=' "$TMP/nginx-limited.conf" || die "nginx-limited: no limit_req in $TMP/nginx-limited.conf"
 fi
 if want gateway-limited-redis; then
@@ -338,18 +218,44 @@ if want gateway-bare; then
     start_gateway gateway-bare "$P_BARE" "$P_BARE_ADMIN" --bare
 fi
 
+# A refused request to a JWT gateway: must be a 401 whose WWW-Authenticate names ERROR.
+check_refused() { # name what error [curl args...]
+    local name=$1 what=$2 error=$3 hdrs=$TMP/check-$1-${2// /-}.headers code challenge
+    shift 3
+    code=$(curl -sS --max-time 5 -o /dev/null -D "$hdrs" -w '%{http_code}' "$@" \
+        "http://127.0.0.1:${PORT[$name]}/loadtest-check") || die "$name check ($what) request failed"
+    [[ $code == 401 ]] || die "$name check: a request with $what returned $code, expected 401 (headers in $hdrs)"
+    challenge=$(awk 'tolower($1) == "www-authenticate:" { $1 = ""; print substr($0, 2) }' "$hdrs" | tr -d '\r')
+    [[ $challenge == *"error=\"$error\""* ]] \
+        || die "$name check: a request with $what got WWW-Authenticate '$challenge', expected error=\"$error\""
+}
+
 # Each full gateway must really proxy and add a request id; the limited ones must
 # also have gone through the limiter (RateLimit headers, an allowed decision),
-# and the Redis one must have had its lease from Redis (no fallback decision).
+# and the Redis one must have had its lease from Redis (no fallback decision);
+# the JWT ones must accept their token and refuse a request without it (and one
+# whose signature was tampered with) with a 401.
 check_gateway() { # name
-    local name=$1 hdrs=$TMP/check-$1.headers body rid rl metrics allowed fallback trips
-    body=$(curl -sS --max-time 5 -D "$hdrs" "http://127.0.0.1:${PORT[$name]}/loadtest-check") \
+    local name=$1 hdrs=$TMP/check-$1.headers body rid rl metrics allowed fallback trips auth=() bad sig
+    [[ -z ${TOKEN[$name]:-} ]] || auth=(-H "$(auth_header "$name")")
+    body=$(curl -sS --max-time 5 -D "$hdrs" "${auth[@]}" "http://127.0.0.1:${PORT[$name]}/loadtest-check") \
         || die "$name check request failed"
-    [[ $body == ok ]] || die "$name check: expected body 'ok', got '$body'"
+    [[ $body == ok ]] || die "$name check: expected body 'ok', got '$body' (headers in $hdrs)"
     rid=$(awk 'tolower($1) == "x-request-id:" { print $2 }' "$hdrs" | tr -d '\r')
     [[ -n $rid ]] || die "$name check: no x-request-id response header (headers in $hdrs)"
     if [[ $name == gateway ]]; then
         echo "== $name check: body 'ok', x-request-id: $rid"
+        return 0
+    fi
+    if is_jwt "$name"; then
+        [[ -n ${TOKEN[$name]:-} ]] || die "$name check: no token"
+        check_refused "$name" "no token" invalid_request
+        # The same token with the first signature character changed (6 whole bits).
+        sig=${TOKEN[$name]##*.}
+        if [[ ${sig:0:1} == A ]]; then bad=B; else bad=A; fi
+        bad=${TOKEN[$name]%.*}.$bad${sig:1}
+        check_refused "$name" "a bad signature" invalid_token -H "Authorization: Bearer $bad"
+        echo "== $name check: with the token body 'ok' (x-request-id: $rid); without it 401 invalid_request; with a bad signature 401 invalid_token"
         return 0
     fi
     rl=$(awk 'tolower($1) == "ratelimit:" { print $2 }' "$hdrs" | tr -d '\r')
@@ -369,48 +275,27 @@ check_gateway() { # name
 }
 for t in "${FULL_GATEWAYS[@]}"; do check_gateway "$t"; done
 
+# The JWT gateways' request counts after the checks: every request from here on must
+# be a 200 (compared at the end, from /metrics).
+declare -A BASE_TOTAL=() BASE_200=() BASE_0=()
+for t in "${FULL_GATEWAYS[@]}"; do
+    is_jwt "$t" || continue
+    metrics=$(metrics_of "$t")
+    BASE_TOTAL[$t]=$(metric_sum "$metrics" gateway_requests_total)
+    BASE_200[$t]=$(metric_sum "$metrics" gateway_requests_total 'status="200"')
+    BASE_0[$t]=$(metric_sum "$metrics" gateway_requests_total 'status="0"')
+done
+
 declare -A URL=()
 for t in "${TARGET_LIST[@]}"; do URL[$t]="http://127.0.0.1:${PORT[$t]}/"; done
 
 # ---------------------------------------------------------------- measurement
-# wrk output -> "rps p50_ms p99_ms non2xx socket_errors requests" (NA when missing)
-parse_wrk() {
-    awk '
-        function ms(v,   n, u) {
-            n = v; sub(/[a-z]+$/, "", n)
-            u = v; sub(/^[0-9.]+/, "", u)
-            if (u == "us") return n / 1000
-            if (u == "ms") return n + 0
-            if (u == "s")  return n * 1000
-            if (u == "m")  return n * 60000
-            if (u == "h")  return n * 3600000
-            return "NA"
-        }
-        /Latency Distribution/ { dist = 1; next }
-        dist && $1 == "50%" { p50 = ms($2) }
-        dist && $1 == "99%" { p99 = ms($2); dist = 0 }
-        /requests in/ { reqs = $1 }
-        /^Requests\/sec:/ { rps = $2 }
-        /Non-2xx or 3xx responses:/ { non2xx = $NF }
-        /Socket errors:/ { gsub(",", ""); sockerr = $4 + $6 + $8 + $10 }
-        END {
-            printf "%s %s %s %d %d %s\n", (rps == "" ? "NA" : rps), (p50 == "" ? "NA" : p50),
-                (p99 == "" ? "NA" : p99), non2xx, sockerr, (reqs == "" ? "NA" : reqs)
-        }' "$1"
-}
-
-# wrk runs in the background and the script waits for it: a Ctrl-C then interrupts
-# `wait` and runs the INT trap at once. (With wrk in the foreground, wrk catches
-# SIGINT and exits normally, and bash then ignores the Ctrl-C and carries on.)
-WRK_PID=
-run_wrk() { # seconds url outfile
-    local rc=0
-    timeout -k 5 $(( $1 + 20 )) \
-        wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1"s --latency "$2" >"$3" 2>&1 &
-    WRK_PID=$!
-    wait "$WRK_PID" || rc=$?
-    WRK_PID=
-    return "$rc"
+# One wrk run on TARGET (the JWT targets: with their one reused token); its exit status.
+run_wrk() { # seconds target outfile
+    local hdr=()
+    [[ -z ${TOKEN[$2]:-} ]] || hdr=(-H "$(auth_header "$2")")
+    wrk_bg "$1" "$3" -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1"s --latency "${hdr[@]}" "${URL[$2]}"
+    wait_bg "$WRK_PID"
 }
 
 RAW=$TMP/raw
@@ -421,7 +306,7 @@ printf 'round\ttarget\trps\tp50_ms\tp99_ms\tnon2xx\tsocket_errors\trequests\twrk
 if (( WARMUP > 0 )); then
     echo "== warm-up: ${WARMUP}s per target (not recorded)"
     for t in "${TARGET_LIST[@]}"; do
-        run_wrk "$WARMUP" "${URL[$t]}" "$RAW/warmup-$t.txt" || echo "   warm-up of $t: wrk exited $?" >&2
+        run_wrk "$WARMUP" "$t" "$RAW/warmup-$t.txt" || echo "   warm-up of $t: wrk exited $?" >&2
     done
 fi
 
@@ -430,7 +315,7 @@ for (( r = 1; r <= ROUNDS; r++ )); do
     for t in "${TARGET_LIST[@]}"; do
         out=$RAW/round$r-$t.txt
         rc=0
-        run_wrk "$DURATION" "${URL[$t]}" "$out" || rc=$?
+        run_wrk "$DURATION" "$t" "$out" || rc=$?
         read -r rps p50 p99 non2xx sockerr reqs < <(parse_wrk "$out")
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$rps" "$p50" "$p99" "$non2xx" "$sockerr" "$reqs" "$rc" >>"$RUNS"
         printf '   round %d  %-21s %10s req/s  p50 %8s ms  p99 %8s ms%s\n' "$r" "$t" "$rps" "$p50" "$p99" \
@@ -457,7 +342,7 @@ ratio() { # target base: median req/s of target / base's, "-" when either is mis
     local base=${MED_RPS[$2]:-NA} v=${MED_RPS[$1]:-NA}
     if [[ $base == NA || $v == NA ]]; then echo "-"; else awk -v a="$v" -v b="$base" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }'; fi
 }
-ratio_gw() { # vs the full gateway: only for the gateways (the limiter's cost, or --bare's saving)
+ratio_gw() { # vs the full gateway: only for the gateways (the limiter's or auth's cost, or --bare's saving)
     case $1 in gateway*) ratio "$1" gateway ;; *) echo "-" ;; esac
 }
 
@@ -486,16 +371,17 @@ done
 if (( ${#COST[@]} > 0 )); then
     echo "== limiter cost, req/s with the limiter on / off (1.00 = free): $(IFS=,; echo "${COST[*]}" | sed 's/,/, /g')"
 fi
+COST=()
+for t in gateway-jwt-hs gateway-jwt-rs; do
+    if want "$t" && want gateway; then COST+=("$t/gateway $(ratio "$t" gateway)"); fi
+done
+if (( ${#COST[@]} > 0 )); then
+    echo "== auth cost: $(IFS=,; echo "${COST[*]}" | sed 's/,/, /g') (req/s with JWT auth on / off, 1.00 = free; one reused token: verified-token cache hits)"
+fi
 echo
 
 # A server that died during the run invalidates its numbers (and is a bug).
-DIED=()
-for i in "${!PROC_PIDS[@]}"; do
-    if ! alive "${PROC_PIDS[i]}"; then
-        DIED+=("${PROC_NAMES[i]}")
-        echo "== WARNING: ${PROC_NAMES[i]} (pid ${PROC_PIDS[i]}) exited during the run; see its log in $TMP" >&2
-    fi
-done
+find_died
 
 GW_NOTES=() # one line of key=value per gateway, for the results file
 for g in "${FULL_GATEWAYS[@]}"; do
@@ -508,7 +394,28 @@ for g in "${FULL_GATEWAYS[@]}"; do
     gw_dropped=$(metric_sum "$metrics" gateway_access_log_dropped_total)
     notes+=("${g}_5xx=$gw_5xx" "${g}_429=$gw_429" "${g}_requests_total=$gw_total" "${g}_access_log_dropped=$gw_dropped")
     echo "== $g /metrics: $gw_5xx responses with status 5xx, $gw_429 with 429, $gw_total requests in total, access-log lines dropped: $gw_dropped"
-    if [[ $g != gateway ]]; then
+    if is_jwt "$g"; then
+        # Every request after the checks (warm-up and rounds) must have been answered
+        # 200. Status 0 = not answered: the client left first, which wrk does with the
+        # requests in flight when it stops (at most one per connection per wrk run).
+        d_total=NA d_200=NA d_0=NA other=NA
+        if [[ $gw_total != NA && ${BASE_TOTAL[$g]} != NA ]]; then
+            d_total=$(( gw_total - ${BASE_TOTAL[$g]} ))
+            d_200=$(( $(metric_sum "$metrics" gateway_requests_total 'status="200"') - ${BASE_200[$g]} ))
+            d_0=$(( $(metric_sum "$metrics" gateway_requests_total 'status="0"') - ${BASE_0[$g]} ))
+            other=$(( d_total - d_200 - d_0 ))
+        fi
+        notes+=("${g}_run_requests=$d_total" "${g}_run_200=$d_200" "${g}_run_unanswered=$d_0" "${g}_run_other_status=$other")
+        echo "   during the load: $d_total requests: $d_200 answered 200, $other answered otherwise, $d_0 unanswered (in flight when wrk stopped)"
+        wrk_runs=$(( ROUNDS + (WARMUP > 0 ? 1 : 0) ))
+        if [[ $d_total == NA ]]; then
+            echo "== WARNING: $g: no request counts from /metrics, cannot tell whether every response was a 200" >&2
+        elif [[ $other != 0 || $(sum_col 6 "$g") != 0 ]] || (( d_0 > CONNECTIONS * wrk_runs )); then
+            echo "== WARNING: $g: not every request during the load was a 200 (or more unanswered than wrk can leave in flight, $(( CONNECTIONS * wrk_runs ))); by status:" >&2
+            grep -E '^gateway_requests_total\{' <<<"$metrics" | sed 's/^/   /' >&2 || true
+        fi
+    fi
+    if is_limited "$g"; then
         allowed=$(metric_sum "$metrics" gateway_ratelimit_decisions_total 'outcome="allowed"')
         limited=$(metric_sum "$metrics" gateway_ratelimit_decisions_total 'outcome="limited"')
         fallback=$(metric_sum "$metrics" gateway_ratelimit_decisions_total 'outcome="fallback"')
@@ -544,27 +451,16 @@ for t in "${TARGET_LIST[@]}"; do
 done
 for name in "${FULL_GATEWAYS[@]}" gateway-bare; do
     want "$name" || continue
-    n=$(grep -cE ' (WARN|ERROR) ' "$TMP/$name.log" || true)
-    if (( n > 0 )); then
-        echo "== $name log: $n warning/error line(s), most frequent ($TMP/$name.log):"
-        grep -E ' (WARN|ERROR) ' "$TMP/$name.log" | sed -E 's/^\[[^ ]+ //; s/[0-9]+/N/g' |
-            sort | uniq -c | sort -rn | sed -n "1,4p" | cut -c1-200 | sed 's/^ */   /'
-    fi
+    log_summary "$name" "$TMP/$name.log" 4
 done
 show_load end
+show_top
 
-# Machine-readable summary, kept in the repository's loadtest/results/.
-mkdir -p "$RESULTS_DIR"
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
-RESULT=$RESULTS_DIR/$stamp.txt
+results_begin ""
 {
-    echo "# gateway load test $stamp"
-    echo "git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo NA)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo '+dirty')"
-    echo "gateway_bin=${GATEWAY_BIN:-NA}"
-    echo "duration_s=$DURATION rounds=$ROUNDS connections=$CONNECTIONS wrk_threads=$WRK_THREADS gateway_threads=$THREADS access_log=$ACCESS_LOG warmup_s=$WARMUP"
-    echo "cpus=$(nproc) nginx=$("$NGINX" -v 2>&1 | sed 's|.*/||') wrk=$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')"
-    echo "load_start=$LOAD_START"
-    echo "load_end=$(uptime | sed 's/.*load average: //')"
+    results_header "gateway load test" \
+        "duration_s=$DURATION rounds=$ROUNDS connections=$CONNECTIONS wrk_threads=$WRK_THREADS gateway_threads=$THREADS access_log=$ACCESS_LOG warmup_s=$WARMUP" \
+        "cpus=$(nproc) nginx=$(nginx_version) wrk=$(wrk_version)"
     (( ${#GW_NOTES[@]} == 0 )) || printf '%s\n' "${GW_NOTES[@]}"
     (( ${#DIED[@]} == 0 )) || echo "died_during_run=${DIED[*]}"
     echo "raw_dir=$RAW"
