@@ -7,7 +7,8 @@ WORKDIR /src
 # Dependencies first, so that a source change does not rebuild Pingora.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
- && echo 'fn main() {}' > src/main.rs && touch src/lib.rs && echo 'fn main() {}' > benches/hot_path.rs \
+ && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+ && for b in hot_path ratelimit auth; do echo 'fn main() {}' > benches/$b.rs; done \
  && cargo build --release --locked --bin gateway \
  && rm -rf src benches
 COPY src ./src
