@@ -186,6 +186,7 @@ pub struct Route {
     pub strip_prefix: bool,
     pub connect_timeout: Option<HumanDuration>,
     pub read_timeout: Option<HumanDuration>,
+    pub write_timeout: Option<HumanDuration>,
     pub retries: Option<usize>,
     /// A policy name for every tier, or a map of tier -> policy name.
     pub rate_limit: Option<RouteRateLimit>,

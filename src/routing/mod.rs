@@ -19,6 +19,7 @@ pub struct Route {
     pub strip_prefix: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    pub write_timeout: Option<Duration>,
     pub retries: usize,
     /// Rate-limit policy by tier index.
     rate_limit: Vec<Option<usize>>,
@@ -86,6 +87,7 @@ impl Router {
                 strip_prefix: c.strip_prefix,
                 connect_timeout: c.connect_timeout,
                 read_timeout: c.read_timeout,
+                write_timeout: c.write_timeout,
                 retries: c.retries,
                 rate_limit: c.rate_limit.clone(),
                 auth: c.auth,
@@ -153,6 +155,7 @@ mod tests {
             strip_prefix: strip,
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
+            write_timeout: None,
             retries: 1,
             rate_limit: Vec::new(),
             auth: crate::config::AuthMode::None,
