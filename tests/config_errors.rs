@@ -5,23 +5,56 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-fn check(text: &str) -> (i32, String) {
+/// Runs `gateway <flag> <file>` on a temp file holding `text`; returns the exit code (-1 if
+/// it was still running after 20 s and had to be killed) and stdout + stderr.
+fn run(flag: &str, text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.yaml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(common::gateway_bin())
-        .arg("--check-config")
-        .arg(&path)
-        .output()
+    run_on(flag, &path)
+}
+
+fn run_on(flag: &str, path: &std::path::Path) -> (i32, String) {
+    let mut child = Command::new(common::gateway_bin())
+        .arg(flag)
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let code = common::wait_for("the gateway to exit", Duration::from_secs(30), || {
+        child
+            .try_wait()
+            .ok()
+            .flatten()
+            .map(|s| s.code().unwrap_or(-1))
+    });
+    let out = child.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.code().unwrap_or(-1), text)
+    (code, text)
+}
+
+fn check(text: &str) -> (i32, String) {
+    run("--check-config", text)
+}
+
+/// Starts the gateway on `text` with free listen ports; for configs that must fail.
+fn start(text: &str) -> (i32, String) {
+    run("-c", text)
+}
+
+fn listen(proxy_port: u16) -> String {
+    format!(
+        "listen:\n  proxy: 127.0.0.1:{proxy_port}\n  admin: 127.0.0.1:{}\n",
+        common::free_port()
+    )
 }
 
 const GOOD: &str = "upstreams:
@@ -39,23 +72,13 @@ fn every_shipped_config_is_valid() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/conf")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            let out = Command::new(common::gateway_bin())
-                .arg("--check-config")
-                .arg(&path)
-                .output()
-                .unwrap();
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{}: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+            let (code, out) = run_on("--check-config", &path);
+            assert_eq!(code, 0, "{}: {out}", path.display());
+            assert_eq!(out.trim(), "ok");
             n += 1;
         }
     }
-    assert!(n >= 2, "conf/ has {n} examples");
+    assert!(n >= 3, "conf/ has {n} examples");
 }
 
 #[test]
@@ -93,59 +116,30 @@ fn all_problems_are_reported_at_once() {
 
 #[test]
 fn starting_with_a_broken_config_exits_2_without_panicking() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.yaml");
-    std::fs::write(&path, GOOD.replace("upstream: api", "upstream: nope")).unwrap();
-    let out = Command::new(common::gateway_bin())
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = start(&GOOD.replace("upstream: api", "upstream: nope"));
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("routes[0].upstream: no pool named \"nope\""),
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
-
-    let out = Command::new(common::gateway_bin())
-        .arg("-c")
-        .arg(dir.path().join("missing.yaml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.yaml: cannot read"));
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = run_on("-c", &dir.path().join("missing.yaml"));
+    assert_eq!(code, 2);
+    assert!(err.contains("missing.yaml: cannot read"), "{err}");
 }
 
 #[test]
 fn unresolvable_backend_name_exits_2_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("dns.yaml");
-    let port = common::free_port();
-    std::fs::write(
-        &path,
-        format!(
-            "listen:\n  proxy: 127.0.0.1:{port}\n  admin: 127.0.0.1:{}\n{}",
-            common::free_port(),
-            GOOD.replace("127.0.0.1:3000", "no-such-host.invalid:80")
-        ),
-    )
-    .unwrap();
+    let text = format!(
+        "{}{}",
+        listen(common::free_port()),
+        GOOD.replace("127.0.0.1:3000", "no-such-host.invalid:80")
+    );
     // Valid syntax: --check-config does not resolve names.
-    let out = Command::new(common::gateway_bin())
-        .arg("--check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let out = Command::new(common::gateway_bin())
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(check(&text).0, 0);
+    let (code, err) = start(&text);
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("upstreams.api: cannot resolve backend no-such-host.invalid:80"),
         "{err}"
@@ -156,23 +150,8 @@ fn unresolvable_backend_name_exits_2_at_start() {
 fn port_in_use_exits_2_with_the_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("busy.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen:\n  proxy: 127.0.0.1:{port}\n  admin: 127.0.0.1:{}\n{GOOD}",
-            common::free_port()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(common::gateway_bin())
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = start(&format!("{}{GOOD}", listen(port)));
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains(&format!("listen.proxy: cannot listen on 127.0.0.1:{port}")),
         "{err}"
