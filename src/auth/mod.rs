@@ -207,6 +207,32 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// When the JWT came from a cookie: the request's cookies without it (possibly
+    /// empty), to send upstream instead. `None` when nothing needs to change.
+    pub fn without_credential_cookie(
+        &self,
+        method: Method,
+        headers: &http::HeaderMap,
+    ) -> Option<String> {
+        let Some(TokenSource::Cookie(name)) = self.config.jwt.as_ref().map(|j| &j.from) else {
+            return None;
+        };
+        if method != Method::Jwt {
+            return None;
+        }
+        let kept: Vec<&str> = headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|kv| !kv.is_empty() && kv.split_once('=').is_none_or(|(k, _)| k != name))
+            .collect();
+        Some(kept.join("; "))
+    }
+}
+
 /// The current Unix time in seconds.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

@@ -114,3 +114,24 @@ fn config_refuses_weak_or_confused_keys() {
     let p = problems("{algorithm: RS256, public_key: \"not a pem\"}");
     assert!(p.iter().any(|x| x.message.contains("not a valid")), "{p:?}");
 }
+
+#[test]
+fn the_credential_cookie_is_removed_and_the_others_kept() {
+    let a = auth(&JWT.replace("FROM", "cookie:session"));
+    let mut h = http::HeaderMap::new();
+    h.append("cookie", "a=1; session=tok".parse().unwrap());
+    h.append("cookie", "b=2".parse().unwrap());
+    assert_eq!(
+        a.without_credential_cookie(Method::Jwt, &h).as_deref(),
+        Some("a=1; b=2")
+    );
+    assert_eq!(a.without_credential_cookie(Method::ApiKey, &h), None);
+    let bearer = auth(&JWT.replace("FROM", "bearer"));
+    assert_eq!(bearer.without_credential_cookie(Method::Jwt, &h), None);
+    let mut only = http::HeaderMap::new();
+    only.append("cookie", "session=tok".parse().unwrap());
+    assert_eq!(
+        a.without_credential_cookie(Method::Jwt, &only).as_deref(),
+        Some("")
+    );
+}

@@ -444,6 +444,15 @@ impl ProxyHttp for Gateway {
                 if let Some(h) = self.auth.credential_header(p.method) {
                     upstream.remove_header(&h);
                 }
+                if let Some(cookie) = self
+                    .auth
+                    .without_credential_cookie(p.method, &upstream.headers)
+                {
+                    upstream.remove_header(&http::header::COOKIE);
+                    if !cookie.is_empty() {
+                        upstream.insert_header(http::header::COOKIE, cookie)?;
+                    }
+                }
             }
         }
         if let Some(tp) = &ctx.traceparent {
