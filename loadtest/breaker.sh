@@ -238,7 +238,7 @@ scenario_one_dies() { # retries
     [[ -n $open_ms ]] || { open_ms=NA; echo "   killwatch failed: $watch" >&2; }
 
     local s200 s502 s503 s504 s100 short
-    s100=$(( $(kv 100 "$snap1") - $(kv 100 "$snap0") ))
+    s100=$(( $(kv 0 "$snap1") - $(kv 0 "$snap0") ))
     s200=$(( $(kv 200 "$snap1") - $(kv 200 "$snap0") ))
     s502=$(( $(kv 502 "$snap1") - $(kv 502 "$snap0") ))
     s503=$(( $(kv 503 "$snap1") - $(kv 503 "$snap0") ))
@@ -251,7 +251,7 @@ scenario_one_dies() { # retries
         sum "$(printf '   %-7s %9s %10s %10s %9s %11s %9s' "$p" "$(calc "printf \"%.0f\", ${rps/NA/0}")" "$(fmt_ms "$p50")" "$(fmt_ms "$p99")" "$non2xx" "$sockerr" "$reqs")"
     done
     sum "   kill -> breaker of upstream 2 open (/metrics polled every 10 ms under load): ${open_ms} ms  (opened between ${after_ms} and ${open_ms} ms; $polls polls, slowest ${max_poll} ms)"
-    sum "   gateway counters over the 3 phases: 200 $s200, 502 $s502, 503 $s503, 504 $s504, no response (client gone, label status=\"100\") $s100; short-circuited (503 at once) $short"
+    sum "   gateway counters over the 3 phases: 200 $s200, 502 $s502, 503 $s503, 504 $s504, no response (client gone, label status=\"0\") $s100; short-circuited (503 at once) $short"
     sum "   breaker transitions: $(sed -n 's/.*trans=//p' <<<"$snap1" | tr ';' '\n' | sed "s/^127.0.0.1:$P_UP1 /up1 /; s/^127.0.0.1:$P_UP2 /up2 /" | paste -sd ',' | sed 's/,/, /g')"
     if [[ -n $kill_wall ]]; then
         sum "   per-second responses (gateway_requests_total, sampled every ${SAMPLE_INTERVAL}s; second 0 starts at the kill):"
