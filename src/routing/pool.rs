@@ -33,6 +33,10 @@ pub struct PoolHealth {
     open: AtomicUsize,
     /// Whether a health check runs at all (without one, backends are always healthy).
     has_health_check: bool,
+    /// The pool has circuit breakers (set once from config; read on every request).
+    breakers: bool,
+    /// 5xx responses count as breaker failures (set once from config).
+    count_5xx: bool,
     /// The health-check interval: the `Retry-After` when backends are down by health.
     check_interval: Duration,
     clock: Clock,
@@ -77,6 +81,8 @@ impl PoolHealth {
             healthy: AtomicUsize::new(addrs.len()),
             open: AtomicUsize::new(0),
             has_health_check: config.health_check.is_some(),
+            breakers: config.circuit_breaker.is_some(),
+            count_5xx: config.circuit_breaker.as_ref().is_some_and(|c| c.count_5xx),
             check_interval: config
                 .health_check
                 .as_ref()
@@ -160,14 +166,11 @@ impl PoolHealth {
 
     /// Whether 5xx responses count as failures for this pool's breakers.
     pub fn counts_5xx(&self) -> bool {
-        self.backends
-            .first()
-            .and_then(|b| b.breaker.as_ref())
-            .is_some_and(|m| lock(m).config().count_5xx)
+        self.count_5xx
     }
 
     pub fn has_breakers(&self) -> bool {
-        self.backends.iter().any(|b| b.breaker.is_some())
+        self.breakers
     }
 
     fn transition(&self, b: &BackendHealth, t: Transition) {
