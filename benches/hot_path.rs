@@ -1,12 +1,15 @@
 //! Criterion benchmarks of the per-request work the gateway adds on top of Pingora:
-//! correlation ids, routing, the request stages of `admit`, metrics and the access-log line.
+//! correlation ids, the edge rules (path normalisation, header names), routing, metrics
+//! and the access-log line.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gateway::config;
 use gateway::correlation;
+use gateway::edge::{path, Edge};
 use gateway::observability::{AccessRecord, Metrics, RouteLabel};
 use gateway::routing::Router;
 use http::HeaderValue;
+use pingora::http::RequestHeader;
 use std::hint::black_box;
 
 const CONFIG: &str = "
@@ -38,6 +41,36 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("routing/find 10 routes, host hit", |b| {
         b.iter(|| black_box(router.find(Some("billing.example.com"), black_box("/invoices"))))
+    });
+
+    // The edge stage: the common case is a canonical path and no `_` in header names.
+    let paths = config::PathConfig::default();
+    c.bench_function("edge/normalize canonical path", |b| {
+        b.iter(|| black_box(path::normalize(black_box("/api/v1/users/42/orders"), &paths).is_ok()))
+    });
+    c.bench_function("edge/normalize hostile path", |b| {
+        b.iter(|| {
+            black_box(
+                path::normalize(black_box("/public/%2e%2e//%61pi/./v1/users/42"), &paths).is_ok(),
+            )
+        })
+    });
+    let edge = Edge::new(&cfg.edge, &cfg.correlation.header);
+    let mut wrk_like = match RequestHeader::build("GET", b"/api/v1/users/42", None) {
+        Ok(r) => r,
+        Err(e) => panic!("request: {e}"),
+    };
+    for (k, v) in [
+        ("host", "api.example.com"),
+        ("user-agent", "wrk"),
+        ("accept", "*/*"),
+        ("x-request-id", "0b5e2c6a-5b7e-4f7e-9a43-6f0f0f1c2d3e"),
+        ("authorization", "Bearer abc.def.ghi"),
+    ] {
+        let _ = wrk_like.insert_header(k, v);
+    }
+    c.bench_function("edge/clean request (path + 5 header names)", |b| {
+        b.iter(|| black_box(edge.clean(black_box(&mut wrk_like)).is_ok()))
     });
 
     let incoming = HeaderValue::from_static("0b5e2c6a-5b7e-4f7e-9a43-6f0f0f1c2d3e");

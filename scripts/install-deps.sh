@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests and load tests need, when they are missing:
-# redis-server (tests), nginx + wrk (load tests), cmake + a C compiler (Pingora's build).
+# redis-server (tests), python3 (a real WSGI upstream in tests/edge.rs), nginx + wrk
+# (load tests), cmake + a C compiler (Pingora's build).
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)

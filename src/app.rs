@@ -212,6 +212,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         router,
         pools,
         correlation: config.correlation.clone(),
+        edge: crate::edge::Edge::new(&config.edge, &config.correlation.header),
         ping: config.ping.clone(),
         metrics,
         limiter,

@@ -5,6 +5,7 @@
 //! - [`proxy`]: the `ProxyHttp` hooks every request passes through
 //! - [`auth`]: JWT and API keys -> a principal (consumer + tier)
 //! - [`correlation`]: request ids and W3C trace context
+//! - [`edge`]: path normalisation and header-name rules, before any decision on a request
 //! - [`client_ip`]: the client address, through trusted proxies
 //! - [`clock`]: monotonic nanoseconds, precise and coarse
 //! - [`ratelimit`]: token buckets, exact across instances through Redis leases
@@ -17,6 +18,7 @@ pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod correlation;
+pub mod edge;
 pub mod observability;
 pub mod proxy;
 pub mod ratelimit;

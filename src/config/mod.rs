@@ -4,8 +4,11 @@
 //! kept as names here and resolved once when the server is built.
 
 mod auth;
+mod edge;
 mod locate;
 mod raw;
+
+pub use edge::{EdgeConfig, EscapedSlashes, PathConfig, UnderscoreHeaders};
 
 pub use auth::{
     ApiKeyConfig, ApiKeysConfig, AuthConfig, AuthMode, IssuerConfig, JwtConfig, JwtKeyConfig,
@@ -36,6 +39,8 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub rate_limits: RateLimitConfig,
     pub auth: AuthConfig,
+    /// Path normalisation and header-name rules, applied before routing.
+    pub edge: EdgeConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -390,6 +395,7 @@ impl Validator<'_> {
         let listen: raw::Listen = self.section(&mut doc, "listen");
         let server: raw::Server = self.section(&mut doc, "server");
         let ping: raw::Ping = self.section(&mut doc, "ping");
+        let edge: EdgeConfig = self.section(&mut doc, "edge");
         let correlation: raw::Correlation = self.section(&mut doc, "correlation");
         let access_log: raw::AccessLog = self.section(&mut doc, "access_log");
         let trusted: Vec<String> = self.section(&mut doc, "trusted_proxies");
@@ -423,6 +429,7 @@ impl Validator<'_> {
             trusted_proxies,
             rate_limits,
             auth,
+            edge,
         })
     }
 

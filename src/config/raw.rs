@@ -34,6 +34,7 @@ pub const SECTIONS: &[&str] = &[
     "trusted_proxies",
     "rate_limits",
     "auth",
+    "edge",
 ];
 
 #[derive(Debug, Deserialize)]

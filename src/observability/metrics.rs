@@ -51,6 +51,9 @@ pub struct Metrics {
     breaker_state: IntGaugeVec,
     breaker_transitions: IntCounterVec,
     breaker_short_circuited: IntCounterVec,
+    edge_refused: IntCounterVec,
+    edge_paths_rewritten: IntCounter,
+    edge_headers_dropped: IntCounter,
 }
 
 /// Latency buckets (seconds) from 100 us to 10 s: a gateway answers in microseconds,
@@ -193,6 +196,30 @@ impl Metrics {
                 &["pool"],
             )?,
         )?;
+        let edge_refused = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "gateway_edge_refused_total",
+                    "Requests answered 400 by the edge rules, by reason (path or header name)",
+                ),
+                &["reason"],
+            )?,
+        )?;
+        let edge_paths_rewritten = register(
+            &registry,
+            IntCounter::new(
+                "gateway_edge_paths_normalized_total",
+                "Requests whose path was rewritten to its canonical form before routing",
+            )?,
+        )?;
+        let edge_headers_dropped = register(
+            &registry,
+            IntCounter::new(
+                "gateway_edge_underscore_headers_dropped_total",
+                "Request headers removed because their name contains '_'",
+            )?,
+        )?;
         let route = |name: &str| RouteMetrics {
             name: name.to_string(),
             by_status: (0..STATUS_COUNT).map(|_| OnceLock::new()).collect(),
@@ -214,6 +241,9 @@ impl Metrics {
             breaker_state,
             breaker_transitions,
             breaker_short_circuited,
+            edge_refused,
+            edge_paths_rewritten,
+            edge_headers_dropped,
         })
     }
 
@@ -233,6 +263,21 @@ impl Metrics {
         self.breaker_short_circuited
             .with_label_values(&[pool])
             .inc();
+    }
+
+    /// Counts what the edge stage changed in a request it let through.
+    pub fn observe_edge_cleaned(&self, path_rewritten: bool, headers_dropped: usize) {
+        if path_rewritten {
+            self.edge_paths_rewritten.inc();
+        }
+        if headers_dropped > 0 {
+            self.edge_headers_dropped.inc_by(headers_dropped as u64);
+        }
+    }
+
+    /// Counts a request the edge refused, by reason.
+    pub fn observe_edge_refusal(&self, reason: &str) {
+        self.edge_refused.with_label_values(&[reason]).inc();
     }
 
     /// The metrics for a gateway with these routes (in router order) and policies.

@@ -22,6 +22,7 @@ pub use respond::Reply;
 use crate::auth::Authenticator;
 use crate::config::{AuthMode, CorrelationConfig, HashKey, LimitKey};
 use crate::correlation;
+use crate::edge::Edge;
 use crate::observability::{AccessLog, AccessRecord, Metrics, RouteLabel};
 use crate::ratelimit::Limiter;
 use crate::routing::breaker::Outcome as Attempt;
@@ -55,6 +56,8 @@ pub struct Gateway {
     pub router: Router,
     pub pools: Vec<Arc<Pool>>,
     pub correlation: CorrelationConfig,
+    /// Path normalisation and header-name rules, applied before routing.
+    pub edge: Edge,
     pub ping: Option<crate::config::PingConfig>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<Limiter>,
@@ -67,8 +70,12 @@ pub struct Gateway {
 
 impl Gateway {
     /// The request stages before proxying: plain values in, a decision out.
-    pub fn admit(&self, req: &RequestHeader, ctx: &mut Ctx) -> Outcome {
+    pub fn admit(&self, req: &mut RequestHeader, ctx: &mut Ctx) -> Outcome {
         self.correlate(req, ctx);
+        if let Err(reply) = self.clean(req) {
+            ctx.error = Some(reply.message());
+            return Outcome::Respond(reply);
+        }
         if self.is_ping(req) {
             ctx.route = RouteLabel::Ping;
             ctx.limit_policy = self.ping.as_ref().and_then(|p| p.rate_limit);
@@ -100,14 +107,30 @@ impl Gateway {
         }
     }
 
-    /// Stage 2: the built-in health endpoint of the gateway itself.
+    /// Stage 2: the path in its canonical spelling, header names without `_`: every later
+    /// stage, the access log and the upstream see the request as cleaned here.
+    fn clean(&self, req: &mut RequestHeader) -> Result<(), Reply> {
+        match self.edge.clean(req) {
+            Ok(cleaned) => {
+                self.metrics
+                    .observe_edge_cleaned(cleaned.path_rewritten, cleaned.headers_dropped);
+                Ok(())
+            }
+            Err(refusal) => {
+                self.metrics.observe_edge_refusal(refusal.label());
+                Err(Reply::Refused(refusal.message()))
+            }
+        }
+    }
+
+    /// Stage 3: the built-in health endpoint of the gateway itself.
     fn is_ping(&self, req: &RequestHeader) -> bool {
         self.ping
             .as_ref()
             .is_some_and(|p| req.method == http::Method::GET && req.uri.path() == p.path)
     }
 
-    /// Stages 3 to 5: route, authenticate, check the pool. An `Err` is the reply.
+    /// Stages 4 to 6: route, authenticate, check the pool. An `Err` is the reply.
     fn route_and_authorize(&self, req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reply> {
         let (index, route) = self
             .router
@@ -130,7 +153,7 @@ impl Gateway {
         Ok(())
     }
 
-    /// Stage 4: a principal and its tier, or anonymous (tier 0).
+    /// Stage 5: a principal and its tier, or anonymous (tier 0).
     fn authenticate(
         &self,
         mode: AuthMode,
@@ -308,7 +331,7 @@ impl ProxyHttp for Gateway {
                 &self.trusted_proxies,
             )
         });
-        let mut outcome = self.admit(session.req_header(), ctx);
+        let mut outcome = self.admit(session.req_header_mut(), ctx);
         // The rate-limit stage: only for requests that would be served (proxied or /ping).
         if let (Some(p), Outcome::Continue | Outcome::Respond(Reply::Pong)) =
             (ctx.limit_policy, &outcome)
@@ -555,6 +578,10 @@ impl ProxyHttp for Gateway {
         if ctx.error.is_none() {
             ctx.error = reply.as_ref().map(Reply::message);
         }
+        // Pingora never reuses a client connection after a failed proxy attempt (its
+        // proxy loop ignores `can_reuse_downstream` there), so the reply must say
+        // `Connection: close`: a client must not send its next request into a closing socket.
+        session.set_keepalive(None);
         // Only answer if nothing was sent yet: a response already under way cannot be replaced.
         if let Some(reply) = reply {
             if session.response_written().is_none() {

@@ -32,6 +32,8 @@ pub enum Reply {
     GatewayTimeout,
     /// The client's request could not be read or is malformed.
     BadRequest,
+    /// The edge refuses the request as sent (a path or header it will not pass on): 400.
+    Refused(&'static str),
     /// Anything else: a bug of ours, reported as such.
     Internal,
 }
@@ -47,7 +49,7 @@ impl Reply {
             Reply::Unavailable { .. } => 503,
             Reply::BadGateway => 502,
             Reply::GatewayTimeout => 504,
-            Reply::BadRequest => 400,
+            Reply::BadRequest | Reply::Refused(_) => 400,
             Reply::Internal => 500,
         }
     }
@@ -65,6 +67,7 @@ impl Reply {
             Reply::BadGateway => "upstream connection failed",
             Reply::GatewayTimeout => "upstream timed out",
             Reply::BadRequest => "bad request",
+            Reply::Refused(why) => why,
             Reply::Internal => "internal error",
         }
     }

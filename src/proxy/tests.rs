@@ -30,6 +30,7 @@ fn gateway(text: &str) -> Gateway {
         router,
         pools,
         correlation: cfg.correlation.clone(),
+        edge: crate::edge::Edge::new(&cfg.edge, &cfg.correlation.header),
         ping: cfg.ping.clone(),
         auth: Arc::new(crate::auth::Authenticator::new(&cfg.auth)),
         limiter: Arc::new(Limiter::new(&cfg.rate_limits, metrics.clone())),
@@ -53,7 +54,7 @@ fn ping_is_answered_locally() {
     let gw = gateway(CONFIG);
     let mut ctx = Ctx::new();
     assert_eq!(
-        gw.admit(&req("GET", "/ping", &[]), &mut ctx),
+        gw.admit(&mut req("GET", "/ping", &[]), &mut ctx),
         Outcome::Respond(Reply::Pong)
     );
     assert_eq!(ctx.route, RouteLabel::Ping);
@@ -61,7 +62,7 @@ fn ping_is_answered_locally() {
     // Not GET: routed like anything else (here: no route).
     let mut ctx = Ctx::new();
     assert_eq!(
-        gw.admit(&req("POST", "/ping", &[]), &mut ctx),
+        gw.admit(&mut req("POST", "/ping", &[]), &mut ctx),
         Outcome::Respond(Reply::NotFound)
     );
 }
@@ -70,12 +71,12 @@ fn ping_is_answered_locally() {
 fn routed_request_continues_with_ids() {
     let gw = gateway(CONFIG);
     let mut ctx = Ctx::new();
-    let r = req(
+    let mut r = req(
         "GET",
         "/api/x",
         &[("X-Request-ID", "abc"), ("traceparent", "bad")],
     );
-    assert_eq!(gw.admit(&r, &mut ctx), Outcome::Continue);
+    assert_eq!(gw.admit(&mut r, &mut ctx), Outcome::Continue);
     assert_eq!(ctx.route, RouteLabel::Route(0));
     assert_eq!(ctx.request_id(), "abc");
     let tp = ctx.traceparent.clone().unwrap();
@@ -87,7 +88,7 @@ fn ping_can_be_disabled() {
     let gw = gateway(&format!("{CONFIG}ping:\n  enabled: false\n"));
     let mut ctx = Ctx::new();
     assert_eq!(
-        gw.admit(&req("GET", "/ping", &[]), &mut ctx),
+        gw.admit(&mut req("GET", "/ping", &[]), &mut ctx),
         Outcome::Respond(Reply::NotFound)
     );
 }

@@ -89,14 +89,21 @@ pub fn raw_request(port: u16, raw: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     s.write_all(raw).expect("write");
+    let (_, text) = read_response(&mut s);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// Reads one response (the head and a Content-Length body) from `s`, or what arrived
+/// before the peer closed. `true`: the whole response arrived.
+pub fn read_response(s: &mut TcpStream) -> (bool, String) {
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
-    // Read until the peer closes or the head and a Content-Length body are in.
     loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
         let text = String::from_utf8_lossy(&out);
         if let Some(end) = text.find("\r\n\r\n") {
             let len = text[..end]
@@ -108,17 +115,14 @@ pub fn raw_request(port: u16, raw: &[u8]) -> (u16, String) {
                 })
                 .unwrap_or(0);
             if out.len() >= end + 4 + len {
-                break;
+                return (true, text.to_string());
             }
         }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return (false, String::from_utf8_lossy(&out).to_string()),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
     }
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
 }
 
 /// The `gateway` binary built by cargo for these tests.

@@ -1,0 +1,60 @@
+//! The `edge` section: how request paths are normalised and what happens to header names
+//! with underscores. Defaults are the safe values an edge proxy needs (see SECURITY.md).
+
+use serde::Deserialize;
+
+/// What to do with an encoded `/` or `\` (`%2F`, `%5C`) in a path.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// 400: upstreams disagree on whether `%2F` separates segments (Envoy's REJECT_REQUEST).
+    #[default]
+    Reject,
+    /// Forward it encoded; it never separates segments for routing.
+    Keep,
+}
+
+/// `edge.path`: normalisation before routing (Envoy's `normalize_path` + `merge_slashes`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathConfig {
+    /// Decode percent-encoded unreserved characters and remove `.` / `..` segments.
+    /// Off: the path is routed and forwarded as sent (control bytes are still refused).
+    pub normalize: bool,
+    /// `//a` is `/a`.
+    pub merge_slashes: bool,
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for PathConfig {
+    fn default() -> Self {
+        Self {
+            normalize: true,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
+        }
+    }
+}
+
+/// What to do with a request header whose name contains `_`. CGI, WSGI, PHP and many
+/// frameworks read `X_Consumer_ID` and `X-Consumer-ID` as the same variable, so a name
+/// with `_` can smuggle a value past a rule about the `-` spelling.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscoreHeaders {
+    /// Remove the header and proxy the request (nginx's `underscores_in_headers off`).
+    #[default]
+    Drop,
+    /// Answer 400 (Envoy's `headers_with_underscores_action: REJECT_REQUEST`).
+    Reject,
+    /// Forward it, except the `_` spellings of headers the gateway sets itself.
+    Allow,
+}
+
+/// The `edge` section.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    pub path: PathConfig,
+    pub headers_with_underscores: UnderscoreHeaders,
+}
