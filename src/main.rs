@@ -42,10 +42,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("warn,gateway=info"),
-    )
-    .init();
+    gateway::observability::logger::Logger::install("warn,gateway=info");
 
     if let Some(Command::HashKey { key }) = &cli.command {
         let key = match key {

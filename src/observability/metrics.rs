@@ -220,6 +220,9 @@ impl Metrics {
                 "Request headers removed because their name contains '_'",
             )?,
         )?;
+        if let Some(races) = super::logger::pool_reuse_races() {
+            registry.register(Box::new(races.clone()))?;
+        }
         let route = |name: &str| RouteMetrics {
             name: name.to_string(),
             by_status: (0..STATUS_COUNT).map(|_| OnceLock::new()).collect(),

@@ -1,7 +1,9 @@
-//! Metrics (Prometheus), the structured access log, and the admin endpoints that expose them.
+//! Metrics (Prometheus), the structured access log, the process logger, and the admin
+//! endpoints that expose them.
 
 mod access_log;
 mod admin;
+pub mod logger;
 mod metrics;
 
 pub use access_log::{AccessLog, AccessRecord};
