@@ -88,12 +88,16 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(correlation::mint_traceparent()))
     });
 
-    let metrics = match Metrics::new(&["r1", "r2"], &[]) {
+    let metrics = match Metrics::new(&[]) {
         Ok(m) => m,
         Err(e) => panic!("metrics: {e}"),
     };
+    let routes = [metrics.route_metrics("r1"), metrics.route_metrics("r2")];
     c.bench_function("metrics/observe request", |b| {
-        b.iter(|| metrics.observe_request(RouteLabel::Route(1), black_box(200), black_box(0.0012)))
+        b.iter(|| {
+            let r = metrics.route(RouteLabel::Route(1), &routes);
+            metrics.observe_request(r, black_box(200), black_box(0.0012))
+        })
     });
 
     c.bench_function("access_log/format one line", |b| {

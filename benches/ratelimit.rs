@@ -20,7 +20,7 @@ fn limiter(rate_limits: &str) -> Arc<Limiter> {
         Ok(c) => c,
         Err(p) => panic!("bench config: {p:?}"),
     };
-    let metrics = match Metrics::new(&["r"], &["p"]) {
+    let metrics = match Metrics::new(&["p"]) {
         Ok(m) => Arc::new(m),
         Err(e) => panic!("{e}"),
     };

@@ -2,15 +2,17 @@
 
 use crate::config::{BackendAddr, Config, LogDestination};
 use crate::observability::{AccessLog, Admin, Metrics};
-use crate::proxy::{BareProxy, Gateway};
+use crate::proxy::{BareProxy, Gateway, Snapshot};
 use crate::ratelimit::Limiter;
-use crate::routing::{Pool, Router};
+use crate::reload::Reloader;
+use arc_swap::ArcSwap;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Why the server could not be built from a valid config.
@@ -46,6 +48,8 @@ pub struct RunOptions {
     pub upgrade: bool,
     /// Run a featureless pass-through proxy to the first route's first backend (for load tests).
     pub bare: bool,
+    /// The config file, re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
 }
 
 /// Resolves every backend address once, at start-up (DNS names are not re-resolved).
@@ -146,8 +150,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         return Ok(server);
     }
 
-    let router = Router::new(&config.routes);
-    let metrics = Arc::new(Metrics::for_gateway(&router, &config.rate_limits)?);
+    let metrics = Arc::new(Metrics::for_gateway(&config.rate_limits)?);
     let limiter = Arc::new(Limiter::new(&config.rate_limits, metrics.clone()));
     server.add_service(background_service("rate-limit sync", limiter.service()));
     if !config.rate_limits.policies.is_empty() && !limiter.is_distributed() {
@@ -156,23 +159,40 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         );
     }
 
-    let mut pools = Vec::new();
-    for (pool_config, addrs) in config.upstreams.iter().zip(&addrs) {
-        let (pool, health_service) = Pool::build(pool_config, addrs, &metrics);
-        server.add_boxed_service(health_service);
-        pools.push(Arc::new(pool));
-    }
+    let snapshot = Snapshot::build(config, &addrs, &metrics, None);
     // Build each pool's backend list now, so requests can be served before the
-    // health-check services have run once.
+    // health checks have run once.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(BuildError::Runtime)?;
     rt.block_on(async {
-        for p in &pools {
+        for p in &snapshot.pools {
             p.prime().await;
         }
+        // From here on SIGHUP is handled (the handler is process-wide and outlives this
+        // runtime), so a HUP during start-up cannot kill the process either.
+        if let Err(e) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            log::warn!("cannot handle SIGHUP: {e}");
+        }
     });
+    let state = Arc::new(ArcSwap::from_pointee(snapshot));
+    if let Some(path) = &options.config_path {
+        if let Ok(bytes) = std::fs::read(path) {
+            metrics.set_config_hash(&crate::reload::file_hash(&bytes));
+        }
+    }
+    // The pools' health checks run in the reload service, which starts and stops them as
+    // reloads add and drop pools.
+    server.add_service(background_service(
+        "config reload and health checks",
+        Reloader {
+            path: options.config_path.clone().unwrap_or_default(),
+            current: Mutex::new(config.clone()),
+            state: state.clone(),
+            metrics: metrics.clone(),
+        },
+    ));
 
     let access_log = match &config.access_log.destination {
         None => None,
@@ -192,32 +212,29 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         ),
     };
 
-    let auth = Arc::new(crate::auth::Authenticator::new(&config.auth));
-    if config
-        .auth
-        .jwt
-        .as_ref()
-        .is_some_and(|j| j.issuers.iter().any(|i| i.jwks_file.is_some()))
-    {
-        server.add_service(background_service(
-            "jwks reload",
-            crate::auth::JwksReload { auth: auth.clone() },
-        ));
-    }
+    let jwks_state = state.clone();
+    server.add_service(background_service(
+        "jwks reload",
+        crate::auth::JwksReload {
+            current: Box::new(move || jwks_state.load().auth.clone()),
+        },
+    ));
+    let admin_state = state.clone();
     let admin = Admin {
         metrics: metrics.clone(),
-        pools: pools.iter().map(|p| p.health.clone()).collect(),
+        pools: Box::new(move || {
+            admin_state
+                .load()
+                .pools
+                .iter()
+                .map(|p| p.health.clone())
+                .collect()
+        }),
     };
     let gateway = Gateway {
-        router,
-        pools,
-        correlation: config.correlation.clone(),
-        edge: crate::edge::Edge::new(&config.edge, &config.correlation.header),
-        ping: config.ping.clone(),
+        state,
         metrics,
         limiter,
-        auth,
-        trusted_proxies: config.trusted_proxies.clone(),
         access_log,
         upstream_idle_timeout: config.server.upstream_idle_timeout,
     };

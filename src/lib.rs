@@ -9,6 +9,7 @@
 //! - [`client_ip`]: the client address, through trusted proxies
 //! - [`clock`]: monotonic nanoseconds, precise and coarse
 //! - [`ratelimit`]: token buckets, exact across instances through Redis leases
+//! - [`reload`]: SIGHUP re-reads the config and swaps routes, pools and auth at once
 //! - [`routing`]: host + path-prefix routes, upstream pools, health
 //! - [`observability`]: metrics, access log, admin endpoints
 
@@ -22,4 +23,5 @@ pub mod edge;
 pub mod observability;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod routing;

@@ -87,6 +87,7 @@ fn main() -> ExitCode {
     let options = RunOptions {
         upgrade: cli.upgrade,
         bare: cli.bare,
+        config_path: Some(cli.config.clone()),
     };
     let server = match app::build(&config, &options) {
         Ok(s) => s,

@@ -240,7 +240,8 @@ impl Verifier {
 
 /// Re-reads JWKS files every second and drops cached verifications when keys change.
 pub struct JwksReload {
-    pub auth: Arc<super::Authenticator>,
+    /// The authenticator in force (a config reload may replace it).
+    pub current: Box<dyn Fn() -> Arc<super::Authenticator> + Send + Sync>,
 }
 
 #[async_trait]
@@ -251,8 +252,9 @@ impl BackgroundService for JwksReload {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => {
-                    if self.auth.verifier().is_some_and(Verifier::reload) {
-                        self.auth.clear_cache();
+                    let auth = (self.current)();
+                    if auth.verifier().is_some_and(Verifier::reload) {
+                        auth.clear_cache();
                     }
                 }
             }

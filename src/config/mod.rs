@@ -62,7 +62,7 @@ pub enum LimitKey {
     Consumer,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PolicyConfig {
     pub name: String,
     pub rate: u64,
@@ -72,7 +72,7 @@ pub struct PolicyConfig {
     pub on_redis_error: OnRedisError,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
     pub url: String,
     pub connect_timeout: Duration,
@@ -89,7 +89,7 @@ pub struct RedisConfig {
     pub key_prefix: String,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RateLimitConfig {
     /// `None`: every instance limits on its own state.
     pub redis: Option<RedisConfig>,
@@ -97,13 +97,13 @@ pub struct RateLimitConfig {
     pub max_keys: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Listen {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub threads: usize,
     pub work_stealing: bool,
@@ -132,7 +132,7 @@ impl fmt::Display for BackendAddr {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
     pub addr: BackendAddr,
     pub weight: usize,
@@ -146,7 +146,7 @@ pub enum HashKey {
     Header(http::HeaderName),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheckConfig {
     pub kind: HealthCheckKind,
     pub path: String,
@@ -158,7 +158,7 @@ pub struct HealthCheckConfig {
     pub unhealthy_threshold: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
     pub selection: Selection,
@@ -204,7 +204,7 @@ pub enum LogDestination {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccessLogConfig {
     pub destination: Option<LogDestination>,
     pub buffer_lines: usize,

@@ -11,13 +11,14 @@ use std::sync::Arc;
 /// The admin endpoints' application.
 pub struct Admin {
     pub metrics: Arc<Metrics>,
-    pub pools: Vec<Arc<PoolHealth>>,
+    /// The pools of the config in force (a reload may replace them).
+    pub pools: Box<dyn Fn() -> Vec<Arc<PoolHealth>> + Send + Sync>,
 }
 
 impl Admin {
     /// Reasons the gateway is not ready to serve; empty when it is.
     pub fn not_ready(&self) -> Vec<String> {
-        self.pools
+        (self.pools)()
             .iter()
             .filter_map(|p| p.not_ready_reason())
             .collect()

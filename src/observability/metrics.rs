@@ -25,8 +25,9 @@ pub enum RouteLabel {
 const STATUS_MIN: u16 = 0;
 const STATUS_COUNT: usize = 600; // 0..=599
 
-/// Counters for one route label: one lazily created counter per status code.
-struct RouteMetrics {
+/// Counters for one route label: one lazily created counter per status code. Made by
+/// [`Metrics::route_metrics`] for each route of a config (again on reload).
+pub struct RouteMetrics {
     name: String,
     by_status: Box<[OnceLock<IntCounter>]>,
     duration: Histogram,
@@ -36,7 +37,7 @@ struct RouteMetrics {
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
-    routes: Vec<RouteMetrics>,
+    durations: HistogramVec,
     ping: RouteMetrics,
     unrouted: RouteMetrics,
     upstream_healthy: IntGaugeVec,
@@ -54,6 +55,8 @@ pub struct Metrics {
     edge_refused: IntCounterVec,
     edge_paths_rewritten: IntCounter,
     edge_headers_dropped: IntCounter,
+    config_reloads: IntCounterVec,
+    config_info: IntGaugeVec,
 }
 
 /// Latency buckets (seconds) from 100 us to 10 s: a gateway answers in microseconds,
@@ -69,9 +72,10 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> promet
 }
 
 impl Metrics {
-    /// Creates the metrics for the given route names (in router order).
+    /// Creates the metrics of a gateway with these rate-limit policies. Route handles are
+    /// made per config with [`Metrics::route_metrics`].
     /// Fails only on an invalid metric definition, which the unit tests rule out.
-    pub fn new(route_names: &[&str], policy_names: &[&str]) -> prometheus::Result<Self> {
+    pub fn new(policy_names: &[&str]) -> prometheus::Result<Self> {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -220,6 +224,26 @@ impl Metrics {
                 "Request headers removed because their name contains '_'",
             )?,
         )?;
+        let config_reloads = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "gateway_config_reloads_total",
+                    "Config reloads (SIGHUP) by result: applied, invalid (the file has problems), refused (a change needs a restart)",
+                ),
+                &["result"],
+            )?,
+        )?;
+        let config_info = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "gateway_config_info",
+                    "1 for the SHA-256 of the config file in force",
+                ),
+                &["sha256"],
+            )?,
+        )?;
         if let Some(races) = super::logger::pool_reuse_races() {
             registry.register(Box::new(races.clone()))?;
         }
@@ -229,11 +253,11 @@ impl Metrics {
             duration: durations.with_label_values(&[name]),
         };
         Ok(Self {
-            routes: route_names.iter().map(|n| route(n)).collect(),
             ping: route("ping"),
             unrouted: route("none"),
             registry,
             requests,
+            durations,
             upstream_healthy,
             access_log_dropped,
             limit_decisions,
@@ -247,6 +271,8 @@ impl Metrics {
             edge_refused,
             edge_paths_rewritten,
             edge_headers_dropped,
+            config_reloads,
+            config_info,
         })
     }
 
@@ -283,14 +309,30 @@ impl Metrics {
         self.edge_refused.with_label_values(&[reason]).inc();
     }
 
-    /// The metrics for a gateway with these routes (in router order) and policies.
-    pub fn for_gateway(
-        router: &crate::routing::Router,
-        limits: &crate::config::RateLimitConfig,
-    ) -> prometheus::Result<Self> {
-        let routes: Vec<&str> = router.routes().iter().map(|r| r.name.as_str()).collect();
+    /// Counts a reload attempt: `applied`, `invalid` or `refused`.
+    pub fn observe_reload(&self, result: &str) {
+        self.config_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Names the config in force by the SHA-256 (hex) of its file.
+    pub fn set_config_hash(&self, sha256: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[sha256]).set(1);
+    }
+
+    /// The metrics for a gateway with these rate-limit policies.
+    pub fn for_gateway(limits: &crate::config::RateLimitConfig) -> prometheus::Result<Self> {
         let policies: Vec<&str> = limits.policies.iter().map(|p| p.name.as_str()).collect();
-        Self::new(&routes, &policies)
+        Self::new(&policies)
+    }
+
+    /// Handles for a route named `name`: label values resolved once, not per request.
+    pub fn route_metrics(&self, name: &str) -> RouteMetrics {
+        RouteMetrics {
+            name: name.to_string(),
+            by_status: (0..STATUS_COUNT).map(|_| OnceLock::new()).collect(),
+            duration: self.durations.with_label_values(&[name]),
+        }
     }
 
     /// Counts one rate-limit decision.
@@ -321,17 +363,17 @@ impl Metrics {
         self.limit_keys.set(n as i64);
     }
 
-    fn route(&self, label: RouteLabel) -> &RouteMetrics {
+    /// The handles of `label`; `routes` are those of the config the request ran under.
+    pub fn route<'a>(&'a self, label: RouteLabel, routes: &'a [RouteMetrics]) -> &'a RouteMetrics {
         match label {
-            RouteLabel::Route(i) => self.routes.get(i).unwrap_or(&self.unrouted),
+            RouteLabel::Route(i) => routes.get(i).unwrap_or(&self.unrouted),
             RouteLabel::Ping => &self.ping,
             RouteLabel::Unrouted => &self.unrouted,
         }
     }
 
     /// Counts one answered request. Lock-free after the first request of each (route, status).
-    pub fn observe_request(&self, label: RouteLabel, status: u16, seconds: f64) {
-        let r = self.route(label);
+    pub fn observe_request(&self, r: &RouteMetrics, status: u16, seconds: f64) {
         r.duration.observe(seconds);
         let status = status.clamp(STATUS_MIN, STATUS_MIN + STATUS_COUNT as u16 - 1);
         if let Some(slot) = r.by_status.get(usize::from(status - STATUS_MIN)) {
@@ -368,13 +410,16 @@ mod tests {
 
     #[test]
     fn counts_by_route_and_status() {
-        let m = Metrics::new(&["api", "web"], &["p"]).unwrap();
-        m.observe_request(RouteLabel::Route(0), 200, 0.001);
-        m.observe_request(RouteLabel::Route(0), 200, 0.002);
-        m.observe_request(RouteLabel::Route(1), 503, 0.0001);
-        m.observe_request(RouteLabel::Unrouted, 404, 0.0001);
-        m.observe_request(RouteLabel::Ping, 200, 0.0001);
-        m.observe_request(RouteLabel::Route(0), 0, 0.0001);
+        let m = Metrics::new(&["p"]).unwrap();
+        let routes = [m.route_metrics("api"), m.route_metrics("web")];
+        let at = |label| m.route(label, &routes);
+        m.observe_request(at(RouteLabel::Route(0)), 200, 0.001);
+        m.observe_request(at(RouteLabel::Route(0)), 200, 0.002);
+        m.observe_request(at(RouteLabel::Route(1)), 503, 0.0001);
+        m.observe_request(at(RouteLabel::Unrouted), 404, 0.0001);
+        m.observe_request(at(RouteLabel::Ping), 200, 0.0001);
+        m.observe_request(at(RouteLabel::Route(0)), 0, 0.0001);
+        m.observe_request(at(RouteLabel::Route(7)), 200, 0.0001);
         m.set_backend_health("api", &"127.0.0.1:1".parse().unwrap(), false);
         let text = m.render();
         assert!(
@@ -383,6 +428,10 @@ mod tests {
         );
         assert!(text.contains("gateway_requests_total{route=\"web\",status=\"503\"} 1"));
         assert!(text.contains("gateway_requests_total{route=\"none\",status=\"404\"} 1"));
+        assert!(
+            text.contains("gateway_requests_total{route=\"none\",status=\"200\"} 1"),
+            "an index past the routes counts as unrouted"
+        );
         assert!(text.contains("gateway_requests_total{route=\"ping\",status=\"200\"} 1"));
         assert!(
             text.contains("gateway_requests_total{route=\"api\",status=\"0\"} 1"),

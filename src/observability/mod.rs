@@ -8,4 +8,4 @@ mod metrics;
 
 pub use access_log::{AccessLog, AccessRecord};
 pub use admin::Admin;
-pub use metrics::{Metrics, RouteLabel};
+pub use metrics::{Metrics, RouteLabel, RouteMetrics};

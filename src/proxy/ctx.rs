@@ -1,13 +1,18 @@
 //! The per-request context: what the stages of one request learned, for the later hooks.
 
+use super::Snapshot;
 use crate::observability::RouteLabel;
 use http::HeaderValue;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// State carried from `request_filter` through `logging` for one request.
 pub struct Ctx {
     pub started: Instant,
+    /// The config in force when the request started; it finishes on it, whatever a
+    /// reload swaps meanwhile.
+    pub snapshot: Arc<Snapshot>,
     /// Set by the correlation stage, first thing in `request_filter`.
     pub request_id: Option<HeaderValue>,
     /// A valid incoming or freshly minted `traceparent`; `None` when disabled.
@@ -36,9 +41,10 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new() -> Self {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
         Self {
             started: Instant::now(),
+            snapshot,
             request_id: None,
             traceparent: None,
             route: RouteLabel::Unrouted,
@@ -61,11 +67,5 @@ impl Ctx {
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
-    }
-}
-
-impl Default for Ctx {
-    fn default() -> Self {
-        Self::new()
     }
 }

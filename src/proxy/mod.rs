@@ -14,19 +14,20 @@
 mod bare;
 mod ctx;
 mod respond;
+mod snapshot;
 
 pub use bare::BareProxy;
 pub use ctx::Ctx;
 pub use respond::Reply;
+pub use snapshot::Snapshot;
 
-use crate::auth::Authenticator;
-use crate::config::{AuthMode, CorrelationConfig, HashKey, LimitKey};
+use crate::config::{AuthMode, HashKey, LimitKey};
 use crate::correlation;
-use crate::edge::Edge;
 use crate::observability::{AccessLog, AccessRecord, Metrics, RouteLabel};
 use crate::ratelimit::Limiter;
 use crate::routing::breaker::Outcome as Attempt;
-use crate::routing::{request_host, Pool, Router};
+use crate::routing::{request_host, Pool};
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -51,18 +52,13 @@ pub enum Outcome {
     Respond(Reply),
 }
 
-/// The gateway's proxy logic, built once from the config and shared by all workers.
+/// The gateway's proxy logic, shared by all workers.
 pub struct Gateway {
-    pub router: Router,
-    pub pools: Vec<Arc<Pool>>,
-    pub correlation: CorrelationConfig,
-    /// Path normalisation and header-name rules, applied before routing.
-    pub edge: Edge,
-    pub ping: Option<crate::config::PingConfig>,
+    /// Routes, pools, auth and request rules: swapped whole by a config reload. Each
+    /// request reads it once (`new_ctx`) and keeps that snapshot to the end.
+    pub state: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<Limiter>,
-    pub auth: Arc<Authenticator>,
-    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub access_log: Option<AccessLog>,
     /// How long an idle upstream connection may stay pooled; `None`: until the upstream closes it.
     pub upstream_idle_timeout: Option<Duration>,
@@ -71,17 +67,18 @@ pub struct Gateway {
 impl Gateway {
     /// The request stages before proxying: plain values in, a decision out.
     pub fn admit(&self, req: &mut RequestHeader, ctx: &mut Ctx) -> Outcome {
-        self.correlate(req, ctx);
-        if let Err(reply) = self.clean(req) {
+        let snap = Arc::clone(&ctx.snapshot);
+        Self::correlate(&snap, req, ctx);
+        if let Err(reply) = self.clean(&snap, req) {
             ctx.error = Some(reply.message());
             return Outcome::Respond(reply);
         }
-        if self.is_ping(req) {
+        if Self::is_ping(&snap, req) {
             ctx.route = RouteLabel::Ping;
-            ctx.limit_policy = self.ping.as_ref().and_then(|p| p.rate_limit);
+            ctx.limit_policy = snap.ping.as_ref().and_then(|p| p.rate_limit);
             return Outcome::Respond(Reply::Pong);
         }
-        match self.route_and_authorize(req, ctx) {
+        match Self::route_and_authorize(&snap, req, ctx) {
             Ok(()) => Outcome::Continue,
             Err(reply) => {
                 if ctx.error.is_none() {
@@ -93,13 +90,13 @@ impl Gateway {
     }
 
     /// Stage 1: keep a sane request id or mint one; the same for traceparent.
-    fn correlate(&self, req: &RequestHeader, ctx: &mut Ctx) {
+    fn correlate(snap: &Snapshot, req: &RequestHeader, ctx: &mut Ctx) {
         let (id, _) = correlation::assign(
-            req.headers.get(&self.correlation.header),
-            self.correlation.trust_incoming,
+            req.headers.get(&snap.correlation.header),
+            snap.correlation.trust_incoming,
         );
         ctx.request_id = Some(id);
-        if self.correlation.traceparent {
+        if snap.correlation.traceparent {
             ctx.traceparent = Some(match req.headers.get("traceparent") {
                 Some(tp) if correlation::is_valid_traceparent(tp.as_bytes()) => tp.clone(),
                 _ => correlation::mint_traceparent(),
@@ -109,8 +106,8 @@ impl Gateway {
 
     /// Stage 2: the path in its canonical spelling, header names without `_`: every later
     /// stage, the access log and the upstream see the request as cleaned here.
-    fn clean(&self, req: &mut RequestHeader) -> Result<(), Reply> {
-        match self.edge.clean(req) {
+    fn clean(&self, snap: &Snapshot, req: &mut RequestHeader) -> Result<(), Reply> {
+        match snap.edge.clean(req) {
             Ok(cleaned) => {
                 self.metrics
                     .observe_edge_cleaned(cleaned.path_rewritten, cleaned.headers_dropped);
@@ -124,26 +121,30 @@ impl Gateway {
     }
 
     /// Stage 3: the built-in health endpoint of the gateway itself.
-    fn is_ping(&self, req: &RequestHeader) -> bool {
-        self.ping
+    fn is_ping(snap: &Snapshot, req: &RequestHeader) -> bool {
+        snap.ping
             .as_ref()
             .is_some_and(|p| req.method == http::Method::GET && req.uri.path() == p.path)
     }
 
     /// Stages 4 to 6: route, authenticate, check the pool. An `Err` is the reply.
-    fn route_and_authorize(&self, req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reply> {
-        let (index, route) = self
+    fn route_and_authorize(
+        snap: &Snapshot,
+        req: &RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<(), Reply> {
+        let (index, route) = snap
             .router
             .find(request_host(req), req.uri.path())
             .ok_or(Reply::NotFound)?;
         ctx.route = RouteLabel::Route(index);
-        let tier = self.authenticate(route.auth, req, ctx)?;
+        let tier = Self::authenticate(snap, route.auth, req, ctx)?;
         if !route.allows_tier(tier) {
             return Err(Reply::Forbidden);
         }
         ctx.limit_policy = route.rate_limit(tier);
         // Fail fast when no backend can take the request: no upstream connection is attempted.
-        let pool = self.pools.get(route.pool).ok_or(Reply::Internal)?;
+        let pool = snap.pools.get(route.pool).ok_or(Reply::Internal)?;
         if !pool.health.available() {
             pool.health.short_circuited();
             return Err(Reply::Unavailable {
@@ -155,7 +156,7 @@ impl Gateway {
 
     /// Stage 5: a principal and its tier, or anonymous (tier 0).
     fn authenticate(
-        &self,
+        snap: &Snapshot,
         mode: AuthMode,
         req: &RequestHeader,
         ctx: &mut Ctx,
@@ -163,14 +164,15 @@ impl Gateway {
         if mode == AuthMode::None {
             return Ok(0);
         }
-        match self.auth.authenticate(req, crate::auth::unix_now()) {
+        let auth = &snap.auth;
+        match auth.authenticate(req, crate::auth::unix_now()) {
             Ok(Some(p)) => {
                 let tier = p.tier;
                 ctx.principal = Some(p);
                 Ok(tier)
             }
             Ok(None) if mode == AuthMode::Required => Err(Reply::Unauthorized {
-                challenge: self.auth.challenge_missing.clone(),
+                challenge: auth.challenge_missing.clone(),
                 invalid: false,
             }),
             Ok(None) => Ok(0),
@@ -178,19 +180,27 @@ impl Gateway {
                 // The reason goes to the access log; no token or key material does.
                 ctx.error = Some(e.reason());
                 Err(Reply::Unauthorized {
-                    challenge: self.auth.challenge_invalid.clone(),
+                    challenge: auth.challenge_invalid.clone(),
                     invalid: true,
                 })
             }
         }
     }
 
-    fn route_of(&self, ctx: &Ctx) -> Option<(&crate::routing::Route, &Arc<Pool>)> {
-        let RouteLabel::Route(i) = ctx.route else {
+    /// The route and pool a request was routed to, in its snapshot.
+    fn route_of(ctx: &Ctx) -> Option<(&crate::routing::Route, &Arc<Pool>)> {
+        Self::route_of_in(&ctx.snapshot, ctx.route)
+    }
+
+    fn route_of_in(
+        snap: &Snapshot,
+        label: RouteLabel,
+    ) -> Option<(&crate::routing::Route, &Arc<Pool>)> {
+        let RouteLabel::Route(i) = label else {
             return None;
         };
-        let route = self.router.get(i)?;
-        Some((route, self.pools.get(route.pool)?))
+        let route = snap.router.get(i)?;
+        Some((route, snap.pools.get(route.pool)?))
     }
 
     /// Tells the breaker how the last upstream attempt went, once.
@@ -199,9 +209,10 @@ impl Gateway {
             return;
         };
         ctx.breaker_slot = false;
-        let Some((_, pool)) = self.route_of(ctx) else {
+        let Some((_, pool)) = Self::route_of(ctx) else {
             return;
         };
+        let pool = Arc::clone(pool);
         let outcome = match (ctx.upstream_status, e) {
             (Some(s), _) if s >= 500 && pool.health.counts_5xx() => Attempt::Failure,
             (Some(_), _) => Attempt::Success,
@@ -218,9 +229,13 @@ impl Gateway {
         pool.health.record(&addr, outcome);
     }
 
-    fn route_name(&self, label: RouteLabel) -> &str {
-        match label {
-            RouteLabel::Route(i) => self.router.get(i).map_or("none", |r| r.name.as_str()),
+    fn route_name(ctx: &Ctx) -> &str {
+        match ctx.route {
+            RouteLabel::Route(i) => ctx
+                .snapshot
+                .router
+                .get(i)
+                .map_or("none", |r| r.name.as_str()),
             RouteLabel::Ping => "ping",
             RouteLabel::Unrouted => "none",
         }
@@ -320,7 +335,7 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::new()
+        Ctx::new(self.state.load_full())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
@@ -328,7 +343,7 @@ impl ProxyHttp for Gateway {
             crate::client_ip::client_ip(
                 peer,
                 session.req_header().headers.get("x-forwarded-for"),
-                &self.trusted_proxies,
+                &ctx.snapshot.trusted_proxies,
             )
         });
         let mut outcome = self.admit(session.req_header_mut(), ctx);
@@ -364,7 +379,8 @@ impl ProxyHttp for Gateway {
         match outcome {
             Outcome::Continue => Ok(false),
             Outcome::Respond(reply) => {
-                respond::respond(session, ctx, &self.correlation.header, &reply).await?;
+                let header = ctx.snapshot.correlation.header.clone();
+                respond::respond(session, ctx, &header, &reply).await?;
                 Ok(true) // Pingora: true = "a response was already sent"
             }
         }
@@ -375,7 +391,8 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let Some((route, pool)) = self.route_of(ctx) else {
+        let snap = Arc::clone(&ctx.snapshot);
+        let Some((route, pool)) = Self::route_of_in(&snap, ctx.route) else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
         };
         let mut buf = [0u8; 16];
@@ -426,7 +443,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let retry = match self.route_of(ctx) {
+        let snap = Arc::clone(&ctx.snapshot);
+        let retry = match Self::route_of_in(&snap, ctx.route) {
             Some((route, pool)) => {
                 ctx.failed_backend = peer.address().as_inet().copied();
                 if let Some(addr) = &ctx.failed_backend {
@@ -451,23 +469,24 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        let snap = &ctx.snapshot;
         if let Some(id) = &ctx.request_id {
-            upstream.insert_header(self.correlation.header.clone(), id.clone())?;
+            upstream.insert_header(snap.correlation.header.clone(), id.clone())?;
         }
         // Identity headers come only from the gateway: a client cannot claim a tier.
         upstream.remove_header("x-consumer-id");
         upstream.remove_header("x-consumer-tier");
         if let Some(p) = &ctx.principal {
-            let auth = self.auth.config();
+            let auth = snap.auth.config();
             if auth.forward_identity {
                 upstream.insert_header("x-consumer-id", p.consumer.as_ref())?;
-                upstream.insert_header("x-consumer-tier", self.auth.tier_name(p.tier))?;
+                upstream.insert_header("x-consumer-tier", snap.auth.tier_name(p.tier))?;
             }
             if auth.strip_credentials {
-                if let Some(h) = self.auth.credential_header(p.method) {
+                if let Some(h) = snap.auth.credential_header(p.method) {
                     upstream.remove_header(&h);
                 }
-                if let Some(cookie) = self
+                if let Some(cookie) = snap
                     .auth
                     .without_credential_cookie(p.method, &upstream.headers)
                 {
@@ -522,7 +541,7 @@ impl ProxyHttp for Gateway {
             }
         }
         upstream.insert_header("x-forwarded-proto", "http")?;
-        if let Some((route, _)) = self.route_of(ctx) {
+        if let Some((route, _)) = Self::route_of(ctx) {
             if let Some(rest) = route.rewrite(upstream.uri.path()) {
                 let path = if rest.is_empty() { "/" } else { rest };
                 let uri = match upstream.uri.query() {
@@ -560,7 +579,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         if let Some(id) = &ctx.request_id {
-            resp.insert_header(self.correlation.header.clone(), id.clone())?;
+            resp.insert_header(ctx.snapshot.correlation.header.clone(), id.clone())?;
         }
         if let Some((policy, state)) = &ctx.rate_limit {
             resp.insert_header("ratelimit-policy", policy.clone())?;
@@ -570,9 +589,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let retry_after = self
-            .route_of(ctx)
-            .map_or(Duration::from_secs(1), |(_, p)| p.health.retry_after());
+        let retry_after =
+            Self::route_of(ctx).map_or(Duration::from_secs(1), |(_, p)| p.health.retry_after());
         let reply = reply_for(e, retry_after);
         let code = reply.as_ref().map_or(0, Reply::status);
         if ctx.error.is_none() {
@@ -589,7 +607,7 @@ impl ProxyHttp for Gateway {
                     ctx.request_id = Some(correlation::mint_request_id());
                 }
                 if let Err(we) =
-                    respond::respond(session, ctx, &self.correlation.header, &reply).await
+                    respond::respond(session, ctx, &ctx.snapshot.correlation.header, &reply).await
                 {
                     log::debug!(
                         "request_id={} cannot send error response: {we}",
@@ -608,8 +626,9 @@ impl ProxyHttp for Gateway {
         self.record_attempt(e, ctx);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
+        let route = self.metrics.route(ctx.route, &ctx.snapshot.route_metrics);
         self.metrics
-            .observe_request(ctx.route, status, elapsed.as_secs_f64());
+            .observe_request(route, status, elapsed.as_secs_f64());
         let Some(log) = &self.access_log else {
             return;
         };
@@ -637,9 +656,12 @@ impl ProxyHttp for Gateway {
             status,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream: upstream.as_deref(),
-            route: self.route_name(ctx.route),
+            route: Self::route_name(ctx),
             consumer: ctx.principal.as_ref().map(|p| p.consumer.as_ref()),
-            tier: ctx.principal.as_ref().map(|p| self.auth.tier_name(p.tier)),
+            tier: ctx
+                .principal
+                .as_ref()
+                .map(|p| ctx.snapshot.auth.tier_name(p.tier)),
             bytes_sent: session.body_bytes_sent(),
             error,
         });

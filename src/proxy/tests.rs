@@ -17,28 +17,20 @@ correlation:
 
 fn gateway(text: &str) -> Gateway {
     let cfg = config::parse(text).unwrap();
-    let router = Router::new(&cfg.routes);
-    let metrics = Arc::new(Metrics::for_gateway(&router, &cfg.rate_limits).unwrap());
+    let metrics = Arc::new(Metrics::for_gateway(&cfg.rate_limits).unwrap());
     let addrs = crate::app::resolve_backends(&cfg).unwrap();
-    let pools = cfg
-        .upstreams
-        .iter()
-        .zip(&addrs)
-        .map(|(p, a)| Arc::new(Pool::build(p, a, &metrics).0))
-        .collect();
+    let snapshot = Snapshot::build(&cfg, &addrs, &metrics, None);
     Gateway {
-        router,
-        pools,
-        correlation: cfg.correlation.clone(),
-        edge: crate::edge::Edge::new(&cfg.edge, &cfg.correlation.header),
-        ping: cfg.ping.clone(),
-        auth: Arc::new(crate::auth::Authenticator::new(&cfg.auth)),
+        state: Arc::new(ArcSwap::from_pointee(snapshot)),
         limiter: Arc::new(Limiter::new(&cfg.rate_limits, metrics.clone())),
         metrics,
-        trusted_proxies: cfg.trusted_proxies.clone(),
         access_log: None,
         upstream_idle_timeout: None,
     }
+}
+
+fn new_ctx(gw: &Gateway) -> Ctx {
+    Ctx::new(gw.state.load_full())
 }
 
 fn req(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHeader {
@@ -52,7 +44,7 @@ fn req(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHeader {
 #[test]
 fn ping_is_answered_locally() {
     let gw = gateway(CONFIG);
-    let mut ctx = Ctx::new();
+    let mut ctx = new_ctx(&gw);
     assert_eq!(
         gw.admit(&mut req("GET", "/ping", &[]), &mut ctx),
         Outcome::Respond(Reply::Pong)
@@ -60,7 +52,7 @@ fn ping_is_answered_locally() {
     assert_eq!(ctx.route, RouteLabel::Ping);
     assert!(ctx.request_id.is_some());
     // Not GET: routed like anything else (here: no route).
-    let mut ctx = Ctx::new();
+    let mut ctx = new_ctx(&gw);
     assert_eq!(
         gw.admit(&mut req("POST", "/ping", &[]), &mut ctx),
         Outcome::Respond(Reply::NotFound)
@@ -70,7 +62,7 @@ fn ping_is_answered_locally() {
 #[test]
 fn routed_request_continues_with_ids() {
     let gw = gateway(CONFIG);
-    let mut ctx = Ctx::new();
+    let mut ctx = new_ctx(&gw);
     let mut r = req(
         "GET",
         "/api/x",
@@ -86,7 +78,7 @@ fn routed_request_continues_with_ids() {
 #[test]
 fn ping_can_be_disabled() {
     let gw = gateway(&format!("{CONFIG}ping:\n  enabled: false\n"));
-    let mut ctx = Ctx::new();
+    let mut ctx = new_ctx(&gw);
     assert_eq!(
         gw.admit(&mut req("GET", "/ping", &[]), &mut ctx),
         Outcome::Respond(Reply::NotFound)

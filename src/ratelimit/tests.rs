@@ -12,7 +12,7 @@ fn limiter(yaml: &str) -> Limiter {
         .iter()
         .map(|p| p.name.as_str())
         .collect();
-    let metrics = Arc::new(Metrics::new(&["r"], &names).unwrap());
+    let metrics = Arc::new(Metrics::new(&names).unwrap());
     Limiter::new(&cfg.rate_limits, metrics)
 }
 

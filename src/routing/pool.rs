@@ -11,8 +11,8 @@ use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::{Consistent, Random, RoundRobin};
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
-use pingora::services::background::background_service;
-use pingora::services::ServiceWithDependents;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -302,16 +302,18 @@ pub struct Pool {
     balancer: Balancer,
     pub hash_key: HashKey,
     pub health: Arc<PoolHealth>,
+    /// What it was built from: a reload keeps the pool (its health and breaker state)
+    /// when both are unchanged.
+    config: PoolConfig,
+    addrs: Vec<SocketAddr>,
+    /// Set when a reload drops the pool: its health checks stop.
+    retired: tokio::sync::watch::Sender<bool>,
 }
 
 impl Pool {
-    /// Builds the pool from resolved backend addresses, and the background service that
-    /// runs its health checks (to be added to the server).
-    pub fn build(
-        config: &PoolConfig,
-        addrs: &[SocketAddr],
-        metrics: &Arc<Metrics>,
-    ) -> (Self, Box<dyn ServiceWithDependents>) {
+    /// Builds the pool from resolved backend addresses. Its health checks run once
+    /// [`Pool::run_health_checks`] is spawned.
+    pub fn build(config: &PoolConfig, addrs: &[SocketAddr], metrics: &Arc<Metrics>) -> Self {
         let backends: BTreeSet<Backend> = config
             .backends
             .iter()
@@ -347,7 +349,6 @@ impl Pool {
             }) as Box<dyn HealthCheck + Send + Sync>
         });
         let interval = config.health_check.as_ref().map(|hc| hc.interval);
-        let name = format!("health checks of pool {}", config.name);
         macro_rules! balancer {
             ($variant:ident) => {{
                 let mut lb = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
@@ -356,25 +357,55 @@ impl Pool {
                 }
                 lb.health_check_frequency = interval;
                 lb.parallel_health_check = true;
-                let service = background_service(&name, lb);
-                let lb = service.task();
-                (
-                    Balancer::$variant(lb),
-                    Box::new(service) as Box<dyn ServiceWithDependents>,
-                )
+                Balancer::$variant(Arc::new(lb))
             }};
         }
-        let (balancer, service) = match config.selection {
+        let balancer = match config.selection {
             Selection::RoundRobin | Selection::Weighted => balancer!(RoundRobin),
             Selection::Random => balancer!(Random),
             Selection::ConsistentHash => balancer!(Consistent),
         };
-        let pool = Pool {
+        Pool {
             balancer,
             hash_key: config.hash_key.clone(),
             health,
+            config: config.clone(),
+            addrs: addrs.to_vec(),
+            retired: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Whether this pool was built from exactly `config` and `addrs`.
+    pub fn same_as(&self, config: &PoolConfig, addrs: &[SocketAddr]) -> bool {
+        &self.config == config && self.addrs == addrs
+    }
+
+    /// Stops the pool's health checks (a reload dropped it; requests still holding it
+    /// finish on its last known health).
+    pub fn retire(&self) {
+        self.retired.send_replace(true);
+    }
+
+    /// Runs the pool's health checks (Pingora's load-balancer service) until the server
+    /// shuts down or the pool is retired.
+    pub async fn run_health_checks(&self, mut shutdown: ShutdownWatch) {
+        let (stop, watch) = tokio::sync::watch::channel(false);
+        let mut retired = self.retired.subscribe();
+        let checks = async {
+            match &self.balancer {
+                Balancer::RoundRobin(lb) => lb.start(watch).await,
+                Balancer::Random(lb) => lb.start(watch).await,
+                Balancer::Consistent(lb) => lb.start(watch).await,
+            }
         };
-        (pool, service)
+        let stopper = async {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => {}
+                _ = retired.wait_for(|r| *r) => {}
+            }
+            stop.send_replace(true);
+        };
+        tokio::join!(checks, stopper);
     }
 
     /// Picks a healthy backend whose breaker lets the request through (taking a half-open

@@ -138,6 +138,8 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub access_log: PathBuf,
+    /// The sections the harness added in front of the test's YAML.
+    pub prefix: String,
 }
 
 impl Gateway {
@@ -181,6 +183,7 @@ impl Gateway {
         if !has("access_log") {
             text += &format!("access_log:\n  destination: {}\n", access_log.display());
         }
+        let prefix = text.clone();
         text += yaml;
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, text).expect("write config");
@@ -201,7 +204,43 @@ impl Gateway {
             dir,
             config_path,
             access_log,
+            prefix,
         }
+    }
+
+    /// Sends `signal` (e.g. "HUP") to the running gateway.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal}");
+    }
+
+    /// Rewrites the config file with `yaml` behind the same harness sections, sends
+    /// SIGHUP, and waits until `gateway_config_reloads_total` counts one more reload.
+    pub fn reload(&self, yaml: &str) {
+        let count = |gw: &Self| -> f64 {
+            ["applied", "invalid", "refused"]
+                .iter()
+                .map(|r| gw.metric(&format!("gateway_config_reloads_total{{result=\"{r}\"}}")))
+                .sum()
+        };
+        let before = count(self);
+        std::fs::write(&self.config_path, format!("{}{yaml}", self.prefix)).expect("write config");
+        self.signal("HUP");
+        wait_for("the reload to finish", Duration::from_secs(10), || {
+            (count(self) > before).then_some(())
+        });
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Waits until both listeners answer.
