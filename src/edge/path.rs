@@ -172,36 +172,38 @@ pub fn normalize<'a>(path: &'a str, config: &PathConfig) -> Result<Cow<'a, str>,
 
 /// RFC 3986 5.2.4 on an absolute path, segment by segment, with empty segments merged
 /// when `merge_slashes` is set. `..` above the root is an error, not silently dropped
-/// (as nginx answers 400): a client that writes it is probing.
+/// (as nginx answers 400): a client that writes it is probing. Writes straight into the
+/// output: `..` truncates it back to the previous `/`.
 fn remove_dot_segments(path: &[u8], merge_slashes: bool) -> Result<Vec<u8>, PathError> {
-    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut out: Vec<u8> = Vec::with_capacity(path.len());
     // The path starts with '/', so the first split item is the empty string before it.
-    let segments: Vec<&[u8]> = path.split(|&b| b == b'/').skip(1).collect();
-    let last = segments.len().saturating_sub(1);
+    let mut segments = path.split(|&b| b == b'/').skip(1).peekable();
     let mut trailing_slash = false;
-    for (i, seg) in segments.iter().enumerate() {
-        let is_last = i == last;
+    while let Some(seg) = segments.next() {
+        let is_last = segments.peek().is_none();
         let name = seg.split(|&b| b == b';').next().unwrap_or(seg);
+        trailing_slash = false;
         match name {
             b"." | b".." if name.len() != seg.len() => return Err(PathError::DotSegmentParams),
             b"." => trailing_slash = is_last,
             b".." => {
-                if kept.pop().is_none() {
-                    return Err(PathError::AboveRoot);
-                }
+                // `out` is "/s1/s2/..": drop the last "/segment", or climb above the root.
+                let cut = out
+                    .iter()
+                    .rposition(|&b| b == b'/')
+                    .ok_or(PathError::AboveRoot)?;
+                out.truncate(cut);
                 trailing_slash = is_last;
             }
             b"" if is_last => trailing_slash = true,
             b"" if merge_slashes => {}
-            _ => kept.push(seg),
+            _ => {
+                out.push(b'/');
+                out.extend_from_slice(seg);
+            }
         }
     }
-    let mut out = Vec::with_capacity(path.len());
-    for seg in &kept {
-        out.push(b'/');
-        out.extend_from_slice(seg);
-    }
-    if trailing_slash || kept.is_empty() {
+    if trailing_slash || out.is_empty() {
         out.push(b'/');
     }
     Ok(out)
