@@ -6,6 +6,7 @@
 mod auth;
 mod locate;
 mod raw;
+mod tree;
 
 pub use auth::{
     ApiKeyConfig, ApiKeysConfig, AuthConfig, AuthMode, IssuerConfig, JwtConfig, JwtKeyConfig,
@@ -274,12 +275,24 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates config text. Every problem found is returned, not just the first.
 pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    // serde_yaml reads it first: it refuses a document nested too deep for it (or broken)
+    // before the line index walks it.
+    let tree = match tree::parse(text) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(vec![Problem {
+                at: String::new(),
+                line: e.location().map(|l| l.line()),
+                message: format!("not valid YAML: {e}"),
+            }])
+        }
+    };
     let lines = LineIndex::build(text);
     let mut v = Validator {
         lines: &lines,
         problems: Vec::new(),
     };
-    let config = v.document(text);
+    let config = v.document(tree);
     match config {
         Some(c) if v.problems.is_empty() => Ok(c),
         _ => {
@@ -347,19 +360,21 @@ impl Validator<'_> {
         }
     }
 
-    fn document(&mut self, text: &str) -> Option<Config> {
-        let value: serde_yaml::Value = match serde_yaml::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                self.problems.push(Problem {
-                    at: String::new(),
-                    line: e.location().map(|l| l.line()),
-                    message: format!("not valid YAML: {e}"),
-                });
-                return None;
+    fn document(&mut self, tree: tree::Tree) -> Option<Config> {
+        for d in self.lines.duplicates() {
+            self.problems.push(Problem {
+                at: d.path.clone(),
+                line: Some(d.line),
+                message: format!("duplicate key `{}` (first at line {})", d.key, d.first),
+            });
+        }
+        if self.lines.duplicates().is_empty() {
+            // Only when the line index could not read the file.
+            for key in &tree.duplicates {
+                self.problem("", format!("duplicate key `{key}`"));
             }
-        };
-        let mut doc = match value {
+        }
+        let mut doc = match tree.value {
             serde_yaml::Value::Mapping(m) => m,
             serde_yaml::Value::Null => serde_yaml::Mapping::new(),
             _ => {

@@ -200,3 +200,34 @@ fn errors_display_with_line_and_path() {
         "line 8: routes[0].upstream: no pool named \"billing\" (pools: api)"
     );
 }
+
+#[test]
+fn a_duplicate_key_is_reported_at_its_second_line() {
+    let p = problems(&format!(
+        "{MINIMAL}upstreams:\n  other:\n    backends: []\n"
+    ));
+    assert_eq!(
+        p.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec!["line 9: upstreams: duplicate key `upstreams` (first at line 2)"]
+    );
+    let p = problems(&MINIMAL.replace(
+        "    upstream: api\n",
+        "    upstream: api\n    strip_prefix: true\n    upstream: api\n",
+    ));
+    assert_eq!(
+        p.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec!["line 10: routes[0].upstream: duplicate key `upstream` (first at line 8)"]
+    );
+}
+
+#[test]
+fn deep_nesting_is_refused_without_overflowing_the_stack() {
+    for text in [
+        "[".repeat(10_000),
+        format!("a: {}1{}", "[".repeat(10_000), "]".repeat(10_000)),
+        "- ".repeat(10_000) + "x",
+    ] {
+        let p = problems(&text);
+        assert!(!p.is_empty());
+    }
+}
