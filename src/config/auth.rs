@@ -184,16 +184,19 @@ impl Validator<'_> {
                     TokenSource::Bearer
                 }
             };
-            if j.issuers.is_empty() {
+            let listed = self.required("auth.jwt", "issuers", j.issuers);
+            if listed.as_ref().is_some_and(Vec::is_empty) {
                 self.problem("auth.jwt.issuers", "at least one issuer is required");
             }
-            let issuers = j
-                .issuers
+            let issuers = listed
+                .unwrap_or_default()
                 .into_iter()
                 .enumerate()
                 .map(|(i, iss)| {
                     let at = format!("auth.jwt.issuers[{i}]");
-                    if iss.audience.is_empty() {
+                    let issuer = self.required(&at, "issuer", iss.issuer);
+                    let audience = self.required(&at, "audience", iss.audience);
+                    if audience.as_ref().is_some_and(Vec::is_empty) {
                         self.problem(
                             format!("{at}.audience"),
                             "at least one audience is required",
@@ -223,11 +226,12 @@ impl Validator<'_> {
                             )
                         })
                         .collect();
-                    let default_tier =
-                        tier_of(self, format!("{at}.default_tier"), &iss.default_tier);
+                    let default_tier = self
+                        .required(&at, "default_tier", iss.default_tier)
+                        .map_or(0, |t| tier_of(self, format!("{at}.default_tier"), &t));
                     IssuerConfig {
-                        issuer: iss.issuer,
-                        audience: iss.audience,
+                        issuer: issuer.unwrap_or_default(),
+                        audience: audience.unwrap_or_default(),
                         keys,
                         jwks_file: iss.jwks_file.map(PathBuf::from),
                         leeway: iss.leeway.map_or(Duration::from_secs(30), |d| d.0),
@@ -249,15 +253,22 @@ impl Validator<'_> {
                 }
             };
             let mut keys: Vec<ApiKeyConfig> = Vec::new();
-            for (i, key) in k.keys.iter().enumerate() {
+            let listed = self.required("auth.api_keys", "keys", k.keys);
+            for (i, key) in listed.unwrap_or_default().into_iter().enumerate() {
                 let at = format!("auth.api_keys.keys[{i}]");
-                let tier = tier_of(self, format!("{at}.tier"), &key.tier);
-                match parse_hex32(&key.sha256) {
+                let consumer = self.required(&at, "consumer", key.consumer);
+                let tier = self
+                    .required(&at, "tier", key.tier)
+                    .map_or(0, |t| tier_of(self, format!("{at}.tier"), &t));
+                let Some(sha256) = self.required(&at, "sha256", key.sha256) else {
+                    continue;
+                };
+                match parse_hex32(&sha256) {
                     Some(sha256) if keys.iter().any(|o| o.sha256 == sha256) => {
                         self.problem(format!("{at}.sha256"), "the same key is listed twice");
                     }
                     Some(sha256) => keys.push(ApiKeyConfig {
-                        consumer: key.consumer.clone(),
+                        consumer: consumer.unwrap_or_default(),
                         tier,
                         sha256,
                     }),
@@ -285,12 +296,13 @@ impl Validator<'_> {
     }
 
     fn jwt_key(&mut self, at: &str, k: &raw::JwtKey) -> Option<JwtKeyConfig> {
-        let algorithm = match Algorithm::from_str(&k.algorithm) {
+        let name = self.required(at, "algorithm", k.algorithm.as_deref())?;
+        let algorithm = match Algorithm::from_str(name) {
             Ok(a) => a,
             Err(_) => {
                 self.problem(
                     format!("{at}.algorithm"),
-                    format!("unknown algorithm \"{}\" (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA)", k.algorithm),
+                    format!("unknown algorithm \"{name}\" (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA)"),
                 );
                 return None;
             }

@@ -15,6 +15,9 @@ pub use auth::{
 
 use locate::LineIndex;
 use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
+use serde_yaml::Value;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -291,6 +294,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let mut v = Validator {
         lines: &lines,
         problems: Vec::new(),
+        broken: HashSet::new(),
     };
     let config = v.document(tree);
     match config {
@@ -303,14 +307,99 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     }
 }
 
+/// What replaces a value that could not be read, tried in turn until the whole deserializes:
+/// absent (for optional fields), then an empty mapping (a struct of defaults), string, list.
+/// A replaced value is reported once; what validation finds about its stand-in is not.
+const STAND_INS: usize = 4;
+
+fn stand_in(i: usize) -> Value {
+    match i {
+        0 => Value::Null,
+        1 => Value::Mapping(serde_yaml::Mapping::new()),
+        2 => Value::String(String::new()),
+        _ => Value::Sequence(Vec::new()),
+    }
+}
+
+/// `parent.key` / `parent[i]`, as problems name paths.
+fn path_of(at: &str, segments: &[Segment]) -> String {
+    let mut path = at.to_string();
+    for s in segments {
+        match s {
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Segment::Unknown => path.push_str(if path.is_empty() { "?" } else { ".?" }),
+        }
+    }
+    path
+}
+
+fn untagged_mut(v: &mut Value) -> &mut Value {
+    match v {
+        Value::Tagged(t) => untagged_mut(&mut t.value),
+        other => other,
+    }
+}
+
+/// The key of `map` that serde_path_to_error names `key`.
+fn key_named(map: &serde_yaml::Mapping, key: &str) -> Option<Value> {
+    map.keys()
+        .find(|k| match k {
+            Value::String(s) => s == key,
+            Value::Bool(b) => b.to_string() == key,
+            Value::Number(n) => n.to_string() == key,
+            _ => false,
+        })
+        .cloned()
+}
+
+/// The value at `segments` below `v`.
+fn node_mut<'v>(v: &'v mut Value, segments: &[Segment]) -> Option<&'v mut Value> {
+    let Some((last, parents)) = segments.split_last() else {
+        return Some(v);
+    };
+    match (last, untagged_mut(node_mut(v, parents)?)) {
+        (Segment::Seq { index }, Value::Sequence(items)) => items.get_mut(*index),
+        (Segment::Map { key }, Value::Mapping(map)) => {
+            let k = key_named(map, key)?;
+            map.get_mut(&k)
+        }
+        _ => None,
+    }
+}
+
+/// Removes the mapping entry at `segments`; false when it is not one.
+fn remove_entry(v: &mut Value, segments: &[Segment]) -> bool {
+    let Some((Segment::Map { key }, parents)) = segments.split_last() else {
+        return false;
+    };
+    match node_mut(v, parents).map(untagged_mut) {
+        Some(Value::Mapping(map)) => key_named(map, key).is_some_and(|k| map.remove(&k).is_some()),
+        _ => false,
+    }
+}
+
+/// How many values of one section may fail to deserialize before the rest is given up.
+const MAX_ROUNDS: usize = 1000;
+
 struct Validator<'a> {
     lines: &'a LineIndex,
     problems: Vec<Problem>,
+    /// Paths whose value could not be read (reported) and was replaced or dropped.
+    broken: HashSet<String>,
 }
 
 impl Validator<'_> {
     fn problem(&mut self, at: impl Into<String>, message: impl Into<String>) {
         let at = at.into();
+        if self.is_broken(&at) {
+            return;
+        }
         let line = self.lines.line_of(&at);
         self.problems.push(Problem {
             at,
@@ -319,34 +408,75 @@ impl Validator<'_> {
         });
     }
 
-    /// Deserializes `value` (found at `at`) into `T`, recording a problem on failure.
-    fn typed<T: DeserializeOwned>(&mut self, at: &str, value: serde_yaml::Value) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let mut path = match (at.is_empty(), inner.as_str()) {
-                    (_, ".") => at.to_string(),
-                    (true, p) => p.to_string(),
-                    (false, p) => format!("{at}.{p}"),
-                };
-                let message = e.into_inner().to_string();
-                // Point unknown keys at their own line.
-                if let Some(field) = message
-                    .strip_prefix("unknown field `")
-                    .and_then(|m| m.split('`').next())
-                    .filter(|f| !path.ends_with(f))
-                {
-                    path = if path.is_empty() {
-                        field.to_string()
-                    } else {
-                        format!("{path}.{field}")
-                    };
-                }
-                self.problem(path, message);
-                None
+    /// Whether the value at `at`, or one that holds it, could not be read.
+    fn is_broken(&self, at: &str) -> bool {
+        let mut p = at;
+        loop {
+            if self.broken.contains(p) {
+                return true;
+            }
+            match p.rfind(['.', '[']) {
+                Some(cut) => p = &p[..cut],
+                None => return false,
             }
         }
+    }
+
+    /// A required field (`at.field`): a problem when absent, unless it was written but
+    /// could not be read (reported already).
+    fn required<T>(&mut self, at: &str, field: &str, value: Option<T>) -> Option<T> {
+        if value.is_none() && !self.is_broken(&format!("{at}.{field}")) {
+            self.problem(at, format!("missing field `{field}`"));
+        }
+        value
+    }
+
+    /// Deserializes `value` (found at `at`) into `T`. Every value that cannot be read is
+    /// reported at its own path and replaced (see [`stand_in`]) or, for an unknown key,
+    /// removed, until the rest deserializes: so one bad field hides no other. `None` when
+    /// `value` as a whole could not be read.
+    fn typed<T: DeserializeOwned>(&mut self, at: &str, mut value: Value) -> Option<T> {
+        // Stand-ins tried so far, by path. Each round reports a new path, tries a path's
+        // next stand-in or removes an entry, so the rounds end; MAX_ROUNDS is a guard.
+        let mut tried: HashMap<String, usize> = HashMap::new();
+        for _ in 0..MAX_ROUNDS {
+            let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                Ok(t) => return (!self.broken.contains(at)).then_some(t),
+                Err(e) => e,
+            };
+            let mut segments: Vec<Segment> = e.path().iter().cloned().collect();
+            let message = e.into_inner().to_string();
+            let unknown = message
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split('`').next())
+                .map(str::to_string);
+            if let Some(field) = &unknown {
+                // Point an unknown key at its own line.
+                if !matches!(segments.last(), Some(Segment::Map { key }) if key == field) {
+                    segments.push(Segment::Map { key: field.clone() });
+                }
+            }
+            let path = path_of(at, &segments);
+            if !self.is_broken(&path) {
+                self.problem(path.clone(), message);
+            }
+            if unknown.is_some() {
+                if !remove_entry(&mut value, &segments) {
+                    return None;
+                }
+                continue;
+            }
+            let n = tried.entry(path.clone()).or_insert(0);
+            if *n < STAND_INS {
+                *node_mut(&mut value, &segments)? = stand_in(*n);
+                *n += 1;
+                self.broken.insert(path);
+            } else if !remove_entry(&mut value, &segments) {
+                return None;
+            }
+        }
+        self.problem(at, "too many problems; fix the ones above first");
+        None
     }
 
     fn section<T: DeserializeOwned + Default>(
@@ -532,13 +662,17 @@ impl Validator<'_> {
                     format!("policy name \"{name}\" may use only letters, digits, '-' and '_'"),
                 );
             }
-            if p.rate == 0 {
+            let rate = self.required(&at, "rate", p.rate).unwrap_or(1);
+            if rate == 0 {
                 self.problem(format!("{at}.rate"), "must be at least 1");
             }
-            if p.per.0.is_zero() {
+            let per = self
+                .required(&at, "per", p.per)
+                .map_or(Duration::from_secs(1), |d| d.0);
+            if per.is_zero() {
                 self.problem(format!("{at}.per"), "must be more than zero");
             }
-            let burst = p.burst.unwrap_or(p.rate);
+            let burst = p.burst.unwrap_or(rate);
             if burst == 0 {
                 self.problem(format!("{at}.burst"), "must be at least 1");
             }
@@ -569,11 +703,11 @@ impl Validator<'_> {
             };
             policies.push(PolicyConfig {
                 name,
-                rate: p.rate.max(1),
-                per: if p.per.0.is_zero() {
+                rate: rate.max(1),
+                per: if per.is_zero() {
                     Duration::from_secs(1)
                 } else {
-                    p.per.0
+                    per
                 },
                 burst: burst.max(1),
                 key,
@@ -667,11 +801,12 @@ impl Validator<'_> {
     }
 
     fn pool(&mut self, at: &str, name: String, raw: raw::Pool) -> PoolConfig {
-        if raw.backends.is_empty() {
+        let listed = self.required(at, "backends", raw.backends);
+        if listed.as_ref().is_some_and(Vec::is_empty) {
             self.problem(format!("{at}.backends"), "at least one backend is required");
         }
         let mut backends: Vec<BackendConfig> = Vec::new();
-        for (i, b) in raw.backends.iter().enumerate() {
+        for (i, b) in listed.unwrap_or_default().into_iter().enumerate() {
             let bat = format!("{at}.backends[{i}]");
             if b.weight == 0 || b.weight > 1000 {
                 self.problem(
@@ -679,12 +814,15 @@ impl Validator<'_> {
                     format!("must be between 1 and 1000, got {}", b.weight),
                 );
             }
-            match parse_backend_addr(&b.addr) {
+            let Some(written) = self.required(&bat, "addr", b.addr) else {
+                continue;
+            };
+            match parse_backend_addr(&written) {
                 Ok(addr) => {
                     if backends.iter().any(|o| o.addr == addr) {
                         self.problem(
                             format!("{bat}.addr"),
-                            format!("backend {} is listed twice", b.addr),
+                            format!("backend {written} is listed twice"),
                         );
                     }
                     backends.push(BackendConfig {
@@ -787,7 +925,10 @@ impl Validator<'_> {
     }
 
     fn health_check(&mut self, at: &str, hc: raw::HealthCheck) -> HealthCheckConfig {
-        if hc.kind == HealthCheckKind::Tcp {
+        let kind = self
+            .required(at, "type", hc.kind)
+            .unwrap_or(HealthCheckKind::Http);
+        if kind == HealthCheckKind::Tcp {
             for (set, key) in [
                 (hc.path.is_some(), "path"),
                 (hc.host.is_some(), "host"),
@@ -834,7 +975,7 @@ impl Validator<'_> {
             }
         }
         HealthCheckConfig {
-            kind: hc.kind,
+            kind,
             path,
             host: hc.host.unwrap_or_else(|| "localhost".into()),
             expected_status,
@@ -895,20 +1036,25 @@ impl Validator<'_> {
                     );
                 }
             }
-            let pool = match pools.iter().position(|p| p.name == r.upstream) {
-                Some(p) => p,
-                None => {
+            let upstream = self.required(&at, "upstream", r.upstream);
+            let pool = match upstream
+                .as_ref()
+                .map(|u| pools.iter().position(|p| &p.name == u))
+            {
+                Some(Some(p)) => p,
+                Some(None) => {
                     let known: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
                     self.problem(
                         format!("{at}.upstream"),
                         format!(
                             "no pool named \"{}\" (pools: {})",
-                            r.upstream,
+                            upstream.as_deref().unwrap_or_default(),
                             known.join(", ")
                         ),
                     );
                     0
                 }
+                None => 0,
             };
             if let Some(j) = routes
                 .iter()

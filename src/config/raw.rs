@@ -112,7 +112,9 @@ pub enum Selection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
-    pub backends: Vec<Backend>,
+    /// Required (like every `Option` below without a default): checked in validation, so
+    /// that a field that could not be read is not also reported missing.
+    pub backends: Option<Vec<Backend>>,
     #[serde(default)]
     pub selection: Selection,
     /// What consistent hashing hashes: `client_ip`, `path` or `header:<name>`.
@@ -144,7 +146,7 @@ fn yes() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
-    pub addr: String,
+    pub addr: Option<String>,
     #[serde(default = "one")]
     pub weight: usize,
 }
@@ -164,7 +166,7 @@ pub enum HealthCheckKind {
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     #[serde(rename = "type")]
-    pub kind: HealthCheckKind,
+    pub kind: Option<HealthCheckKind>,
     pub path: Option<String>,
     pub host: Option<String>,
     pub expected_status: Option<u16>,
@@ -181,7 +183,7 @@ pub struct Route {
     pub host: Option<String>,
     #[serde(default = "slash")]
     pub path_prefix: String,
-    pub upstream: String,
+    pub upstream: Option<String>,
     #[serde(default)]
     pub strip_prefix: bool,
     pub connect_timeout: Option<HumanDuration>,
@@ -269,8 +271,8 @@ pub enum OnRedisError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    pub rate: u64,
-    pub per: HumanDuration,
+    pub rate: Option<u64>,
+    pub per: Option<HumanDuration>,
     pub burst: Option<u64>,
     /// `client_ip`, `consumer` or `header:<name>`.
     #[serde(default = "client_ip")]
@@ -398,7 +400,7 @@ pub struct Jwt {
     /// `header:<name>` or `cookie:<name>`.
     #[serde(default = "bearer")]
     pub from: String,
-    pub issuers: Vec<Issuer>,
+    pub issuers: Option<Vec<Issuer>>,
 }
 
 fn bearer() -> String {
@@ -409,9 +411,9 @@ fn bearer() -> String {
 #[serde(deny_unknown_fields)]
 pub struct Issuer {
     /// The required `iss` claim.
-    pub issuer: String,
+    pub issuer: Option<String>,
     /// Accepted `aud` values (one must match).
-    pub audience: Vec<String>,
+    pub audience: Option<Vec<String>>,
     #[serde(default)]
     pub keys: Vec<JwtKey>,
     /// A JWKS file (keys selected by `kid`), re-read when it changes.
@@ -424,7 +426,7 @@ pub struct Issuer {
     #[serde(default)]
     pub tier_values: BTreeMap<String, String>,
     /// The tier of a token without a (mapped) tier claim.
-    pub default_tier: String,
+    pub default_tier: Option<String>,
 }
 
 fn sub() -> String {
@@ -435,7 +437,7 @@ fn sub() -> String {
 #[serde(deny_unknown_fields)]
 pub struct JwtKey {
     pub kid: Option<String>,
-    pub algorithm: String,
+    pub algorithm: Option<String>,
     pub secret: Option<String>,
     pub secret_env: Option<String>,
     pub secret_file: Option<String>,
@@ -448,7 +450,7 @@ pub struct JwtKey {
 pub struct ApiKeys {
     #[serde(default = "api_key_header")]
     pub header: String,
-    pub keys: Vec<ApiKey>,
+    pub keys: Option<Vec<ApiKey>>,
 }
 
 fn api_key_header() -> String {
@@ -458,8 +460,8 @@ fn api_key_header() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKey {
-    pub consumer: String,
-    pub tier: String,
+    pub consumer: Option<String>,
+    pub tier: Option<String>,
     /// Hex SHA-256 of the key (`gateway hash-key`); the key itself is never in config.
-    pub sha256: String,
+    pub sha256: Option<String>,
 }

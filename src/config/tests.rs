@@ -231,3 +231,94 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
         assert!(!p.is_empty());
     }
 }
+
+#[test]
+fn every_field_of_a_struct_is_reported() {
+    // serde stops at the first bad field of a struct; every one is reported here, each
+    // at its own line, and one that was written but unreadable is not also "missing".
+    let text = "
+upstreams:
+  api:
+    backends:
+      - addr: 127.0.0.1:3000
+routes:
+  - path_prefix: /
+    upstream: billing
+    stirp_prefix: true
+    retries: many
+    connect_timeout: never
+rate_limits:
+  policies:
+    p:
+      rate: lots
+      per: -1s
+      burst: -2
+      key: 5
+";
+    let p = problems(text);
+    let got: Vec<String> = p.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        vec![
+            "line 8: routes[0].upstream: no pool named \"billing\" (pools: api)",
+            "line 9: routes[0].stirp_prefix: unknown field `stirp_prefix`, expected one of `name`, `host`, `path_prefix`, `upstream`, `strip_prefix`, `connect_timeout`, `read_timeout`, `write_timeout`, `retries`, `rate_limit`, `auth`, `tiers`",
+            "line 10: routes[0].retries: invalid type: string \"many\", expected usize",
+            "line 11: routes[0].connect_timeout: invalid duration \"never\": expected number at 0 (write it like \"250ms\", \"5s\" or \"1m\")",
+            "line 15: rate_limits.policies.p.rate: invalid type: string \"lots\", expected u64",
+            "line 16: rate_limits.policies.p.per: invalid duration \"-1s\": expected number at 0 (write it like \"250ms\", \"5s\" or \"1m\")",
+            "line 17: rate_limits.policies.p.burst: invalid value: integer `-2`, expected u64",
+            "line 18: rate_limits.policies.p.key: invalid type: integer `5`, expected a string",
+        ],
+    );
+}
+
+#[test]
+fn a_bad_list_item_keeps_the_others_numbered_as_written() {
+    let text = "
+trusted_proxies: [10.0.0.1, {a: 1}, bogus]
+upstreams:
+  api:
+    backends:
+      - 127.0.0.1:3000
+      - addr: nowhere
+      - {}
+    health_check:
+      type: ftp
+      interval: soon
+      timeout: 0s
+routes:
+  - path_prefix: /
+    upstream: api
+  - 5
+  - upstream: api
+    path_prefix: /x
+    tiers: [anonymous, [x], gold]
+";
+    let p = problems(text);
+    for (at, needle) in [
+        ("trusted_proxies[1]", "invalid type: map"),
+        ("trusted_proxies[2]", "\"bogus\" is not an IP address"),
+        ("upstreams.api.backends[0]", "invalid type: string"),
+        (
+            "upstreams.api.backends[1].addr",
+            "\"nowhere\" is not host:port",
+        ),
+        ("upstreams.api.backends[2]", "missing field `addr`"),
+        ("upstreams.api.health_check.type", "unknown variant `ftp`"),
+        (
+            "upstreams.api.health_check.interval",
+            "invalid duration \"soon\"",
+        ),
+        (
+            "upstreams.api.health_check.timeout",
+            "must be more than zero",
+        ),
+        ("routes[1]", "invalid type: integer `5`"),
+        ("routes[2].tiers[1]", "invalid type: sequence"),
+        ("routes[2].tiers[2]", "unknown tier \"gold\""),
+    ] {
+        assert!(has(&p, at, needle), "no {needle:?} at {at}: {p:#?}");
+    }
+    assert_eq!(p.len(), 11, "{p:#?}");
+    assert!(p.iter().all(|x| x.line.is_some()), "{p:#?}");
+}
