@@ -1,6 +1,6 @@
 //! Validation of the `auth` section: tiers, JWT issuers and keys, API keys.
 
-use super::{raw, Validator};
+use super::{raw, Range, Validator};
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::path::PathBuf;
@@ -108,6 +108,12 @@ impl AuthConfig {
 
 /// Minimum HMAC secret length: RFC 7518 asks for a key as long as the hash output.
 const MIN_SECRET: usize = 32;
+
+// Ranges of the `auth` section.
+/// Verified tokens remembered, a few hundred bytes each.
+const CACHE_SIZE: Range<usize> = Range::new(1, 1_000_000);
+/// Clock skew allowed on `exp` and `nbf`.
+const LEEWAY: Range<Duration> = Range::new(Duration::ZERO, Duration::from_secs(600));
 
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     let s = s.trim();
@@ -229,12 +235,15 @@ impl Validator<'_> {
                     let default_tier = self
                         .required(&at, "default_tier", iss.default_tier)
                         .map_or(0, |t| tier_of(self, format!("{at}.default_tier"), &t));
+                    let leeway = iss.leeway.map_or(Duration::from_secs(30), |d| {
+                        self.duration(&format!("{at}.leeway"), d.0, LEEWAY)
+                    });
                     IssuerConfig {
                         issuer: issuer.unwrap_or_default(),
                         audience: audience.unwrap_or_default(),
                         keys,
                         jwks_file: iss.jwks_file.map(PathBuf::from),
-                        leeway: iss.leeway.map_or(Duration::from_secs(30), |d| d.0),
+                        leeway,
                         consumer_claim: iss.consumer_claim,
                         tier_claim: iss.tier_claim,
                         tier_values,
@@ -280,9 +289,7 @@ impl Validator<'_> {
             }
             ApiKeysConfig { header, keys }
         });
-        if a.cache_size == 0 {
-            self.problem("auth.cache_size", "must be at least 1");
-        }
+        let cache_size = self.int("auth.cache_size", a.cache_size, CACHE_SIZE);
         AuthConfig {
             tiers,
             jwt,
@@ -290,7 +297,7 @@ impl Validator<'_> {
             forward_identity: a.forward_identity,
             strip_credentials: a.strip_credentials,
             realm: a.realm,
-            cache_size: a.cache_size.max(1),
+            cache_size,
             default_mode: a.default_mode,
         }
     }

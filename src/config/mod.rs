@@ -307,6 +307,30 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     }
 }
 
+/// The inclusive range a config number or duration must fall in. Each section keeps its
+/// ranges as named constants beside its validation; README's config reference lists them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range<T> {
+    pub min: T,
+    pub max: T,
+}
+
+impl<T> Range<T> {
+    pub const fn new(min: T, max: T) -> Self {
+        Self { min, max }
+    }
+}
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+/// The usual range of a timeout.
+const TIMEOUT: Range<Duration> = Range::new(ms(1), HOUR);
+
 /// What replaces a value that could not be read, tried in turn until the whole deserializes:
 /// absent (for optional fields), then an empty mapping (a struct of defaults), string, list.
 /// A replaced value is reported once; what validation finds about its stand-in is not.
@@ -429,6 +453,51 @@ impl Validator<'_> {
             self.problem(at, format!("missing field `{field}`"));
         }
         value
+    }
+
+    /// Whether `v` (at `at`) is within `range`; if not, a problem: "must be at least MIN,
+    /// got V" or "must be at most MAX, got V" (NaN is below every minimum).
+    fn in_range<T: PartialOrd>(
+        &mut self,
+        at: &str,
+        v: &T,
+        range: &Range<T>,
+        show: impl Fn(&T) -> String,
+    ) -> bool {
+        let message = if !matches!(
+            v.partial_cmp(&range.min),
+            Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+        ) {
+            format!("must be at least {}, got {}", show(&range.min), show(v))
+        } else if v > &range.max {
+            format!("must be at most {}, got {}", show(&range.max), show(v))
+        } else {
+            return true;
+        };
+        self.problem(at, message);
+        false
+    }
+
+    /// `n` (at `at`) if within `range`; otherwise a problem, and the nearest bound.
+    fn int<T>(&mut self, at: &str, n: raw::Int, range: Range<T>) -> T
+    where
+        T: Copy + TryFrom<i128> + TryInto<i128>,
+    {
+        let wide = Range::new(
+            range.min.try_into().unwrap_or(i128::MIN),
+            range.max.try_into().unwrap_or(i128::MAX),
+        );
+        self.in_range(at, &n.0, &wide, i128::to_string);
+        let clamped = n.0.clamp(wide.min, wide.max.max(wide.min));
+        T::try_from(clamped).unwrap_or(range.max)
+    }
+
+    /// `d` (at `at`) if within `range`; otherwise a problem, and the nearest bound.
+    fn duration(&mut self, at: &str, d: Duration, range: Range<Duration>) -> Duration {
+        self.in_range(at, &d, &range, |d| {
+            humantime::format_duration(*d).to_string()
+        });
+        d.clamp(range.min, range.max.max(range.min))
     }
 
     /// Deserializes `value` (found at `at`) into `T`. Every value that cannot be read is
@@ -583,21 +652,36 @@ impl Validator<'_> {
             }
         }
     }
+}
 
+// Ranges of the `server` section.
+const THREADS: Range<usize> = Range::new(1, 1024);
+const GRACE_PERIOD: Range<Duration> = Range::new(Duration::ZERO, HOUR);
+const GRACEFUL_SHUTDOWN_TIMEOUT: Range<Duration> = Range::new(Duration::ZERO, HOUR);
+/// Idle connections kept per worker thread.
+const UPSTREAM_KEEPALIVE_POOL: Range<usize> = Range::new(0, 65_536);
+const UPSTREAM_IDLE_TIMEOUT: Range<Duration> = TIMEOUT;
+
+impl Validator<'_> {
     fn server(&mut self, s: raw::Server) -> ServerSettings {
-        if s.threads == 0 || s.threads > 1024 {
-            self.problem(
-                "server.threads",
-                format!("must be between 1 and 1024, got {}", s.threads),
-            );
-        }
+        let at = |key: &str| format!("server.{key}");
         ServerSettings {
-            threads: s.threads.max(1),
+            threads: self.int(&at("threads"), s.threads, THREADS),
             work_stealing: s.work_stealing,
-            grace_period: s.grace_period.0,
-            graceful_shutdown_timeout: s.graceful_shutdown_timeout.0,
-            upstream_keepalive_pool: s.upstream_keepalive_pool,
-            upstream_idle_timeout: s.upstream_idle_timeout.map(|d| d.0),
+            grace_period: self.duration(&at("grace_period"), s.grace_period.0, GRACE_PERIOD),
+            graceful_shutdown_timeout: self.duration(
+                &at("graceful_shutdown_timeout"),
+                s.graceful_shutdown_timeout.0,
+                GRACEFUL_SHUTDOWN_TIMEOUT,
+            ),
+            upstream_keepalive_pool: self.int(
+                &at("upstream_keepalive_pool"),
+                s.upstream_keepalive_pool,
+                UPSTREAM_KEEPALIVE_POOL,
+            ),
+            upstream_idle_timeout: s
+                .upstream_idle_timeout
+                .map(|d| self.duration(&at("upstream_idle_timeout"), d.0, UPSTREAM_IDLE_TIMEOUT)),
             pid_file: s.pid_file,
             upgrade_sock: s.upgrade_sock,
         }
@@ -651,7 +735,29 @@ impl Validator<'_> {
         }
         nets
     }
+}
 
+// Ranges of the `rate_limits` section. The bucket arithmetic is f64 here and a Lua number
+// (milli-tokens, tokens per millisecond) in Redis: these keep every quantity far below 2^53.
+const RATE: Range<u64> = Range::new(1, 1_000_000_000);
+const PER: Range<Duration> = Range::new(ms(1), DAY);
+/// The most tokens a policy may add per second, `rate / per`.
+const MAX_PER_SECOND: f64 = 1e9;
+const BURST: Range<u64> = Range::new(1, 1_000_000_000);
+/// Keys per policy, about 250 bytes each.
+const MAX_KEYS: Range<usize> = Range::new(1, 10_000_000);
+/// `redis.connect_timeout` and `redis.command_timeout`.
+const REDIS_TIMEOUT: Range<Duration> = Range::new(ms(1), MINUTE);
+const SYNC_INTERVAL: Range<Duration> = Range::new(ms(1), MINUTE);
+const LEASE_HORIZON: Range<Duration> = Range::new(ms(1), MINUTE);
+/// `redis.lease_min` and `redis.lease_max` (and lease_min <= lease_max).
+const LEASE: Range<u64> = Range::new(1, 1_000_000);
+const LEASE_WAIT: Range<Duration> = Range::new(ms(1), MINUTE);
+const COLD_START_ALLOWANCE: Range<u64> = Range::new(1, 1_000_000);
+const IDLE_RETURN: Range<Duration> = Range::new(ms(1), HOUR);
+const EXPECTED_INSTANCES: Range<u32> = Range::new(1, 10_000);
+
+impl Validator<'_> {
     fn rate_limits(&mut self, r: raw::RateLimits) -> RateLimitConfig {
         let mut policies = Vec::new();
         for (name, p) in r.policies {
@@ -662,20 +768,30 @@ impl Validator<'_> {
                     format!("policy name \"{name}\" may use only letters, digits, '-' and '_'"),
                 );
             }
-            let rate = self.required(&at, "rate", p.rate).unwrap_or(1);
-            if rate == 0 {
-                self.problem(format!("{at}.rate"), "must be at least 1");
-            }
+            let before = self.problems.len();
+            let rate = self
+                .required(&at, "rate", p.rate)
+                .map(|n| self.int(&format!("{at}.rate"), n, RATE));
             let per = self
                 .required(&at, "per", p.per)
-                .map_or(Duration::from_secs(1), |d| d.0);
-            if per.is_zero() {
-                self.problem(format!("{at}.per"), "must be more than zero");
+                .map(|d| self.duration(&format!("{at}.per"), d.0, PER));
+            if let (Some(rate), Some(per), true) = (rate, per, self.problems.len() == before) {
+                let per_second = rate as f64 / per.as_secs_f64();
+                if per_second > MAX_PER_SECOND {
+                    self.problem(
+                        format!("{at}.rate"),
+                        format!(
+                            "rate / per must be at most {MAX_PER_SECOND} per second, got {per_second:.0} per second ({rate} per {})",
+                            humantime::format_duration(per)
+                        ),
+                    );
+                }
             }
-            let burst = p.burst.unwrap_or(rate);
-            if burst == 0 {
-                self.problem(format!("{at}.burst"), "must be at least 1");
-            }
+            let rate = rate.unwrap_or(1);
+            let burst = match p.burst {
+                Some(n) => self.int(&format!("{at}.burst"), n, BURST),
+                None => rate.min(BURST.max),
+            };
             let key = match p.key.as_str() {
                 "client_ip" => LimitKey::ClientIp,
                 "consumer" => LimitKey::Consumer,
@@ -703,63 +819,94 @@ impl Validator<'_> {
             };
             policies.push(PolicyConfig {
                 name,
-                rate: rate.max(1),
-                per: if per.is_zero() {
-                    Duration::from_secs(1)
-                } else {
-                    per
-                },
-                burst: burst.max(1),
+                rate,
+                per: per.unwrap_or(Duration::from_secs(1)),
+                burst,
                 key,
                 on_redis_error: p.on_redis_error,
             });
         }
-        if r.max_keys == 0 {
-            self.problem("rate_limits.max_keys", "must be at least 1");
-        }
+        let max_keys = self.int("rate_limits.max_keys", r.max_keys, MAX_KEYS);
         let redis = r.redis.map(|x| {
-            let at = "rate_limits.redis";
+            let at = |key: &str| format!("rate_limits.redis.{key}");
             if let Err(e) = redis::Client::open(x.url.as_str()) {
+                self.problem(at("url"), format!("\"{}\" is not a Redis URL: {e}", x.url));
+            }
+            let lease_min = self.int(&at("lease_min"), x.lease_min, LEASE);
+            let lease_max = self.int(&at("lease_max"), x.lease_max, LEASE);
+            if lease_min > lease_max {
                 self.problem(
-                    format!("{at}.url"),
-                    format!("\"{}\" is not a Redis URL: {e}", x.url),
+                    at("lease_min"),
+                    format!("must be at most lease_max ({lease_max}), got {lease_min}"),
                 );
-            }
-            if x.lease_min == 0 || x.lease_max < x.lease_min {
-                self.problem(
-                    format!("{at}.lease_min"),
-                    "need 1 <= lease_min <= lease_max",
-                );
-            }
-            if x.expected_instances == 0 {
-                self.problem(format!("{at}.expected_instances"), "must be at least 1");
-            }
-            if x.sync_interval.0 < Duration::from_millis(1) {
-                self.problem(format!("{at}.sync_interval"), "must be at least 1ms");
             }
             RedisConfig {
                 url: x.url,
-                connect_timeout: x.connect_timeout.0,
-                command_timeout: x.command_timeout.0,
-                sync_interval: x.sync_interval.0.max(Duration::from_millis(1)),
-                lease_horizon: x.lease_horizon.0,
-                lease_min: x.lease_min.max(1),
-                lease_max: x.lease_max.max(x.lease_min.max(1)),
-                lease_wait: x.lease_wait.0,
+                connect_timeout: self.duration(
+                    &at("connect_timeout"),
+                    x.connect_timeout.0,
+                    REDIS_TIMEOUT,
+                ),
+                command_timeout: self.duration(
+                    &at("command_timeout"),
+                    x.command_timeout.0,
+                    REDIS_TIMEOUT,
+                ),
+                sync_interval: self.duration(
+                    &at("sync_interval"),
+                    x.sync_interval.0,
+                    SYNC_INTERVAL,
+                ),
+                lease_horizon: self.duration(
+                    &at("lease_horizon"),
+                    x.lease_horizon.0,
+                    LEASE_HORIZON,
+                ),
+                lease_min,
+                lease_max: lease_max.max(lease_min),
+                lease_wait: self.duration(&at("lease_wait"), x.lease_wait.0, LEASE_WAIT),
                 cold_start: x.cold_start,
-                cold_start_allowance: x.cold_start_allowance,
-                idle_return: x.idle_return.0,
-                expected_instances: x.expected_instances.max(1),
+                cold_start_allowance: self.int(
+                    &at("cold_start_allowance"),
+                    x.cold_start_allowance,
+                    COLD_START_ALLOWANCE,
+                ),
+                idle_return: self.duration(&at("idle_return"), x.idle_return.0, IDLE_RETURN),
+                expected_instances: self.int(
+                    &at("expected_instances"),
+                    x.expected_instances,
+                    EXPECTED_INSTANCES,
+                ),
                 key_prefix: x.key_prefix,
             }
         });
         RateLimitConfig {
             redis,
             policies,
-            max_keys: r.max_keys.max(1),
+            max_keys,
         }
     }
+}
 
+// Ranges of the `upstreams` section.
+const WEIGHT: Range<usize> = Range::new(1, 1000);
+const EXPECTED_STATUS: Range<u16> = Range::new(100, 599);
+const HEALTH_INTERVAL: Range<Duration> = Range::new(ms(10), HOUR);
+const HEALTH_TIMEOUT: Range<Duration> = TIMEOUT;
+/// `healthy_threshold` and `unhealthy_threshold`.
+const HEALTH_THRESHOLD: Range<usize> = Range::new(1, 100);
+/// 0 turns the rule off.
+const CONSECUTIVE_FAILURES: Range<u32> = Range::new(0, 10_000);
+/// 0 turns the rule off.
+const FAILURE_RATIO: Range<f64> = Range::new(0.0, 1.0);
+const BREAKER_WINDOW: Range<Duration> = Range::new(ms(100), HOUR);
+const MIN_REQUESTS: Range<u32> = Range::new(1, 1_000_000);
+/// `open_duration` and `max_open_duration` (and open_duration <= max_open_duration).
+const OPEN_DURATION: Range<Duration> = Range::new(ms(1), HOUR);
+const HALF_OPEN_TRIALS: Range<u32> = Range::new(1, 1000);
+const CLOSE_AFTER: Range<u32> = Range::new(1, 1000);
+
+impl Validator<'_> {
     fn pools(&mut self, value: Option<serde_yaml::Value>) -> Vec<PoolConfig> {
         let map: raw::Pools = match value {
             None | Some(serde_yaml::Value::Null) => {
@@ -808,12 +955,7 @@ impl Validator<'_> {
         let mut backends: Vec<BackendConfig> = Vec::new();
         for (i, b) in listed.unwrap_or_default().into_iter().enumerate() {
             let bat = format!("{at}.backends[{i}]");
-            if b.weight == 0 || b.weight > 1000 {
-                self.problem(
-                    format!("{bat}.weight"),
-                    format!("must be between 1 and 1000, got {}", b.weight),
-                );
-            }
+            let weight = self.int(&format!("{bat}.weight"), b.weight, WEIGHT);
             let Some(written) = self.required(&bat, "addr", b.addr) else {
                 continue;
             };
@@ -825,10 +967,7 @@ impl Validator<'_> {
                             format!("backend {written} is listed twice"),
                         );
                     }
-                    backends.push(BackendConfig {
-                        addr,
-                        weight: b.weight,
-                    });
+                    backends.push(BackendConfig { addr, weight });
                 }
                 Err(msg) => self.problem(format!("{bat}.addr"), msg),
             }
@@ -886,40 +1025,67 @@ impl Validator<'_> {
         cb: raw::CircuitBreaker,
     ) -> Option<crate::routing::breaker::BreakerConfig> {
         let d = crate::routing::breaker::BreakerConfig::default();
+        let at = |key: &str| format!("{at}.{key}");
+        let int = |v: &mut Self, key: &str, n: Option<raw::Int>, default: u32, range| {
+            n.map_or(default, |n| v.int(&at(key), n, range))
+        };
+        let duration = |v: &mut Self, key: &str, d: Option<raw::HumanDuration>, default| {
+            d.map_or(default, |d| v.duration(&at(key), d.0, OPEN_DURATION))
+        };
+        let mut failure_ratio = cb.failure_ratio.unwrap_or(d.failure_ratio);
+        if !self.in_range(
+            &at("failure_ratio"),
+            &failure_ratio,
+            &FAILURE_RATIO,
+            f64::to_string,
+        ) {
+            failure_ratio = d.failure_ratio;
+        }
         let c = crate::routing::breaker::BreakerConfig {
-            consecutive_failures: cb.consecutive_failures.unwrap_or(d.consecutive_failures),
-            failure_ratio: cb.failure_ratio.unwrap_or(d.failure_ratio),
-            window: cb.window.map_or(d.window, |x| x.0),
-            min_requests: cb.min_requests.unwrap_or(d.min_requests),
-            open_duration: cb.open_duration.map_or(d.open_duration, |x| x.0),
-            max_open: cb.max_open_duration.map_or(d.max_open, |x| x.0),
-            half_open_trials: cb.half_open_trials.unwrap_or(d.half_open_trials),
-            close_after: cb.close_after.unwrap_or(d.close_after),
+            consecutive_failures: int(
+                self,
+                "consecutive_failures",
+                cb.consecutive_failures,
+                d.consecutive_failures,
+                CONSECUTIVE_FAILURES,
+            ),
+            failure_ratio,
+            window: cb.window.map_or(d.window, |x| {
+                self.duration(&at("window"), x.0, BREAKER_WINDOW)
+            }),
+            min_requests: int(
+                self,
+                "min_requests",
+                cb.min_requests,
+                d.min_requests,
+                MIN_REQUESTS,
+            ),
+            open_duration: duration(self, "open_duration", cb.open_duration, d.open_duration),
+            max_open: duration(self, "max_open_duration", cb.max_open_duration, d.max_open),
+            half_open_trials: int(
+                self,
+                "half_open_trials",
+                cb.half_open_trials,
+                d.half_open_trials,
+                HALF_OPEN_TRIALS,
+            ),
+            close_after: int(
+                self,
+                "close_after",
+                cb.close_after,
+                d.close_after,
+                CLOSE_AFTER,
+            ),
             count_5xx: cb.count_5xx.unwrap_or(d.count_5xx),
         };
-        if !(0.0..=1.0).contains(&c.failure_ratio) {
-            self.problem(
-                format!("{at}.failure_ratio"),
-                format!("must be between 0 and 1, got {}", c.failure_ratio),
-            );
-        }
-        if c.window < Duration::from_millis(100) {
-            self.problem(format!("{at}.window"), "must be at least 100ms");
-        }
-        if c.open_duration.is_zero() {
-            self.problem(format!("{at}.open_duration"), "must be more than zero");
-        }
         if c.max_open < c.open_duration {
             self.problem(
-                format!("{at}.max_open_duration"),
-                "must be at least open_duration",
+                at("max_open_duration"),
+                format!(
+                    "must be at least open_duration ({})",
+                    humantime::format_duration(c.open_duration)
+                ),
             );
-        }
-        if c.half_open_trials == 0 {
-            self.problem(format!("{at}.half_open_trials"), "must be at least 1");
-        }
-        if c.close_after == 0 {
-            self.problem(format!("{at}.close_after"), "must be at least 1");
         }
         cb.enabled.then_some(c)
     }
@@ -946,34 +1112,20 @@ impl Validator<'_> {
                 format!("must start with '/', got \"{path}\""),
             );
         }
-        let expected_status = hc.expected_status.unwrap_or(200);
-        if !(100..=599).contains(&expected_status) {
-            self.problem(
-                format!("{at}.expected_status"),
-                format!("{expected_status} is not an HTTP status"),
-            );
-        }
-        let interval = hc.interval.map_or(Duration::from_secs(5), |d| d.0);
-        let timeout = hc.timeout.map_or(Duration::from_secs(1), |d| d.0);
-        if interval < Duration::from_millis(10) {
-            self.problem(format!("{at}.interval"), "must be at least 10ms");
-        }
-        if timeout.is_zero() {
-            self.problem(format!("{at}.timeout"), "must be more than zero");
-        }
-        let healthy_threshold = hc.healthy_threshold.unwrap_or(1);
-        let unhealthy_threshold = hc.unhealthy_threshold.unwrap_or(1);
-        for (n, key) in [
-            (healthy_threshold, "healthy_threshold"),
-            (unhealthy_threshold, "unhealthy_threshold"),
-        ] {
-            if n == 0 || n > 100 {
-                self.problem(
-                    format!("{at}.{key}"),
-                    format!("must be between 1 and 100, got {n}"),
-                );
-            }
-        }
+        let expected_status = hc.expected_status.map_or(200, |n| {
+            self.int(&format!("{at}.expected_status"), n, EXPECTED_STATUS)
+        });
+        let interval = hc.interval.map_or(Duration::from_secs(5), |d| {
+            self.duration(&format!("{at}.interval"), d.0, HEALTH_INTERVAL)
+        });
+        let timeout = hc.timeout.map_or(Duration::from_secs(1), |d| {
+            self.duration(&format!("{at}.timeout"), d.0, HEALTH_TIMEOUT)
+        });
+        let mut threshold = |key: &str, n: Option<raw::Int>| {
+            n.map_or(1, |n| self.int(&format!("{at}.{key}"), n, HEALTH_THRESHOLD))
+        };
+        let healthy_threshold = threshold("healthy_threshold", hc.healthy_threshold);
+        let unhealthy_threshold = threshold("unhealthy_threshold", hc.unhealthy_threshold);
         HealthCheckConfig {
             kind,
             path,
@@ -985,7 +1137,15 @@ impl Validator<'_> {
             unhealthy_threshold,
         }
     }
+}
 
+// Ranges of the `routes` section.
+const CONNECT_TIMEOUT: Range<Duration> = TIMEOUT;
+const READ_TIMEOUT: Range<Duration> = TIMEOUT;
+const WRITE_TIMEOUT: Range<Duration> = TIMEOUT;
+const RETRIES: Range<usize> = Range::new(0, 5);
+
+impl Validator<'_> {
     fn routes(
         &mut self,
         value: Option<serde_yaml::Value>,
@@ -1075,10 +1235,18 @@ impl Validator<'_> {
                     format!("duplicate route name \"{name}\" (also routes[{j}])"),
                 );
             }
-            let retries = r.retries.unwrap_or(1);
-            if retries > 5 {
-                self.problem(format!("{at}.retries"), format!("at most 5, got {retries}"));
-            }
+            let retries = r
+                .retries
+                .map_or(1, |n| self.int(&format!("{at}.retries"), n, RETRIES));
+            let connect_timeout = r.connect_timeout.map_or(Duration::from_secs(2), |d| {
+                self.duration(&format!("{at}.connect_timeout"), d.0, CONNECT_TIMEOUT)
+            });
+            let read_timeout = r.read_timeout.map_or(Duration::from_secs(30), |d| {
+                self.duration(&format!("{at}.read_timeout"), d.0, READ_TIMEOUT)
+            });
+            let write_timeout = r
+                .write_timeout
+                .map(|d| self.duration(&format!("{at}.write_timeout"), d.0, WRITE_TIMEOUT));
             let mut rate_limit = vec![None; tiers.len()];
             match &r.rate_limit {
                 None => {}
@@ -1125,9 +1293,9 @@ impl Validator<'_> {
                 path_prefix: r.path_prefix,
                 pool,
                 strip_prefix: r.strip_prefix,
-                connect_timeout: r.connect_timeout.map_or(Duration::from_secs(2), |d| d.0),
-                read_timeout: r.read_timeout.map_or(Duration::from_secs(30), |d| d.0),
-                write_timeout: r.write_timeout.map(|d| d.0),
+                connect_timeout,
+                read_timeout,
+                write_timeout,
                 retries,
                 rate_limit,
                 auth: mode,
@@ -1154,11 +1322,15 @@ impl Validator<'_> {
             traceparent: c.traceparent,
         }
     }
+}
 
+// Ranges of the `access_log` section.
+/// Lines waiting for the writer thread, a few hundred bytes each.
+const BUFFER_LINES: Range<usize> = Range::new(1, 1_000_000);
+
+impl Validator<'_> {
     fn access_log(&mut self, a: raw::AccessLog) -> AccessLogConfig {
-        if a.buffer_lines == 0 {
-            self.problem("access_log.buffer_lines", "must be at least 1");
-        }
+        let buffer_lines = self.int("access_log.buffer_lines", a.buffer_lines, BUFFER_LINES);
         let destination = match a.destination.as_str() {
             _ if !a.enabled => None,
             "stdout" | "-" => Some(LogDestination::Stdout),
@@ -1173,7 +1345,7 @@ impl Validator<'_> {
         };
         AccessLogConfig {
             destination,
-            buffer_lines: a.buffer_lines.max(1),
+            buffer_lines,
         }
     }
 }
