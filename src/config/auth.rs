@@ -151,6 +151,8 @@ impl Validator<'_> {
         }
         if tiers.len() > 64 {
             self.problem("auth.tiers", "at most 63 tiers");
+            // Tier sets are bit sets of a u64.
+            tiers.truncate(64);
         }
         let tier_of = |v: &mut Self, at: String, name: &str| -> usize {
             match tiers.iter().position(|t| t == name) {

@@ -544,3 +544,15 @@ fn an_integer_beyond_64_bits_is_a_value_out_of_range() {
         "{p:#?}"
     );
 }
+
+#[test]
+fn too_many_tiers_do_not_overflow_the_tier_set() {
+    let names: Vec<String> = (0..70).map(|i| format!("t{i}")).collect();
+    let text = format!(
+        "{}    tiers: [t69]\nauth:\n  tiers: [{}]\n  api_keys:\n    keys: []\n",
+        MINIMAL,
+        names.join(", ")
+    );
+    let p = problems(&text);
+    assert!(has(&p, "auth.tiers", "at most 63 tiers"), "{p:#?}");
+}
