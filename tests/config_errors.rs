@@ -114,6 +114,57 @@ fn all_problems_are_reported_at_once() {
     assert!(out.contains("3 problem(s)"), "{out}");
 }
 
+/// Every problem of a broken file at once, each at its own line: values out of range,
+/// several bad fields of one struct, an integer beyond 64 bits, a duplicate key.
+#[test]
+fn a_broken_file_exits_2_listing_every_problem() {
+    let text = "server:
+  grace_period: 500000000y
+  graceful_shutdown_timeout: 0s
+upstreams:
+  api:
+    backends:
+      - addr: 127.0.0.1:3000
+        weight: 0
+routes:
+  - path_prefix: /
+    upstream: api
+    connect_timeout: 0s
+    read_timeout: 0s
+    retries: 99999999999999999999999
+rate_limits:
+  policies:
+    p:
+      rate: 18446744073709551615
+      per: 1ns
+    q:
+      rate: 5
+      per: -1s
+      burst: -2
+server:
+  threads: 4
+";
+    let want = [
+        "line 2: server.grace_period: must be at most 1h, got 500000000years",
+        "line 8: upstreams.api.backends[0].weight: must be at least 1, got 0",
+        "line 12: routes[0].connect_timeout: must be at least 1ms, got 0s",
+        "line 13: routes[0].read_timeout: must be at least 1ms, got 0s",
+        "line 14: routes[0].retries: must be at most 5, got 99999999999999999999999",
+        "line 18: rate_limits.policies.p.rate: must be at most 1000000000, got 18446744073709551615",
+        "line 19: rate_limits.policies.p.per: must be at least 1ms, got 1ns",
+        "line 22: rate_limits.policies.q.per: invalid duration \"-1s\"",
+        "line 23: rate_limits.policies.q.burst: must be at least 1, got -2",
+        "line 24: server: duplicate key `server` (first at line 1)",
+    ];
+    let (code, out) = check(text);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains(&format!("{} problem(s)", want.len())), "{out}");
+    for w in want {
+        assert!(out.contains(w), "want {w:?} in:\n{out}");
+    }
+    assert!(!out.contains("panicked"), "{out}");
+}
+
 #[test]
 fn starting_with_a_broken_config_exits_2_without_panicking() {
     let (code, err) = start(&GOOD.replace("upstream: api", "upstream: nope"));

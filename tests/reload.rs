@@ -152,7 +152,7 @@ fn a_broken_file_changes_nothing() {
     for problem in [
         "upstreams.a.backends: at least one backend is required",
         "routes[0].upstream: no pool named \"nope\"",
-        "routes[0].retries: at most 5",
+        "routes[0].retries: must be at most 5",
     ] {
         assert!(err.contains(problem), "missing {problem:?} in:\n{err}");
     }

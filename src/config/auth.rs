@@ -1,6 +1,6 @@
 //! Validation of the `auth` section: tiers, JWT issuers and keys, API keys.
 
-use super::{raw, Validator};
+use super::{raw, Range, Validator};
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::path::PathBuf;
@@ -109,6 +109,12 @@ impl AuthConfig {
 /// Minimum HMAC secret length: RFC 7518 asks for a key as long as the hash output.
 const MIN_SECRET: usize = 32;
 
+// Ranges of the `auth` section.
+/// Verified tokens remembered, a few hundred bytes each.
+const CACHE_SIZE: Range<usize> = Range::new(1, 1_000_000);
+/// Clock skew allowed on `exp` and `nbf`.
+const LEEWAY: Range<Duration> = Range::new(Duration::ZERO, Duration::from_secs(600));
+
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     let s = s.trim();
     if s.len() != 64 {
@@ -145,6 +151,8 @@ impl Validator<'_> {
         }
         if tiers.len() > 64 {
             self.problem("auth.tiers", "at most 63 tiers");
+            // Tier sets are bit sets of a u64.
+            tiers.truncate(64);
         }
         let tier_of = |v: &mut Self, at: String, name: &str| -> usize {
             match tiers.iter().position(|t| t == name) {
@@ -184,16 +192,19 @@ impl Validator<'_> {
                     TokenSource::Bearer
                 }
             };
-            if j.issuers.is_empty() {
+            let listed = self.required("auth.jwt", "issuers", j.issuers);
+            if listed.as_ref().is_some_and(Vec::is_empty) {
                 self.problem("auth.jwt.issuers", "at least one issuer is required");
             }
-            let issuers = j
-                .issuers
+            let issuers = listed
+                .unwrap_or_default()
                 .into_iter()
                 .enumerate()
                 .map(|(i, iss)| {
                     let at = format!("auth.jwt.issuers[{i}]");
-                    if iss.audience.is_empty() {
+                    let issuer = self.required(&at, "issuer", iss.issuer);
+                    let audience = self.required(&at, "audience", iss.audience);
+                    if audience.as_ref().is_some_and(Vec::is_empty) {
                         self.problem(
                             format!("{at}.audience"),
                             "at least one audience is required",
@@ -223,14 +234,18 @@ impl Validator<'_> {
                             )
                         })
                         .collect();
-                    let default_tier =
-                        tier_of(self, format!("{at}.default_tier"), &iss.default_tier);
+                    let default_tier = self
+                        .required(&at, "default_tier", iss.default_tier)
+                        .map_or(0, |t| tier_of(self, format!("{at}.default_tier"), &t));
+                    let leeway = iss.leeway.map_or(Duration::from_secs(30), |d| {
+                        self.duration(&format!("{at}.leeway"), d.0, LEEWAY)
+                    });
                     IssuerConfig {
-                        issuer: iss.issuer,
-                        audience: iss.audience,
+                        issuer: issuer.unwrap_or_default(),
+                        audience: audience.unwrap_or_default(),
                         keys,
                         jwks_file: iss.jwks_file.map(PathBuf::from),
-                        leeway: iss.leeway.map_or(Duration::from_secs(30), |d| d.0),
+                        leeway,
                         consumer_claim: iss.consumer_claim,
                         tier_claim: iss.tier_claim,
                         tier_values,
@@ -249,15 +264,22 @@ impl Validator<'_> {
                 }
             };
             let mut keys: Vec<ApiKeyConfig> = Vec::new();
-            for (i, key) in k.keys.iter().enumerate() {
+            let listed = self.required("auth.api_keys", "keys", k.keys);
+            for (i, key) in listed.unwrap_or_default().into_iter().enumerate() {
                 let at = format!("auth.api_keys.keys[{i}]");
-                let tier = tier_of(self, format!("{at}.tier"), &key.tier);
-                match parse_hex32(&key.sha256) {
+                let consumer = self.required(&at, "consumer", key.consumer);
+                let tier = self
+                    .required(&at, "tier", key.tier)
+                    .map_or(0, |t| tier_of(self, format!("{at}.tier"), &t));
+                let Some(sha256) = self.required(&at, "sha256", key.sha256) else {
+                    continue;
+                };
+                match parse_hex32(&sha256) {
                     Some(sha256) if keys.iter().any(|o| o.sha256 == sha256) => {
                         self.problem(format!("{at}.sha256"), "the same key is listed twice");
                     }
                     Some(sha256) => keys.push(ApiKeyConfig {
-                        consumer: key.consumer.clone(),
+                        consumer: consumer.unwrap_or_default(),
                         tier,
                         sha256,
                     }),
@@ -269,9 +291,7 @@ impl Validator<'_> {
             }
             ApiKeysConfig { header, keys }
         });
-        if a.cache_size == 0 {
-            self.problem("auth.cache_size", "must be at least 1");
-        }
+        let cache_size = self.int("auth.cache_size", a.cache_size, CACHE_SIZE);
         AuthConfig {
             tiers,
             jwt,
@@ -279,18 +299,19 @@ impl Validator<'_> {
             forward_identity: a.forward_identity,
             strip_credentials: a.strip_credentials,
             realm: a.realm,
-            cache_size: a.cache_size.max(1),
+            cache_size,
             default_mode: a.default_mode,
         }
     }
 
     fn jwt_key(&mut self, at: &str, k: &raw::JwtKey) -> Option<JwtKeyConfig> {
-        let algorithm = match Algorithm::from_str(&k.algorithm) {
+        let name = self.required(at, "algorithm", k.algorithm.as_deref())?;
+        let algorithm = match Algorithm::from_str(name) {
             Ok(a) => a,
             Err(_) => {
                 self.problem(
                     format!("{at}.algorithm"),
-                    format!("unknown algorithm \"{}\" (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA)", k.algorithm),
+                    format!("unknown algorithm \"{name}\" (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA)"),
                 );
                 return None;
             }

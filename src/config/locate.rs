@@ -8,6 +8,18 @@ use yaml_rust2::scanner::Marker;
 #[derive(Debug, Default)]
 pub struct LineIndex {
     lines: HashMap<String, usize>,
+    duplicates: Vec<Duplicate>,
+}
+
+/// A key written a second time in the same mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The path the key opens, e.g. `routes[0].upstream`.
+    pub path: String,
+    pub key: String,
+    /// The line of this occurrence, and of the first.
+    pub line: usize,
+    pub first: usize,
 }
 
 impl LineIndex {
@@ -16,12 +28,24 @@ impl LineIndex {
     pub fn build(text: &str) -> Self {
         let mut walker = Walker::default();
         let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut walker, false).is_err() {
-            return Self::default();
+        // Event by event, not `Parser::load`: that recurses once per nesting level, and a
+        // deep enough document overflows the stack. The walker keeps its own stack.
+        loop {
+            match parser.next_token() {
+                Ok((Event::DocumentEnd | Event::StreamEnd, _)) => break,
+                Ok((ev, mark)) => walker.on_event(ev, mark),
+                Err(_) => return Self::default(),
+            }
         }
         Self {
             lines: walker.lines,
+            duplicates: walker.duplicates,
         }
+    }
+
+    /// Keys written more than once in one mapping, in file order.
+    pub fn duplicates(&self) -> &[Duplicate] {
+        &self.duplicates
     }
 
     /// The line of `path`, or of its nearest ancestor that has one.
@@ -38,10 +62,12 @@ impl LineIndex {
 }
 
 enum Frame {
-    /// A mapping: `key` is the key whose value comes next, `None` while a key is expected.
+    /// A mapping: `key` is the key whose value comes next, `None` while a key is expected;
+    /// `seen` holds its keys so far, with their lines.
     Map {
         path: String,
         key: Option<String>,
+        seen: HashMap<String, usize>,
     },
     Seq {
         path: String,
@@ -53,6 +79,7 @@ enum Frame {
 struct Walker {
     stack: Vec<Frame>,
     lines: HashMap<String, usize>,
+    duplicates: Vec<Duplicate>,
 }
 
 fn join(parent: &str, key: &str) -> String {
@@ -68,7 +95,7 @@ impl Walker {
     fn enter_value(&mut self, line: usize) -> Option<String> {
         match self.stack.last_mut() {
             None => Some(String::new()),
-            Some(Frame::Map { path, key }) => key.take().map(|k| join(path, &k)),
+            Some(Frame::Map { path, key, .. }) => key.take().map(|k| join(path, &k)),
             Some(Frame::Seq { path, next }) => {
                 let p = format!("{path}[{next}]");
                 *next += 1;
@@ -84,10 +111,22 @@ impl MarkedEventReceiver for Walker {
         let line = mark.line();
         match ev {
             Event::Scalar(value, ..) => {
-                if let Some(Frame::Map { path, key }) = self.stack.last_mut() {
+                if let Some(Frame::Map { path, key, seen }) = self.stack.last_mut() {
                     if key.is_none() {
                         // A mapping key: remember its line under the path it opens.
-                        self.lines.entry(join(path, &value)).or_insert(line);
+                        let at = join(path, &value);
+                        self.lines.entry(at.clone()).or_insert(line);
+                        match seen.get(&value) {
+                            Some(&first) => self.duplicates.push(Duplicate {
+                                path: at,
+                                key: value.clone(),
+                                line,
+                                first,
+                            }),
+                            None => {
+                                seen.insert(value.clone(), line);
+                            }
+                        }
                         *key = Some(value);
                         return;
                     }
@@ -99,7 +138,11 @@ impl MarkedEventReceiver for Walker {
             }
             Event::MappingStart(..) => {
                 let path = self.enter_value(line).unwrap_or_default();
-                self.stack.push(Frame::Map { path, key: None });
+                self.stack.push(Frame::Map {
+                    path,
+                    key: None,
+                    seen: HashMap::new(),
+                });
             }
             Event::SequenceStart(..) => {
                 let path = self.enter_value(line).unwrap_or_default();
@@ -130,5 +173,26 @@ mod tests {
         // Falls back to the nearest ancestor.
         assert_eq!(idx.line_of("routes[1].nope"), Some(5));
         assert_eq!(idx.line_of("zzz"), None);
+        assert!(idx.duplicates().is_empty());
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow_the_stack() {
+        let idx = LineIndex::build(&("- ".repeat(5_000) + "x\n"));
+        assert_eq!(idx.line_of("[0][0][0]"), Some(1));
+    }
+
+    #[test]
+    fn finds_duplicate_keys_at_their_second_line() {
+        let text = "a: 1\nb:\n  c: 1\n  d: 2\n  c: 3\na: 4\ne: [{c: 1}, {c: 2}]\n";
+        let idx = LineIndex::build(text);
+        let dups: Vec<(&str, usize, usize)> = idx
+            .duplicates()
+            .iter()
+            .map(|d| (d.path.as_str(), d.line, d.first))
+            .collect();
+        assert_eq!(dups, vec![("b.c", 5, 3), ("a", 6, 1)]);
+        // The first occurrence keeps the path's line.
+        assert_eq!(idx.line_of("b.c"), Some(3));
     }
 }

@@ -7,6 +7,7 @@ mod auth;
 mod edge;
 mod locate;
 mod raw;
+mod tree;
 
 pub use edge::{EdgeConfig, EscapedSlashes, PathConfig, UnderscoreHeaders};
 
@@ -17,6 +18,9 @@ pub use auth::{
 
 use locate::LineIndex;
 use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
+use serde_yaml::Value;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -279,12 +283,25 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates config text. Every problem found is returned, not just the first.
 pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    // serde_yaml reads it first: it refuses a document nested too deep for it (or broken)
+    // before the line index walks it.
+    let tree = match tree::parse(text) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(vec![Problem {
+                at: String::new(),
+                line: e.location().map(|l| l.line()),
+                message: format!("not valid YAML: {e}"),
+            }])
+        }
+    };
     let lines = LineIndex::build(text);
     let mut v = Validator {
         lines: &lines,
         problems: Vec::new(),
+        broken: HashSet::new(),
     };
-    let config = v.document(text);
+    let config = v.document(tree);
     match config {
         Some(c) if v.problems.is_empty() => Ok(c),
         _ => {
@@ -295,14 +312,123 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     }
 }
 
+/// The inclusive range a config number or duration must fall in. Each section keeps its
+/// ranges as named constants beside its validation; README's config reference lists them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range<T> {
+    pub min: T,
+    pub max: T,
+}
+
+impl<T> Range<T> {
+    pub const fn new(min: T, max: T) -> Self {
+        Self { min, max }
+    }
+}
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+/// The usual range of a timeout.
+const TIMEOUT: Range<Duration> = Range::new(ms(1), HOUR);
+
+/// What replaces a value that could not be read, tried in turn until the whole deserializes:
+/// absent (for optional fields), then an empty mapping (a struct of defaults), string, list.
+/// A replaced value is reported once; what validation finds about its stand-in is not.
+const STAND_INS: usize = 4;
+
+fn stand_in(i: usize) -> Value {
+    match i {
+        0 => Value::Null,
+        1 => Value::Mapping(serde_yaml::Mapping::new()),
+        2 => Value::String(String::new()),
+        _ => Value::Sequence(Vec::new()),
+    }
+}
+
+/// `parent.key` / `parent[i]`, as problems name paths.
+fn path_of(at: &str, segments: &[Segment]) -> String {
+    let mut path = at.to_string();
+    for s in segments {
+        match s {
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Segment::Unknown => path.push_str(if path.is_empty() { "?" } else { ".?" }),
+        }
+    }
+    path
+}
+
+fn untagged_mut(v: &mut Value) -> &mut Value {
+    match v {
+        Value::Tagged(t) => untagged_mut(&mut t.value),
+        other => other,
+    }
+}
+
+/// The key of `map` that serde_path_to_error names `key`.
+fn key_named(map: &serde_yaml::Mapping, key: &str) -> Option<Value> {
+    map.keys()
+        .find(|k| match k {
+            Value::String(s) => s == key,
+            Value::Bool(b) => b.to_string() == key,
+            Value::Number(n) => n.to_string() == key,
+            _ => false,
+        })
+        .cloned()
+}
+
+/// The value at `segments` below `v`.
+fn node_mut<'v>(v: &'v mut Value, segments: &[Segment]) -> Option<&'v mut Value> {
+    let Some((last, parents)) = segments.split_last() else {
+        return Some(v);
+    };
+    match (last, untagged_mut(node_mut(v, parents)?)) {
+        (Segment::Seq { index }, Value::Sequence(items)) => items.get_mut(*index),
+        (Segment::Map { key }, Value::Mapping(map)) => {
+            let k = key_named(map, key)?;
+            map.get_mut(&k)
+        }
+        _ => None,
+    }
+}
+
+/// Removes the mapping entry at `segments`; false when it is not one.
+fn remove_entry(v: &mut Value, segments: &[Segment]) -> bool {
+    let Some((Segment::Map { key }, parents)) = segments.split_last() else {
+        return false;
+    };
+    match node_mut(v, parents).map(untagged_mut) {
+        Some(Value::Mapping(map)) => key_named(map, key).is_some_and(|k| map.remove(&k).is_some()),
+        _ => false,
+    }
+}
+
+/// How many values of one section may fail to deserialize before the rest is given up.
+const MAX_ROUNDS: usize = 1000;
+
 struct Validator<'a> {
     lines: &'a LineIndex,
     problems: Vec<Problem>,
+    /// Paths whose value could not be read (reported) and was replaced or dropped.
+    broken: HashSet<String>,
 }
 
 impl Validator<'_> {
     fn problem(&mut self, at: impl Into<String>, message: impl Into<String>) {
         let at = at.into();
+        if self.is_broken(&at) {
+            return;
+        }
         let line = self.lines.line_of(&at);
         self.problems.push(Problem {
             at,
@@ -311,34 +437,120 @@ impl Validator<'_> {
         });
     }
 
-    /// Deserializes `value` (found at `at`) into `T`, recording a problem on failure.
-    fn typed<T: DeserializeOwned>(&mut self, at: &str, value: serde_yaml::Value) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let mut path = match (at.is_empty(), inner.as_str()) {
-                    (_, ".") => at.to_string(),
-                    (true, p) => p.to_string(),
-                    (false, p) => format!("{at}.{p}"),
-                };
-                let message = e.into_inner().to_string();
-                // Point unknown keys at their own line.
-                if let Some(field) = message
-                    .strip_prefix("unknown field `")
-                    .and_then(|m| m.split('`').next())
-                    .filter(|f| !path.ends_with(f))
-                {
-                    path = if path.is_empty() {
-                        field.to_string()
-                    } else {
-                        format!("{path}.{field}")
-                    };
-                }
-                self.problem(path, message);
-                None
+    /// Whether the value at `at`, or one that holds it, could not be read.
+    fn is_broken(&self, at: &str) -> bool {
+        let mut p = at;
+        loop {
+            if self.broken.contains(p) {
+                return true;
+            }
+            match p.rfind(['.', '[']) {
+                Some(cut) => p = &p[..cut],
+                None => return false,
             }
         }
+    }
+
+    /// A required field (`at.field`): a problem when absent, unless it was written but
+    /// could not be read (reported already).
+    fn required<T>(&mut self, at: &str, field: &str, value: Option<T>) -> Option<T> {
+        if value.is_none() && !self.is_broken(&format!("{at}.{field}")) {
+            self.problem(at, format!("missing field `{field}`"));
+        }
+        value
+    }
+
+    /// Whether `v` (at `at`) is within `range`; if not, a problem: "must be at least MIN,
+    /// got V" or "must be at most MAX, got V" (NaN is below every minimum).
+    fn in_range<T: PartialOrd>(
+        &mut self,
+        at: &str,
+        v: &T,
+        range: &Range<T>,
+        show: impl Fn(&T) -> String,
+    ) -> bool {
+        let message = if !matches!(
+            v.partial_cmp(&range.min),
+            Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+        ) {
+            format!("must be at least {}, got {}", show(&range.min), show(v))
+        } else if v > &range.max {
+            format!("must be at most {}, got {}", show(&range.max), show(v))
+        } else {
+            return true;
+        };
+        self.problem(at, message);
+        false
+    }
+
+    /// `n` (at `at`) if within `range`; otherwise a problem, and the nearest bound.
+    fn int<T>(&mut self, at: &str, n: raw::Int, range: Range<T>) -> T
+    where
+        T: Copy + TryFrom<i128> + TryInto<i128>,
+    {
+        let wide = Range::new(
+            range.min.try_into().unwrap_or(i128::MIN),
+            range.max.try_into().unwrap_or(i128::MAX),
+        );
+        self.in_range(at, &n.0, &wide, i128::to_string);
+        let clamped = n.0.clamp(wide.min, wide.max.max(wide.min));
+        T::try_from(clamped).unwrap_or(range.max)
+    }
+
+    /// `d` (at `at`) if within `range`; otherwise a problem, and the nearest bound.
+    fn duration(&mut self, at: &str, d: Duration, range: Range<Duration>) -> Duration {
+        self.in_range(at, &d, &range, |d| {
+            humantime::format_duration(*d).to_string()
+        });
+        d.clamp(range.min, range.max.max(range.min))
+    }
+
+    /// Deserializes `value` (found at `at`) into `T`. Every value that cannot be read is
+    /// reported at its own path and replaced (see [`stand_in`]) or, for an unknown key,
+    /// removed, until the rest deserializes: so one bad field hides no other. `None` when
+    /// `value` as a whole could not be read.
+    fn typed<T: DeserializeOwned>(&mut self, at: &str, mut value: Value) -> Option<T> {
+        // Stand-ins tried so far, by path. Each round reports a new path, tries a path's
+        // next stand-in or removes an entry, so the rounds end; MAX_ROUNDS is a guard.
+        let mut tried: HashMap<String, usize> = HashMap::new();
+        for _ in 0..MAX_ROUNDS {
+            let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                Ok(t) => return (!self.broken.contains(at)).then_some(t),
+                Err(e) => e,
+            };
+            let mut segments: Vec<Segment> = e.path().iter().cloned().collect();
+            let message = e.into_inner().to_string();
+            let unknown = message
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split('`').next())
+                .map(str::to_string);
+            if let Some(field) = &unknown {
+                // Point an unknown key at its own line.
+                if !matches!(segments.last(), Some(Segment::Map { key }) if key == field) {
+                    segments.push(Segment::Map { key: field.clone() });
+                }
+            }
+            let path = path_of(at, &segments);
+            if !self.is_broken(&path) {
+                self.problem(path.clone(), message);
+            }
+            if unknown.is_some() {
+                if !remove_entry(&mut value, &segments) {
+                    return None;
+                }
+                continue;
+            }
+            let n = tried.entry(path.clone()).or_insert(0);
+            if *n < STAND_INS {
+                *node_mut(&mut value, &segments)? = stand_in(*n);
+                *n += 1;
+                self.broken.insert(path);
+            } else if !remove_entry(&mut value, &segments) {
+                return None;
+            }
+        }
+        self.problem(at, "too many problems; fix the ones above first");
+        None
     }
 
     fn section<T: DeserializeOwned + Default>(
@@ -352,19 +564,21 @@ impl Validator<'_> {
         }
     }
 
-    fn document(&mut self, text: &str) -> Option<Config> {
-        let value: serde_yaml::Value = match serde_yaml::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                self.problems.push(Problem {
-                    at: String::new(),
-                    line: e.location().map(|l| l.line()),
-                    message: format!("not valid YAML: {e}"),
-                });
-                return None;
+    fn document(&mut self, tree: tree::Tree) -> Option<Config> {
+        for d in self.lines.duplicates() {
+            self.problems.push(Problem {
+                at: d.path.clone(),
+                line: Some(d.line),
+                message: format!("duplicate key `{}` (first at line {})", d.key, d.first),
+            });
+        }
+        if self.lines.duplicates().is_empty() {
+            // Only when the line index could not read the file.
+            for key in &tree.duplicates {
+                self.problem("", format!("duplicate key `{key}`"));
             }
-        };
-        let mut doc = match value {
+        }
+        let mut doc = match tree.value {
             serde_yaml::Value::Mapping(m) => m,
             serde_yaml::Value::Null => serde_yaml::Mapping::new(),
             _ => {
@@ -445,21 +659,36 @@ impl Validator<'_> {
             }
         }
     }
+}
 
+// Ranges of the `server` section.
+const THREADS: Range<usize> = Range::new(1, 1024);
+const GRACE_PERIOD: Range<Duration> = Range::new(Duration::ZERO, HOUR);
+const GRACEFUL_SHUTDOWN_TIMEOUT: Range<Duration> = Range::new(Duration::ZERO, HOUR);
+/// Idle connections kept per worker thread.
+const UPSTREAM_KEEPALIVE_POOL: Range<usize> = Range::new(0, 65_536);
+const UPSTREAM_IDLE_TIMEOUT: Range<Duration> = TIMEOUT;
+
+impl Validator<'_> {
     fn server(&mut self, s: raw::Server) -> ServerSettings {
-        if s.threads == 0 || s.threads > 1024 {
-            self.problem(
-                "server.threads",
-                format!("must be between 1 and 1024, got {}", s.threads),
-            );
-        }
+        let at = |key: &str| format!("server.{key}");
         ServerSettings {
-            threads: s.threads.max(1),
+            threads: self.int(&at("threads"), s.threads, THREADS),
             work_stealing: s.work_stealing,
-            grace_period: s.grace_period.0,
-            graceful_shutdown_timeout: s.graceful_shutdown_timeout.0,
-            upstream_keepalive_pool: s.upstream_keepalive_pool,
-            upstream_idle_timeout: s.upstream_idle_timeout.map(|d| d.0),
+            grace_period: self.duration(&at("grace_period"), s.grace_period.0, GRACE_PERIOD),
+            graceful_shutdown_timeout: self.duration(
+                &at("graceful_shutdown_timeout"),
+                s.graceful_shutdown_timeout.0,
+                GRACEFUL_SHUTDOWN_TIMEOUT,
+            ),
+            upstream_keepalive_pool: self.int(
+                &at("upstream_keepalive_pool"),
+                s.upstream_keepalive_pool,
+                UPSTREAM_KEEPALIVE_POOL,
+            ),
+            upstream_idle_timeout: s
+                .upstream_idle_timeout
+                .map(|d| self.duration(&at("upstream_idle_timeout"), d.0, UPSTREAM_IDLE_TIMEOUT)),
             pid_file: s.pid_file,
             upgrade_sock: s.upgrade_sock,
         }
@@ -513,7 +742,29 @@ impl Validator<'_> {
         }
         nets
     }
+}
 
+// Ranges of the `rate_limits` section. The bucket arithmetic is f64 here and a Lua number
+// (milli-tokens, tokens per millisecond) in Redis: these keep every quantity far below 2^53.
+const RATE: Range<u64> = Range::new(1, 1_000_000_000);
+const PER: Range<Duration> = Range::new(ms(1), DAY);
+/// The most tokens a policy may add per second, `rate / per`.
+const MAX_PER_SECOND: f64 = 1e9;
+const BURST: Range<u64> = Range::new(1, 1_000_000_000);
+/// Keys per policy, about 250 bytes each.
+const MAX_KEYS: Range<usize> = Range::new(1, 10_000_000);
+/// `redis.connect_timeout` and `redis.command_timeout`.
+const REDIS_TIMEOUT: Range<Duration> = Range::new(ms(1), MINUTE);
+const SYNC_INTERVAL: Range<Duration> = Range::new(ms(1), MINUTE);
+const LEASE_HORIZON: Range<Duration> = Range::new(ms(1), MINUTE);
+/// `redis.lease_min` and `redis.lease_max` (and lease_min <= lease_max).
+const LEASE: Range<u64> = Range::new(1, 1_000_000);
+const LEASE_WAIT: Range<Duration> = Range::new(ms(1), MINUTE);
+const COLD_START_ALLOWANCE: Range<u64> = Range::new(1, 1_000_000);
+const IDLE_RETURN: Range<Duration> = Range::new(ms(1), HOUR);
+const EXPECTED_INSTANCES: Range<u32> = Range::new(1, 10_000);
+
+impl Validator<'_> {
     fn rate_limits(&mut self, r: raw::RateLimits) -> RateLimitConfig {
         let mut policies = Vec::new();
         for (name, p) in r.policies {
@@ -524,16 +775,30 @@ impl Validator<'_> {
                     format!("policy name \"{name}\" may use only letters, digits, '-' and '_'"),
                 );
             }
-            if p.rate == 0 {
-                self.problem(format!("{at}.rate"), "must be at least 1");
+            let before = self.problems.len();
+            let rate = self
+                .required(&at, "rate", p.rate)
+                .map(|n| self.int(&format!("{at}.rate"), n, RATE));
+            let per = self
+                .required(&at, "per", p.per)
+                .map(|d| self.duration(&format!("{at}.per"), d.0, PER));
+            if let (Some(rate), Some(per), true) = (rate, per, self.problems.len() == before) {
+                let per_second = rate as f64 / per.as_secs_f64();
+                if per_second > MAX_PER_SECOND {
+                    self.problem(
+                        format!("{at}.rate"),
+                        format!(
+                            "rate / per must be at most {MAX_PER_SECOND} per second, got {per_second:.0} per second ({rate} per {})",
+                            humantime::format_duration(per)
+                        ),
+                    );
+                }
             }
-            if p.per.0.is_zero() {
-                self.problem(format!("{at}.per"), "must be more than zero");
-            }
-            let burst = p.burst.unwrap_or(p.rate);
-            if burst == 0 {
-                self.problem(format!("{at}.burst"), "must be at least 1");
-            }
+            let rate = rate.unwrap_or(1);
+            let burst = match p.burst {
+                Some(n) => self.int(&format!("{at}.burst"), n, BURST),
+                None => rate.min(BURST.max),
+            };
             let key = match p.key.as_str() {
                 "client_ip" => LimitKey::ClientIp,
                 "consumer" => LimitKey::Consumer,
@@ -561,63 +826,94 @@ impl Validator<'_> {
             };
             policies.push(PolicyConfig {
                 name,
-                rate: p.rate.max(1),
-                per: if p.per.0.is_zero() {
-                    Duration::from_secs(1)
-                } else {
-                    p.per.0
-                },
-                burst: burst.max(1),
+                rate,
+                per: per.unwrap_or(Duration::from_secs(1)),
+                burst,
                 key,
                 on_redis_error: p.on_redis_error,
             });
         }
-        if r.max_keys == 0 {
-            self.problem("rate_limits.max_keys", "must be at least 1");
-        }
+        let max_keys = self.int("rate_limits.max_keys", r.max_keys, MAX_KEYS);
         let redis = r.redis.map(|x| {
-            let at = "rate_limits.redis";
+            let at = |key: &str| format!("rate_limits.redis.{key}");
             if let Err(e) = redis::Client::open(x.url.as_str()) {
+                self.problem(at("url"), format!("\"{}\" is not a Redis URL: {e}", x.url));
+            }
+            let lease_min = self.int(&at("lease_min"), x.lease_min, LEASE);
+            let lease_max = self.int(&at("lease_max"), x.lease_max, LEASE);
+            if lease_min > lease_max {
                 self.problem(
-                    format!("{at}.url"),
-                    format!("\"{}\" is not a Redis URL: {e}", x.url),
+                    at("lease_min"),
+                    format!("must be at most lease_max ({lease_max}), got {lease_min}"),
                 );
-            }
-            if x.lease_min == 0 || x.lease_max < x.lease_min {
-                self.problem(
-                    format!("{at}.lease_min"),
-                    "need 1 <= lease_min <= lease_max",
-                );
-            }
-            if x.expected_instances == 0 {
-                self.problem(format!("{at}.expected_instances"), "must be at least 1");
-            }
-            if x.sync_interval.0 < Duration::from_millis(1) {
-                self.problem(format!("{at}.sync_interval"), "must be at least 1ms");
             }
             RedisConfig {
                 url: x.url,
-                connect_timeout: x.connect_timeout.0,
-                command_timeout: x.command_timeout.0,
-                sync_interval: x.sync_interval.0.max(Duration::from_millis(1)),
-                lease_horizon: x.lease_horizon.0,
-                lease_min: x.lease_min.max(1),
-                lease_max: x.lease_max.max(x.lease_min.max(1)),
-                lease_wait: x.lease_wait.0,
+                connect_timeout: self.duration(
+                    &at("connect_timeout"),
+                    x.connect_timeout.0,
+                    REDIS_TIMEOUT,
+                ),
+                command_timeout: self.duration(
+                    &at("command_timeout"),
+                    x.command_timeout.0,
+                    REDIS_TIMEOUT,
+                ),
+                sync_interval: self.duration(
+                    &at("sync_interval"),
+                    x.sync_interval.0,
+                    SYNC_INTERVAL,
+                ),
+                lease_horizon: self.duration(
+                    &at("lease_horizon"),
+                    x.lease_horizon.0,
+                    LEASE_HORIZON,
+                ),
+                lease_min,
+                lease_max: lease_max.max(lease_min),
+                lease_wait: self.duration(&at("lease_wait"), x.lease_wait.0, LEASE_WAIT),
                 cold_start: x.cold_start,
-                cold_start_allowance: x.cold_start_allowance,
-                idle_return: x.idle_return.0,
-                expected_instances: x.expected_instances.max(1),
+                cold_start_allowance: self.int(
+                    &at("cold_start_allowance"),
+                    x.cold_start_allowance,
+                    COLD_START_ALLOWANCE,
+                ),
+                idle_return: self.duration(&at("idle_return"), x.idle_return.0, IDLE_RETURN),
+                expected_instances: self.int(
+                    &at("expected_instances"),
+                    x.expected_instances,
+                    EXPECTED_INSTANCES,
+                ),
                 key_prefix: x.key_prefix,
             }
         });
         RateLimitConfig {
             redis,
             policies,
-            max_keys: r.max_keys.max(1),
+            max_keys,
         }
     }
+}
 
+// Ranges of the `upstreams` section.
+const WEIGHT: Range<usize> = Range::new(1, 1000);
+const EXPECTED_STATUS: Range<u16> = Range::new(100, 599);
+const HEALTH_INTERVAL: Range<Duration> = Range::new(ms(10), HOUR);
+const HEALTH_TIMEOUT: Range<Duration> = TIMEOUT;
+/// `healthy_threshold` and `unhealthy_threshold`.
+const HEALTH_THRESHOLD: Range<usize> = Range::new(1, 100);
+/// 0 turns the rule off.
+const CONSECUTIVE_FAILURES: Range<u32> = Range::new(0, 10_000);
+/// 0 turns the rule off.
+const FAILURE_RATIO: Range<f64> = Range::new(0.0, 1.0);
+const BREAKER_WINDOW: Range<Duration> = Range::new(ms(100), HOUR);
+const MIN_REQUESTS: Range<u32> = Range::new(1, 1_000_000);
+/// `open_duration` and `max_open_duration` (and open_duration <= max_open_duration).
+const OPEN_DURATION: Range<Duration> = Range::new(ms(1), HOUR);
+const HALF_OPEN_TRIALS: Range<u32> = Range::new(1, 1000);
+const CLOSE_AFTER: Range<u32> = Range::new(1, 1000);
+
+impl Validator<'_> {
     fn pools(&mut self, value: Option<serde_yaml::Value>) -> Vec<PoolConfig> {
         let map: raw::Pools = match value {
             None | Some(serde_yaml::Value::Null) => {
@@ -659,30 +955,26 @@ impl Validator<'_> {
     }
 
     fn pool(&mut self, at: &str, name: String, raw: raw::Pool) -> PoolConfig {
-        if raw.backends.is_empty() {
+        let listed = self.required(at, "backends", raw.backends);
+        if listed.as_ref().is_some_and(Vec::is_empty) {
             self.problem(format!("{at}.backends"), "at least one backend is required");
         }
         let mut backends: Vec<BackendConfig> = Vec::new();
-        for (i, b) in raw.backends.iter().enumerate() {
+        for (i, b) in listed.unwrap_or_default().into_iter().enumerate() {
             let bat = format!("{at}.backends[{i}]");
-            if b.weight == 0 || b.weight > 1000 {
-                self.problem(
-                    format!("{bat}.weight"),
-                    format!("must be between 1 and 1000, got {}", b.weight),
-                );
-            }
-            match parse_backend_addr(&b.addr) {
+            let weight = self.int(&format!("{bat}.weight"), b.weight, WEIGHT);
+            let Some(written) = self.required(&bat, "addr", b.addr) else {
+                continue;
+            };
+            match parse_backend_addr(&written) {
                 Ok(addr) => {
                     if backends.iter().any(|o| o.addr == addr) {
                         self.problem(
                             format!("{bat}.addr"),
-                            format!("backend {} is listed twice", b.addr),
+                            format!("backend {written} is listed twice"),
                         );
                     }
-                    backends.push(BackendConfig {
-                        addr,
-                        weight: b.weight,
-                    });
+                    backends.push(BackendConfig { addr, weight });
                 }
                 Err(msg) => self.problem(format!("{bat}.addr"), msg),
             }
@@ -740,46 +1032,76 @@ impl Validator<'_> {
         cb: raw::CircuitBreaker,
     ) -> Option<crate::routing::breaker::BreakerConfig> {
         let d = crate::routing::breaker::BreakerConfig::default();
+        let at = |key: &str| format!("{at}.{key}");
+        let int = |v: &mut Self, key: &str, n: Option<raw::Int>, default: u32, range| {
+            n.map_or(default, |n| v.int(&at(key), n, range))
+        };
+        let duration = |v: &mut Self, key: &str, d: Option<raw::HumanDuration>, default| {
+            d.map_or(default, |d| v.duration(&at(key), d.0, OPEN_DURATION))
+        };
+        let mut failure_ratio = cb.failure_ratio.unwrap_or(d.failure_ratio);
+        if !self.in_range(
+            &at("failure_ratio"),
+            &failure_ratio,
+            &FAILURE_RATIO,
+            f64::to_string,
+        ) {
+            failure_ratio = d.failure_ratio;
+        }
         let c = crate::routing::breaker::BreakerConfig {
-            consecutive_failures: cb.consecutive_failures.unwrap_or(d.consecutive_failures),
-            failure_ratio: cb.failure_ratio.unwrap_or(d.failure_ratio),
-            window: cb.window.map_or(d.window, |x| x.0),
-            min_requests: cb.min_requests.unwrap_or(d.min_requests),
-            open_duration: cb.open_duration.map_or(d.open_duration, |x| x.0),
-            max_open: cb.max_open_duration.map_or(d.max_open, |x| x.0),
-            half_open_trials: cb.half_open_trials.unwrap_or(d.half_open_trials),
-            close_after: cb.close_after.unwrap_or(d.close_after),
+            consecutive_failures: int(
+                self,
+                "consecutive_failures",
+                cb.consecutive_failures,
+                d.consecutive_failures,
+                CONSECUTIVE_FAILURES,
+            ),
+            failure_ratio,
+            window: cb.window.map_or(d.window, |x| {
+                self.duration(&at("window"), x.0, BREAKER_WINDOW)
+            }),
+            min_requests: int(
+                self,
+                "min_requests",
+                cb.min_requests,
+                d.min_requests,
+                MIN_REQUESTS,
+            ),
+            open_duration: duration(self, "open_duration", cb.open_duration, d.open_duration),
+            max_open: duration(self, "max_open_duration", cb.max_open_duration, d.max_open),
+            half_open_trials: int(
+                self,
+                "half_open_trials",
+                cb.half_open_trials,
+                d.half_open_trials,
+                HALF_OPEN_TRIALS,
+            ),
+            close_after: int(
+                self,
+                "close_after",
+                cb.close_after,
+                d.close_after,
+                CLOSE_AFTER,
+            ),
             count_5xx: cb.count_5xx.unwrap_or(d.count_5xx),
         };
-        if !(0.0..=1.0).contains(&c.failure_ratio) {
-            self.problem(
-                format!("{at}.failure_ratio"),
-                format!("must be between 0 and 1, got {}", c.failure_ratio),
-            );
-        }
-        if c.window < Duration::from_millis(100) {
-            self.problem(format!("{at}.window"), "must be at least 100ms");
-        }
-        if c.open_duration.is_zero() {
-            self.problem(format!("{at}.open_duration"), "must be more than zero");
-        }
         if c.max_open < c.open_duration {
             self.problem(
-                format!("{at}.max_open_duration"),
-                "must be at least open_duration",
+                at("max_open_duration"),
+                format!(
+                    "must be at least open_duration ({})",
+                    humantime::format_duration(c.open_duration)
+                ),
             );
-        }
-        if c.half_open_trials == 0 {
-            self.problem(format!("{at}.half_open_trials"), "must be at least 1");
-        }
-        if c.close_after == 0 {
-            self.problem(format!("{at}.close_after"), "must be at least 1");
         }
         cb.enabled.then_some(c)
     }
 
     fn health_check(&mut self, at: &str, hc: raw::HealthCheck) -> HealthCheckConfig {
-        if hc.kind == HealthCheckKind::Tcp {
+        let kind = self
+            .required(at, "type", hc.kind)
+            .unwrap_or(HealthCheckKind::Http);
+        if kind == HealthCheckKind::Tcp {
             for (set, key) in [
                 (hc.path.is_some(), "path"),
                 (hc.host.is_some(), "host"),
@@ -797,36 +1119,22 @@ impl Validator<'_> {
                 format!("must start with '/', got \"{path}\""),
             );
         }
-        let expected_status = hc.expected_status.unwrap_or(200);
-        if !(100..=599).contains(&expected_status) {
-            self.problem(
-                format!("{at}.expected_status"),
-                format!("{expected_status} is not an HTTP status"),
-            );
-        }
-        let interval = hc.interval.map_or(Duration::from_secs(5), |d| d.0);
-        let timeout = hc.timeout.map_or(Duration::from_secs(1), |d| d.0);
-        if interval < Duration::from_millis(10) {
-            self.problem(format!("{at}.interval"), "must be at least 10ms");
-        }
-        if timeout.is_zero() {
-            self.problem(format!("{at}.timeout"), "must be more than zero");
-        }
-        let healthy_threshold = hc.healthy_threshold.unwrap_or(1);
-        let unhealthy_threshold = hc.unhealthy_threshold.unwrap_or(1);
-        for (n, key) in [
-            (healthy_threshold, "healthy_threshold"),
-            (unhealthy_threshold, "unhealthy_threshold"),
-        ] {
-            if n == 0 || n > 100 {
-                self.problem(
-                    format!("{at}.{key}"),
-                    format!("must be between 1 and 100, got {n}"),
-                );
-            }
-        }
+        let expected_status = hc.expected_status.map_or(200, |n| {
+            self.int(&format!("{at}.expected_status"), n, EXPECTED_STATUS)
+        });
+        let interval = hc.interval.map_or(Duration::from_secs(5), |d| {
+            self.duration(&format!("{at}.interval"), d.0, HEALTH_INTERVAL)
+        });
+        let timeout = hc.timeout.map_or(Duration::from_secs(1), |d| {
+            self.duration(&format!("{at}.timeout"), d.0, HEALTH_TIMEOUT)
+        });
+        let mut threshold = |key: &str, n: Option<raw::Int>| {
+            n.map_or(1, |n| self.int(&format!("{at}.{key}"), n, HEALTH_THRESHOLD))
+        };
+        let healthy_threshold = threshold("healthy_threshold", hc.healthy_threshold);
+        let unhealthy_threshold = threshold("unhealthy_threshold", hc.unhealthy_threshold);
         HealthCheckConfig {
-            kind: hc.kind,
+            kind,
             path,
             host: hc.host.unwrap_or_else(|| "localhost".into()),
             expected_status,
@@ -836,7 +1144,15 @@ impl Validator<'_> {
             unhealthy_threshold,
         }
     }
+}
 
+// Ranges of the `routes` section.
+const CONNECT_TIMEOUT: Range<Duration> = TIMEOUT;
+const READ_TIMEOUT: Range<Duration> = TIMEOUT;
+const WRITE_TIMEOUT: Range<Duration> = TIMEOUT;
+const RETRIES: Range<usize> = Range::new(0, 5);
+
+impl Validator<'_> {
     fn routes(
         &mut self,
         value: Option<serde_yaml::Value>,
@@ -887,20 +1203,25 @@ impl Validator<'_> {
                     );
                 }
             }
-            let pool = match pools.iter().position(|p| p.name == r.upstream) {
-                Some(p) => p,
-                None => {
+            let upstream = self.required(&at, "upstream", r.upstream);
+            let pool = match upstream
+                .as_ref()
+                .map(|u| pools.iter().position(|p| &p.name == u))
+            {
+                Some(Some(p)) => p,
+                Some(None) => {
                     let known: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
                     self.problem(
                         format!("{at}.upstream"),
                         format!(
                             "no pool named \"{}\" (pools: {})",
-                            r.upstream,
+                            upstream.as_deref().unwrap_or_default(),
                             known.join(", ")
                         ),
                     );
                     0
                 }
+                None => 0,
             };
             if let Some(j) = routes
                 .iter()
@@ -921,10 +1242,18 @@ impl Validator<'_> {
                     format!("duplicate route name \"{name}\" (also routes[{j}])"),
                 );
             }
-            let retries = r.retries.unwrap_or(1);
-            if retries > 5 {
-                self.problem(format!("{at}.retries"), format!("at most 5, got {retries}"));
-            }
+            let retries = r
+                .retries
+                .map_or(1, |n| self.int(&format!("{at}.retries"), n, RETRIES));
+            let connect_timeout = r.connect_timeout.map_or(Duration::from_secs(2), |d| {
+                self.duration(&format!("{at}.connect_timeout"), d.0, CONNECT_TIMEOUT)
+            });
+            let read_timeout = r.read_timeout.map_or(Duration::from_secs(30), |d| {
+                self.duration(&format!("{at}.read_timeout"), d.0, READ_TIMEOUT)
+            });
+            let write_timeout = r
+                .write_timeout
+                .map(|d| self.duration(&format!("{at}.write_timeout"), d.0, WRITE_TIMEOUT));
             let mut rate_limit = vec![None; tiers.len()];
             match &r.rate_limit {
                 None => {}
@@ -971,9 +1300,9 @@ impl Validator<'_> {
                 path_prefix: r.path_prefix,
                 pool,
                 strip_prefix: r.strip_prefix,
-                connect_timeout: r.connect_timeout.map_or(Duration::from_secs(2), |d| d.0),
-                read_timeout: r.read_timeout.map_or(Duration::from_secs(30), |d| d.0),
-                write_timeout: r.write_timeout.map(|d| d.0),
+                connect_timeout,
+                read_timeout,
+                write_timeout,
                 retries,
                 rate_limit,
                 auth: mode,
@@ -1000,11 +1329,15 @@ impl Validator<'_> {
             traceparent: c.traceparent,
         }
     }
+}
 
+// Ranges of the `access_log` section.
+/// Lines waiting for the writer thread, a few hundred bytes each.
+const BUFFER_LINES: Range<usize> = Range::new(1, 1_000_000);
+
+impl Validator<'_> {
     fn access_log(&mut self, a: raw::AccessLog) -> AccessLogConfig {
-        if a.buffer_lines == 0 {
-            self.problem("access_log.buffer_lines", "must be at least 1");
-        }
+        let buffer_lines = self.int("access_log.buffer_lines", a.buffer_lines, BUFFER_LINES);
         let destination = match a.destination.as_str() {
             _ if !a.enabled => None,
             "stdout" | "-" => Some(LogDestination::Stdout),
@@ -1019,7 +1352,7 @@ impl Validator<'_> {
         };
         AccessLogConfig {
             destination,
-            buffer_lines: a.buffer_lines.max(1),
+            buffer_lines,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The YAML file as written: serde structs that reject unknown keys. Validation turns them into [`super::Config`].
 
+use serde::de::{self, VariantAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 /// A duration written the human way: "250ms", "5s", "1m 30s".
@@ -18,6 +20,59 @@ impl<'de> Deserialize<'de> for HumanDuration {
                     "invalid duration \"{s}\": {e} (write it like \"250ms\", \"5s\" or \"1m\")"
                 ))
             })
+    }
+}
+
+/// A whole number as written, however large or negative: its range is checked in
+/// validation, so that `-2` or `99999999999999999999999` is reported like any other value
+/// out of range, at its own path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Int(pub i128);
+
+impl fmt::Display for Int {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Int;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a whole number")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Int, E> {
+                Ok(Int(n.into()))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Int, E> {
+                Ok(Int(n.into()))
+            }
+            fn visit_i128<E: de::Error>(self, n: i128) -> Result<Int, E> {
+                Ok(Int(n))
+            }
+            fn visit_u128<E: de::Error>(self, n: u128) -> Result<Int, E> {
+                Ok(Int(i128::try_from(n).unwrap_or(i128::MAX)))
+            }
+            /// Integers beyond 64 bits, as [`super::tree`] keeps them.
+            fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<Int, A::Error> {
+                let (tag, contents): (String, _) = data.variant()?;
+                let digits: String = contents.newtype_variant()?;
+                if tag.trim_start_matches('!') != super::tree::BIG_INT_TAG.trim_start_matches('!') {
+                    return Err(de::Error::invalid_type(
+                        de::Unexpected::Other(&format!("a value tagged !{tag}")),
+                        &self,
+                    ));
+                }
+                Ok(Int(match digits.parse::<i128>() {
+                    Ok(n) => n,
+                    Err(_) if digits.starts_with('-') => i128::MIN,
+                    Err(_) => i128::MAX,
+                }))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -56,11 +111,11 @@ impl Default for Listen {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
-    pub threads: usize,
+    pub threads: Int,
     pub work_stealing: bool,
     pub grace_period: HumanDuration,
     pub graceful_shutdown_timeout: HumanDuration,
-    pub upstream_keepalive_pool: usize,
+    pub upstream_keepalive_pool: Int,
     pub upstream_idle_timeout: Option<HumanDuration>,
     pub pid_file: String,
     pub upgrade_sock: String,
@@ -69,11 +124,11 @@ pub struct Server {
 impl Default for Server {
     fn default() -> Self {
         Self {
-            threads: 2,
+            threads: Int(2),
             work_stealing: false,
             grace_period: HumanDuration(Duration::from_secs(1)),
             graceful_shutdown_timeout: HumanDuration(Duration::from_secs(2)),
-            upstream_keepalive_pool: 256,
+            upstream_keepalive_pool: Int(256),
             upstream_idle_timeout: None,
             pid_file: "/tmp/gateway.pid".into(),
             upgrade_sock: "/tmp/gateway_upgrade.sock".into(),
@@ -113,7 +168,9 @@ pub enum Selection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
-    pub backends: Vec<Backend>,
+    /// Required (like every `Option` below without a default): checked in validation, so
+    /// that a field that could not be read is not also reported missing.
+    pub backends: Option<Vec<Backend>>,
     #[serde(default)]
     pub selection: Selection,
     /// What consistent hashing hashes: `client_ip`, `path` or `header:<name>`.
@@ -127,14 +184,14 @@ pub struct Pool {
 pub struct CircuitBreaker {
     #[serde(default = "yes")]
     pub enabled: bool,
-    pub consecutive_failures: Option<u32>,
+    pub consecutive_failures: Option<Int>,
     pub failure_ratio: Option<f64>,
     pub window: Option<HumanDuration>,
-    pub min_requests: Option<u32>,
+    pub min_requests: Option<Int>,
     pub open_duration: Option<HumanDuration>,
     pub max_open_duration: Option<HumanDuration>,
-    pub half_open_trials: Option<u32>,
-    pub close_after: Option<u32>,
+    pub half_open_trials: Option<Int>,
+    pub close_after: Option<Int>,
     pub count_5xx: Option<bool>,
 }
 
@@ -145,13 +202,13 @@ fn yes() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
-    pub addr: String,
+    pub addr: Option<String>,
     #[serde(default = "one")]
-    pub weight: usize,
+    pub weight: Int,
 }
 
-fn one() -> usize {
-    1
+fn one() -> Int {
+    Int(1)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -165,14 +222,14 @@ pub enum HealthCheckKind {
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     #[serde(rename = "type")]
-    pub kind: HealthCheckKind,
+    pub kind: Option<HealthCheckKind>,
     pub path: Option<String>,
     pub host: Option<String>,
-    pub expected_status: Option<u16>,
+    pub expected_status: Option<Int>,
     pub interval: Option<HumanDuration>,
     pub timeout: Option<HumanDuration>,
-    pub healthy_threshold: Option<usize>,
-    pub unhealthy_threshold: Option<usize>,
+    pub healthy_threshold: Option<Int>,
+    pub unhealthy_threshold: Option<Int>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,13 +239,13 @@ pub struct Route {
     pub host: Option<String>,
     #[serde(default = "slash")]
     pub path_prefix: String,
-    pub upstream: String,
+    pub upstream: Option<String>,
     #[serde(default)]
     pub strip_prefix: bool,
     pub connect_timeout: Option<HumanDuration>,
     pub read_timeout: Option<HumanDuration>,
     pub write_timeout: Option<HumanDuration>,
-    pub retries: Option<usize>,
+    pub retries: Option<Int>,
     /// A policy name for every tier, or a map of tier -> policy name.
     pub rate_limit: Option<RouteRateLimit>,
     pub auth: Option<AuthMode>,
@@ -242,7 +299,7 @@ pub struct AccessLog {
     pub enabled: bool,
     /// `stdout`, or a file path.
     pub destination: String,
-    pub buffer_lines: usize,
+    pub buffer_lines: Int,
 }
 
 impl Default for AccessLog {
@@ -250,7 +307,7 @@ impl Default for AccessLog {
         Self {
             enabled: true,
             destination: "stdout".into(),
-            buffer_lines: 65_536,
+            buffer_lines: Int(65_536),
         }
     }
 }
@@ -270,9 +327,9 @@ pub enum OnRedisError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    pub rate: u64,
-    pub per: HumanDuration,
-    pub burst: Option<u64>,
+    pub rate: Option<Int>,
+    pub per: Option<HumanDuration>,
+    pub burst: Option<Int>,
     /// `client_ip`, `consumer` or `header:<name>`.
     #[serde(default = "client_ip")]
     pub key: String,
@@ -302,13 +359,13 @@ pub struct Redis {
     pub command_timeout: HumanDuration,
     pub sync_interval: HumanDuration,
     pub lease_horizon: HumanDuration,
-    pub lease_min: u64,
-    pub lease_max: u64,
+    pub lease_min: Int,
+    pub lease_max: Int,
     pub lease_wait: HumanDuration,
     pub cold_start: ColdStart,
-    pub cold_start_allowance: u64,
+    pub cold_start_allowance: Int,
     pub idle_return: HumanDuration,
-    pub expected_instances: u32,
+    pub expected_instances: Int,
     pub key_prefix: String,
 }
 
@@ -320,13 +377,13 @@ impl Default for Redis {
             command_timeout: HumanDuration(Duration::from_millis(250)),
             sync_interval: HumanDuration(Duration::from_millis(10)),
             lease_horizon: HumanDuration(Duration::from_millis(50)),
-            lease_min: 1,
-            lease_max: 1000,
+            lease_min: Int(1),
+            lease_max: Int(1000),
             lease_wait: HumanDuration(Duration::from_millis(100)),
             cold_start: ColdStart::Wait,
-            cold_start_allowance: 1,
+            cold_start_allowance: Int(1),
             idle_return: HumanDuration(Duration::from_secs(1)),
-            expected_instances: 1,
+            expected_instances: Int(1),
             key_prefix: "gw:rl:".into(),
         }
     }
@@ -339,11 +396,11 @@ pub struct RateLimits {
     #[serde(default)]
     pub policies: BTreeMap<String, Policy>,
     #[serde(default = "max_keys")]
-    pub max_keys: usize,
+    pub max_keys: Int,
 }
 
-fn max_keys() -> usize {
-    100_000
+fn max_keys() -> Int {
+    Int(100_000)
 }
 
 impl Default for RateLimits {
@@ -374,7 +431,7 @@ pub struct Auth {
     pub realm: String,
     /// Verified tokens remembered (by SHA-256), each no longer than it is valid.
     #[serde(default = "cache_size")]
-    pub cache_size: usize,
+    pub cache_size: Int,
     /// Mode of routes that do not set `auth`.
     #[serde(default = "optional")]
     pub default_mode: AuthMode,
@@ -384,8 +441,8 @@ fn realm() -> String {
     "gateway".into()
 }
 
-fn cache_size() -> usize {
-    10_000
+fn cache_size() -> Int {
+    Int(10_000)
 }
 
 fn optional() -> AuthMode {
@@ -399,7 +456,7 @@ pub struct Jwt {
     /// `header:<name>` or `cookie:<name>`.
     #[serde(default = "bearer")]
     pub from: String,
-    pub issuers: Vec<Issuer>,
+    pub issuers: Option<Vec<Issuer>>,
 }
 
 fn bearer() -> String {
@@ -410,9 +467,9 @@ fn bearer() -> String {
 #[serde(deny_unknown_fields)]
 pub struct Issuer {
     /// The required `iss` claim.
-    pub issuer: String,
+    pub issuer: Option<String>,
     /// Accepted `aud` values (one must match).
-    pub audience: Vec<String>,
+    pub audience: Option<Vec<String>>,
     #[serde(default)]
     pub keys: Vec<JwtKey>,
     /// A JWKS file (keys selected by `kid`), re-read when it changes.
@@ -425,7 +482,7 @@ pub struct Issuer {
     #[serde(default)]
     pub tier_values: BTreeMap<String, String>,
     /// The tier of a token without a (mapped) tier claim.
-    pub default_tier: String,
+    pub default_tier: Option<String>,
 }
 
 fn sub() -> String {
@@ -436,7 +493,7 @@ fn sub() -> String {
 #[serde(deny_unknown_fields)]
 pub struct JwtKey {
     pub kid: Option<String>,
-    pub algorithm: String,
+    pub algorithm: Option<String>,
     pub secret: Option<String>,
     pub secret_env: Option<String>,
     pub secret_file: Option<String>,
@@ -449,7 +506,7 @@ pub struct JwtKey {
 pub struct ApiKeys {
     #[serde(default = "api_key_header")]
     pub header: String,
-    pub keys: Vec<ApiKey>,
+    pub keys: Option<Vec<ApiKey>>,
 }
 
 fn api_key_header() -> String {
@@ -459,8 +516,8 @@ fn api_key_header() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKey {
-    pub consumer: String,
-    pub tier: String,
+    pub consumer: Option<String>,
+    pub tier: Option<String>,
     /// Hex SHA-256 of the key (`gateway hash-key`); the key itself is never in config.
-    pub sha256: String,
+    pub sha256: Option<String>,
 }
