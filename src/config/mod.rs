@@ -695,11 +695,8 @@ impl Validator<'_> {
     }
 
     fn ping(&mut self, p: raw::Ping, limits: &RateLimitConfig) -> Option<PingConfig> {
-        if !p.path.starts_with('/') {
-            self.problem(
-                "ping.path",
-                format!("must start with '/', got \"{}\"", p.path),
-            );
+        if let Err(why) = canonical_path(&p.path) {
+            self.problem("ping.path", why);
         }
         let rate_limit = p
             .rate_limit
@@ -1188,11 +1185,8 @@ impl Validator<'_> {
                     format!("route name \"{name}\" may use only letters, digits, '-' and '_'"),
                 );
             }
-            if !r.path_prefix.starts_with('/') {
-                self.problem(
-                    format!("{at}.path_prefix"),
-                    format!("must start with '/', got \"{}\"", r.path_prefix),
-                );
+            if let Err(why) = canonical_path(&r.path_prefix) {
+                self.problem(format!("{at}.path_prefix"), why);
             }
             let host = r.host.as_deref().map(|h| h.trim().to_ascii_lowercase());
             if let Some(h) = &host {
@@ -1355,6 +1349,25 @@ impl Validator<'_> {
             buffer_lines,
         }
     }
+}
+
+/// Requests are matched after path normalisation (`edge.path`), so a configured path must
+/// already be in that form, or no request could ever match it.
+fn canonical_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("must start with '/', got \"{p}\""));
+    }
+    let odd = p.contains("//")
+        || p.contains('%')
+        || p.contains('\\')
+        || p.bytes().any(|b| b.is_ascii_control())
+        || p.split('/').any(|seg| seg == "." || seg == "..");
+    if odd {
+        return Err(format!(
+            "\"{p}\" is not a normalised path (no '//', '.' or '..' segments, '%' escapes, '\\' or control characters): requests are matched after normalisation"
+        ));
+    }
+    Ok(())
 }
 
 fn valid_name(s: &str) -> bool {

@@ -817,3 +817,22 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn configured_paths_must_be_normalised() {
+    for bad in ["/a//b", "/a/../b", "/./a", "/%61dmin", "/a\\b", "/a/."] {
+        let p = problems(&format!(
+            "{MINIMAL}  - path_prefix: \"{bad}\"\n    upstream: api\n"
+        ));
+        assert!(
+            has(&p, "routes[1].path_prefix", "is not a normalised path"),
+            "{bad}: {p:?}"
+        );
+    }
+    let p = problems(&format!("{MINIMAL}ping:\n  path: /a//ping\n"));
+    assert!(has(&p, "ping.path", "is not a normalised path"), "{p:?}");
+    assert!(parse(&format!(
+        "{MINIMAL}  - path_prefix: /a.b/..c/\n    upstream: api\n"
+    ))
+    .is_ok());
+}
