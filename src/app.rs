@@ -170,11 +170,6 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         for p in &snapshot.pools {
             p.prime().await;
         }
-        // From here on SIGHUP is handled (the handler is process-wide and outlives this
-        // runtime), so a HUP during start-up cannot kill the process either.
-        if let Err(e) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            log::warn!("cannot handle SIGHUP: {e}");
-        }
     });
     let state = Arc::new(ArcSwap::from_pointee(snapshot));
     if let Some(path) = &options.config_path {

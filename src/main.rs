@@ -37,10 +37,29 @@ enum Command {
     HashKey { key: Option<String> },
 }
 
+/// Replaces SIGHUP's default action (terminate) before anything else runs: tokio's handler
+/// is process-wide and stays installed after this runtime is gone, and the reload service
+/// listens on it later. A HUP during start-up, a `-u` hand-over or `--bare` is then
+/// ignored instead of killing the process.
+fn handle_sighup_from_now_on() {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async {
+        if let Err(e) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            eprintln!("cannot handle SIGHUP: {e}");
+        }
+    });
+}
+
 /// Exit code for a bad config or command line.
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    handle_sighup_from_now_on();
     let cli = Cli::parse();
     gateway::observability::logger::Logger::install("warn,gateway=info");
 

@@ -120,9 +120,25 @@ impl Reloader {
             Ok(b) => b,
             Err(e) => return ReloadOutcome::Invalid(format!("{}: {e}", self.path.display())),
         };
-        let next = match config::load(&self.path) {
+        // Parsed from the bytes hashed above, so the hash names exactly what is applied.
+        let parsed = std::str::from_utf8(&bytes)
+            .map_err(|e| {
+                vec![config::Problem {
+                    at: String::new(),
+                    line: None,
+                    message: format!("not UTF-8: {e}"),
+                }]
+            })
+            .and_then(config::parse);
+        let next = match parsed {
             Ok(c) => c,
-            Err(e) => return ReloadOutcome::Invalid(e.to_string()),
+            Err(problems) => {
+                let e = config::ConfigError::Invalid {
+                    path: self.path.clone(),
+                    problems,
+                };
+                return ReloadOutcome::Invalid(e.to_string());
+            }
         };
         let changed = {
             let now = self.current.lock().unwrap_or_else(|e| e.into_inner());
@@ -153,6 +169,16 @@ impl Reloader {
         self.state.store(Arc::clone(&snapshot));
         for pool in old.pools_not_in(&snapshot) {
             pool.retire();
+            let (name, addrs) = pool.backends();
+            for addr in addrs {
+                let still_there = snapshot.pools.iter().any(|p| {
+                    let (n, a) = p.backends();
+                    n == name && a.contains(addr)
+                });
+                if !still_there {
+                    self.metrics.forget_backend(name, addr);
+                }
+            }
         }
         self.metrics.set_config_hash(&file_hash(&bytes));
         log::info!(

@@ -186,8 +186,18 @@ fn paths_that_cannot_be_normalised_safely_are_refused() {
         ),
         (
             "/public/..;/admin/secret",
-            "dot_segment_params",
-            "dot segment with parameters in path",
+            "path_parameters",
+            "path parameter (';') in path",
+        ),
+        (
+            "/admin;x/secret",
+            "path_parameters",
+            "path parameter (';') in path",
+        ),
+        (
+            "/admin;/secret",
+            "path_parameters",
+            "path parameter (';') in path",
         ),
         (
             "/public/%zz",
@@ -387,4 +397,146 @@ routes:
             "{text}"
         );
     }
+}
+
+/// A host-scoped admin route in front of a public catch-all, with a WSGI upstream.
+fn host_config(upstream: &str, edge: &str) -> String {
+    format!(
+        "upstreams:
+  app:
+    backends:
+      - addr: {upstream}
+auth:
+  tiers: [free]
+  api_keys:
+    keys:
+      - consumer: acme
+        tier: free
+        sha256: {digest}
+routes:
+  - name: admin
+    host: admin.example
+    path_prefix: /
+    upstream: app
+    auth: required
+  - name: public
+    path_prefix: /
+    upstream: app
+    auth: none
+{edge}",
+        digest = sha256_hex(KEY)
+    )
+}
+
+fn send(gw: &Gateway, head: &str) -> (u16, String) {
+    raw_request(
+        gw.port,
+        format!("{head}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+#[test]
+fn every_spelling_of_a_host_is_routed_as_one_and_odd_targets_are_refused() {
+    let wsgi = WsgiUpstream::start();
+    let gw = Gateway::start(&host_config(&format!("127.0.0.1:{}", wsgi.port), ""));
+    for host in [
+        "admin.example",
+        "ADMIN.Example",
+        "admin.example.",
+        "admin.example:8000",
+    ] {
+        let (status, text) = send(&gw, &format!("GET /x HTTP/1.1\r\nHost: {host}"));
+        assert_eq!(
+            status, 401,
+            "Host: {host} must reach the admin route: {text}"
+        );
+    }
+    let (status, text) = send(
+        &gw,
+        &format!("GET /x HTTP/1.1\r\nHost: Admin.Example.\r\nX-API-Key: {KEY}"),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        body_json(&text)["HTTP_HOST"],
+        "admin.example",
+        "the upstream gets the canonical host"
+    );
+    // An absolute-form target without Host is routed on its authority.
+    let (status, text) = send(&gw, "GET http://admin.example/x HTTP/1.1");
+    assert_eq!(status, 401, "{text}");
+    for (head, why) in [
+        (
+            "GET /x HTTP/1.1\r\nHost: admin.example:8o",
+            "invalid port in Host",
+        ),
+        ("GET /x HTTP/1.1\r\nHost: a b", "invalid Host"),
+        ("GET /x HTTP/1.1", "missing Host header"),
+        (
+            "GET ?/../admin HTTP/1.1\r\nHost: a",
+            "path must start with '/'",
+        ),
+        (
+            "GET admin/x HTTP/1.1\r\nHost: a",
+            "path must start with '/'",
+        ),
+    ] {
+        let (status, text) = send(&gw, head);
+        assert_eq!(status, 400, "{head:?}: {text}");
+        assert_eq!(body_json(&text)["error"], why, "{head:?}");
+    }
+    // Userinfo in an absolute-form target: Pingora's parser refuses it first (its own 400).
+    assert_eq!(send(&gw, "GET http://user@admin.example/x HTTP/1.1").0, 400);
+    // HTTP/1.0 may omit Host; it is then only the catch-all's.
+    let (status, text) = send(&gw, "GET /x HTTP/1.0\r\nX-Forwarded-Host: evil.example");
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        body_json(&text).get("HTTP_X_FORWARDED_HOST").is_none(),
+        "{text}"
+    );
+}
+
+#[test]
+fn forwarding_headers_and_credentials_reach_the_upstream_only_from_the_gateway() {
+    let wsgi = WsgiUpstream::start();
+    let addr = format!("127.0.0.1:{}", wsgi.port);
+    let gw = Gateway::start(&host_config(&addr, ""));
+    let (status, text) = send(
+        &gw,
+        &format!("GET /x HTTP/1.1\r\nHost: www.example\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-Host: evil.example\r\nX-API-Key: {KEY}"),
+    );
+    assert_eq!(status, 200, "{text}");
+    let env = body_json(&text);
+    assert!(env.get("HTTP_X_REAL_IP").is_none(), "{env}");
+    assert_eq!(env["HTTP_X_FORWARDED_HOST"], "www.example", "{env}");
+    assert!(
+        env.get("HTTP_X_API_KEY").is_none(),
+        "a credential never reaches the upstream, even on a public route: {env}"
+    );
+    // Repeated Content-Length: identical values are merged, different ones refused.
+    let (status, text) = raw_request(
+        gw.port,
+        b"POST /x HTTP/1.1\r\nHost: www.example\r\nContent-Length: 1, 1\r\nConnection: close\r\n\r\na",
+    );
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = raw_request(
+        gw.port,
+        b"POST /x HTTP/1.1\r\nHost: www.example\r\nContent-Length: 1\r\nContent-Length: 1\r\nConnection: close\r\n\r\na",
+    );
+    assert_eq!(status, 200, "{text}");
+    drop(gw);
+
+    // With underscores allowed, the `_` spellings of credential headers still never pass.
+    let gw = Gateway::start(&host_config(
+        &addr,
+        "edge:\n  headers_with_underscores: allow\n",
+    ));
+    let (status, text) = send(
+        &gw,
+        &format!("GET /x HTTP/1.1\r\nHost: admin.example\r\nX-API-Key: {KEY}\r\nX_API_Key: victim-key\r\nTransfer_Encoding: chunked\r\nX_Other: 1"),
+    );
+    assert_eq!(status, 200, "{text}");
+    let env = body_json(&text);
+    assert!(env.get("HTTP_X_API_KEY").is_none(), "{env}");
+    assert!(env.get("HTTP_TRANSFER_ENCODING").is_none(), "{env}");
+    assert_eq!(env["HTTP_X_OTHER"], "1", "{env}");
 }

@@ -208,6 +208,47 @@ impl Authenticator {
 }
 
 impl Authenticator {
+    /// Removes every credential this config reads (API-key header, bearer token, JWT
+    /// header or cookie) from a request about to go upstream, whether or not it was the
+    /// one that authenticated, or was verified at all: an upstream never sees a
+    /// credential the gateway did not vouch for. Other `Authorization` schemes (Basic,
+    /// ...) and other cookies pass.
+    pub fn strip_credentials(&self, req: &mut RequestHeader) {
+        if let Some(keys) = &self.api_keys {
+            req.remove_header(keys.header());
+        }
+        let Some(jwt) = self.config.jwt.as_ref() else {
+            return;
+        };
+        match &jwt.from {
+            TokenSource::Bearer => {
+                let bearer = req
+                    .headers
+                    .get_all(http::header::AUTHORIZATION)
+                    .iter()
+                    .any(|v| {
+                        v.as_bytes()
+                            .get(..7)
+                            .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "))
+                    });
+                if bearer {
+                    req.remove_header(&http::header::AUTHORIZATION);
+                }
+            }
+            TokenSource::Header(h) => {
+                req.remove_header(h);
+            }
+            TokenSource::Cookie(_) => {
+                if let Some(cookie) = self.without_credential_cookie(Method::Jwt, &req.headers) {
+                    req.remove_header(&http::header::COOKIE);
+                    if !cookie.is_empty() {
+                        let _ = req.insert_header(http::header::COOKIE, cookie);
+                    }
+                }
+            }
+        }
+    }
+
     /// When the JWT came from a cookie: the request's cookies without it (possibly
     /// empty), to send upstream instead. `None` when nothing needs to change.
     pub fn without_credential_cookie(
@@ -219,6 +260,16 @@ impl Authenticator {
             return None;
         };
         if method != Method::Jwt {
+            return None;
+        }
+        // The common case, no credential cookie at all: nothing to rebuild.
+        let prefix = format!("{name}=");
+        if !headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains(&prefix))
+        {
             return None;
         }
         let kept: Vec<&str> = headers

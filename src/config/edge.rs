@@ -14,6 +14,18 @@ pub enum EscapedSlashes {
     Keep,
 }
 
+/// What to do with a literal `;` in a path (a path parameter, `/admin;x/secret`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PathParameters {
+    /// 400: Tomcat, Jetty and Spring drop `;...` from each segment, so `/admin;x` is
+    /// `/admin` to them while it is another path to the router.
+    #[default]
+    Reject,
+    /// Forward them (only `.;x` and `..;x` are still refused).
+    Allow,
+}
+
 /// `edge.path`: normalisation before routing (Envoy's `normalize_path` + `merge_slashes`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -24,6 +36,7 @@ pub struct PathConfig {
     /// `//a` is `/a`.
     pub merge_slashes: bool,
     pub escaped_slashes: EscapedSlashes,
+    pub parameters: PathParameters,
 }
 
 impl Default for PathConfig {
@@ -32,6 +45,7 @@ impl Default for PathConfig {
             normalize: true,
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::Reject,
+            parameters: PathParameters::Reject,
         }
     }
 }

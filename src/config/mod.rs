@@ -9,7 +9,7 @@ mod locate;
 mod raw;
 mod tree;
 
-pub use edge::{EdgeConfig, EscapedSlashes, PathConfig, UnderscoreHeaders};
+pub use edge::{EdgeConfig, EscapedSlashes, PathConfig, PathParameters, UnderscoreHeaders};
 
 pub use auth::{
     ApiKeyConfig, ApiKeysConfig, AuthConfig, AuthMode, IssuerConfig, JwtConfig, JwtKeyConfig,

@@ -3,12 +3,16 @@
 //!
 //! ```text
 //! request ─► path: raw target -> canonical origin-form path (or 400)   path.rs
+//!         ─► Host: lower case, no trailing dot, numeric port (or 400)  host.rs
+//!         ─► Content-Length: one value (or 400)
 //!         ─► headers: names with `_` dropped / refused / allowed       headers.rs
 //! ```
 
 pub mod headers;
+pub mod host;
 pub mod path;
 
+pub use host::HostError;
 pub use path::PathError;
 
 use crate::config::EdgeConfig;
@@ -20,6 +24,11 @@ use std::borrow::Cow;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     Path(PathError),
+    Host(HostError),
+    /// HTTP/1.1 without `Host` (RFC 9112 3.2: a server must answer 400).
+    MissingHost,
+    /// `Content-Length` repeated with different values, or not a number.
+    ContentLength,
     UnderscoreHeader,
 }
 
@@ -28,6 +37,9 @@ impl Refusal {
     pub fn label(self) -> &'static str {
         match self {
             Refusal::Path(e) => e.label(),
+            Refusal::Host(_) => "bad_host",
+            Refusal::MissingHost => "missing_host",
+            Refusal::ContentLength => "bad_content_length",
             Refusal::UnderscoreHeader => "underscore_header",
         }
     }
@@ -43,6 +55,11 @@ impl Refusal {
             Refusal::Path(PathError::AboveRoot) => "path climbs above the root",
             Refusal::Path(PathError::DotSegmentParams) => "dot segment with parameters in path",
             Refusal::Path(PathError::NotUtf8) => "path is not valid UTF-8",
+            Refusal::Path(PathError::Parameters) => "path parameter (';') in path",
+            Refusal::Host(HostError::Invalid) => "invalid Host",
+            Refusal::Host(HostError::BadPort) => "invalid port in Host",
+            Refusal::MissingHost => "missing Host header",
+            Refusal::ContentLength => "conflicting or invalid Content-Length",
             Refusal::UnderscoreHeader => "header name with underscore",
         }
     }
@@ -66,8 +83,10 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// `correlation_header` is protected beside the identity and forwarding headers.
-    pub fn new(config: &EdgeConfig, correlation_header: &HeaderName) -> Self {
+    /// `also_protected`: the request-id header and the credential headers of the auth
+    /// config; they are protected beside identity, forwarding, framing and credential
+    /// headers that every config has.
+    pub fn new(config: &EdgeConfig, also_protected: &[HeaderName]) -> Self {
         let mut protected: Vec<HeaderName> = [
             "x-consumer-id",
             "x-consumer-tier",
@@ -77,11 +96,19 @@ impl Edge {
             "x-real-ip",
             "forwarded",
             "traceparent",
+            "authorization",
+            "cookie",
+            "host",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "upgrade",
+            "te",
         ]
         .into_iter()
         .map(HeaderName::from_static)
         .collect();
-        protected.push(correlation_header.clone());
+        protected.extend(also_protected.iter().cloned());
         Self {
             config: config.clone(),
             protected,
@@ -91,6 +118,9 @@ impl Edge {
     /// Normalises the path and applies the header-name rule, in place. The request that
     /// leaves here is the one routed, authorised, limited, logged and forwarded.
     pub fn clean(&self, req: &mut RequestHeader) -> Result<Cleaned, Refusal> {
+        let authority = Self::target_authority(req)?;
+        Self::clean_host(req, authority)?;
+        Self::clean_content_length(req)?;
         let mut cleaned = Cleaned {
             path_rewritten: self.clean_path(req)?,
             headers_dropped: 0,
@@ -105,6 +135,74 @@ impl Edge {
         }
         cleaned.headers_dropped = drop.len();
         Ok(cleaned)
+    }
+
+    /// The authority of an absolute-form target (`GET http://host/x`), `None` for the
+    /// origin form (`/x`). Any other form (`*`, `?q`, `admin/x`) is refused: the proxy
+    /// would forward it as sent, after routing it as `/`.
+    fn target_authority(req: &RequestHeader) -> Result<Option<String>, Refusal> {
+        let raw = req.raw_path();
+        if raw.first() == Some(&b'/') {
+            return Ok(None);
+        }
+        match host::absolute_form_authority(raw) {
+            Some(Ok(a)) => Ok(Some(a.to_string())),
+            Some(Err(e)) => Err(Refusal::Host(e)),
+            None => Err(Refusal::Path(PathError::NotAbsolute)),
+        }
+    }
+
+    /// `Host` in canonical form; taken from an absolute-form target when missing; required
+    /// for HTTP/1.1.
+    fn clean_host(req: &mut RequestHeader, authority: Option<String>) -> Result<(), Refusal> {
+        let canonical = match req.headers.get(http::header::HOST) {
+            Some(v) => {
+                let text = v.to_str().map_err(|_| Refusal::Host(HostError::Invalid))?;
+                match host::canonical_host(text).map_err(Refusal::Host)? {
+                    Cow::Borrowed(_) => return Ok(()),
+                    Cow::Owned(h) => h,
+                }
+            }
+            None => match authority {
+                Some(a) => host::canonical_host(&a)
+                    .map_err(Refusal::Host)?
+                    .into_owned(),
+                None if req.version == http::Version::HTTP_11 => return Err(Refusal::MissingHost),
+                None => return Ok(()),
+            },
+        };
+        req.insert_header(http::header::HOST, canonical)
+            .map_err(|_| Refusal::Host(HostError::Invalid))
+    }
+
+    /// One `Content-Length`: identical repeats (`5, 5`, or two lines) are merged, as an
+    /// upstream may read the first or the last; different ones are refused (RFC 9112 6.3).
+    fn clean_content_length(req: &mut RequestHeader) -> Result<(), Refusal> {
+        let mut values = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+        let Some(first) = values.next() else {
+            return Ok(());
+        };
+        let single = values.next().is_none();
+        if single && !first.as_bytes().contains(&b',') {
+            return Ok(());
+        }
+        let mut length: Option<u64> = None;
+        for v in req.headers.get_all(http::header::CONTENT_LENGTH) {
+            let text = v.to_str().map_err(|_| Refusal::ContentLength)?;
+            for part in text.split(',') {
+                let n = part
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| Refusal::ContentLength)?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Refusal::ContentLength);
+                }
+                length = Some(n);
+            }
+        }
+        let n = length.ok_or(Refusal::ContentLength)?;
+        req.insert_header(http::header::CONTENT_LENGTH, n)
+            .map_err(|_| Refusal::ContentLength)
     }
 
     /// Rewrites the target to its canonical origin form when it is not already; returns

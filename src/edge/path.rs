@@ -12,7 +12,7 @@
 //! The result is a fixed point: normalising it again returns it unchanged, and it never
 //! contains `//`, `/./` or `/../` (property-tested below).
 
-use crate::config::{EscapedSlashes, PathConfig};
+use crate::config::{EscapedSlashes, PathConfig, PathParameters};
 use std::borrow::Cow;
 
 /// Why a path is refused (the client gets a 400).
@@ -35,6 +35,9 @@ pub enum PathError {
     DotSegmentParams,
     #[error("path is not valid UTF-8")]
     NotUtf8,
+    /// A literal `;` (`edge.path.parameters: reject`).
+    #[error("path parameter (';') in path")]
+    Parameters,
 }
 
 impl PathError {
@@ -49,10 +52,11 @@ impl PathError {
             PathError::AboveRoot => "above_root",
             PathError::DotSegmentParams => "dot_segment_params",
             PathError::NotUtf8 => "not_utf8",
+            PathError::Parameters => "path_parameters",
         }
     }
 
-    pub const ALL: [PathError; 8] = [
+    pub const ALL: [PathError; 9] = [
         PathError::NotAbsolute,
         PathError::BadEscape,
         PathError::EncodedSlash,
@@ -61,6 +65,7 @@ impl PathError {
         PathError::AboveRoot,
         PathError::DotSegmentParams,
         PathError::NotUtf8,
+        PathError::Parameters,
     ];
 }
 
@@ -89,7 +94,7 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 fn is_canonical(path: &[u8], config: &PathConfig) -> bool {
     let mut prev = 0u8;
     for &b in path {
-        if b == b'%' || b == b'\\' || is_control(b) {
+        if b == b'%' || b == b'\\' || b == b';' || is_control(b) {
             return false;
         }
         if prev == b'/' && (b == b'.' || (b == b'/' && config.merge_slashes)) {
@@ -136,6 +141,9 @@ fn decode(path: &[u8], config: &PathConfig) -> Result<Vec<u8>, PathError> {
                 ]);
             }
             b'\\' => return Err(PathError::Backslash),
+            b';' if config.parameters == PathParameters::Reject => {
+                return Err(PathError::Parameters)
+            }
             _ if is_control(b) => return Err(PathError::ControlByte),
             _ => out.push(b),
         }
@@ -231,7 +239,7 @@ mod tests {
             "/a.b/c-d_e~f",
             "/x/",
             "/a/b..c/c.",
-            "/a;b=c",
+            "/a:b=c",
         ] {
             assert!(matches!(normalize(p, &on()), Ok(Cow::Borrowed(_))), "{p}");
         }
@@ -306,8 +314,9 @@ mod tests {
             ("/a%4", PathError::BadEscape),
             ("/a%zz", PathError::BadEscape),
             ("/a%%41", PathError::BadEscape),
-            ("/public/..;/admin", PathError::DotSegmentParams),
-            ("/public/.;x/admin", PathError::DotSegmentParams),
+            ("/public/..;/admin", PathError::Parameters),
+            ("/admin;x/secret", PathError::Parameters),
+            ("/admin;/secret", PathError::Parameters),
             ("admin", PathError::NotAbsolute),
             ("*", PathError::NotAbsolute),
             ("", PathError::NotAbsolute),
@@ -335,6 +344,24 @@ mod tests {
         };
         assert_eq!(normalize("/a/../%2f", &off).unwrap(), "/a/../%2f");
         assert_eq!(normalize("/a\u{0}", &off), Err(PathError::ControlByte));
+        let params = PathConfig {
+            parameters: PathParameters::Allow,
+            ..on()
+        };
+        assert_eq!(normalize("/a;x/b", &params).unwrap(), "/a;x/b");
+        assert_eq!(
+            normalize("/a/..;x/b", &params),
+            Err(PathError::DotSegmentParams)
+        );
+        assert_eq!(
+            normalize("/a/.;x/b", &params),
+            Err(PathError::DotSegmentParams)
+        );
+        assert_eq!(
+            normalize("/a/%3b", &on()).unwrap(),
+            "/a/%3B",
+            "an encoded ';' is data"
+        );
     }
 
     /// Paths built from the characters that matter: separators, dots, escapes of both.

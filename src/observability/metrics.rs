@@ -386,6 +386,14 @@ impl Metrics {
         }
     }
 
+    /// Drops the per-backend series of a backend no pool has any more (after a reload),
+    /// so a removed backend does not stay "down" in dashboards and alerts for good.
+    pub fn forget_backend(&self, pool: &str, backend: &SocketAddr) {
+        let backend = backend.to_string();
+        let _ = self.upstream_healthy.remove_label_values(&[pool, &backend]);
+        let _ = self.breaker_state.remove_label_values(&[pool, &backend]);
+    }
+
     pub fn set_backend_health(&self, pool: &str, backend: &SocketAddr, healthy: bool) {
         self.upstream_healthy
             .with_label_values(&[pool, &backend.to_string()])

@@ -477,31 +477,21 @@ impl ProxyHttp for Gateway {
         upstream.remove_header("x-consumer-id");
         upstream.remove_header("x-consumer-tier");
         if let Some(p) = &ctx.principal {
-            let auth = snap.auth.config();
-            if auth.forward_identity {
+            if snap.auth.config().forward_identity {
                 upstream.insert_header("x-consumer-id", p.consumer.as_ref())?;
                 upstream.insert_header("x-consumer-tier", snap.auth.tier_name(p.tier))?;
             }
-            if auth.strip_credentials {
-                if let Some(h) = snap.auth.credential_header(p.method) {
-                    upstream.remove_header(&h);
-                }
-                if let Some(cookie) = snap
-                    .auth
-                    .without_credential_cookie(p.method, &upstream.headers)
-                {
-                    upstream.remove_header(&http::header::COOKIE);
-                    if !cookie.is_empty() {
-                        upstream.insert_header(http::header::COOKIE, cookie)?;
-                    }
-                }
-            }
+        }
+        if snap.auth.config().strip_credentials {
+            snap.auth.strip_credentials(upstream);
         }
         if let Some(tp) = &ctx.traceparent {
             upstream.insert_header("traceparent", tp.clone())?;
         } else {
             upstream.remove_header("traceparent");
         }
+        // Set below from what the gateway knows, never passed from the client.
+        upstream.remove_header("x-forwarded-host");
         // X-Forwarded-For: append this hop's peer to whatever the client sent.
         let ip = peer_ip(session);
         let mut text = String::with_capacity(64);
@@ -541,6 +531,9 @@ impl ProxyHttp for Gateway {
             }
         }
         upstream.insert_header("x-forwarded-proto", "http")?;
+        // Frameworks (Gin, Echo, nginx realip) believe X-Real-IP; the gateway does not set
+        // it, so a client's own never passes. The client address is in X-Forwarded-For.
+        upstream.remove_header("x-real-ip");
         if let Some((route, _)) = Self::route_of(ctx) {
             if let Some(rest) = route.rewrite(upstream.uri.path()) {
                 let path = if rest.is_empty() { "/" } else { rest };

@@ -53,7 +53,7 @@ impl Snapshot {
             .map(|r| metrics.route_metrics(&r.name))
             .collect();
         Self {
-            edge: Edge::new(&config.edge, &config.correlation.header),
+            edge: Edge::new(&config.edge, &protected_headers(config)),
             router,
             pools,
             route_metrics,
@@ -70,4 +70,17 @@ impl Snapshot {
             .iter()
             .filter(|p| !other.pools.iter().any(|o| Arc::ptr_eq(p, o)))
     }
+}
+
+/// Headers whose `_` spellings never pass even with `headers_with_underscores: allow`:
+/// the request-id header and every header a credential is read from.
+fn protected_headers(config: &Config) -> Vec<http::HeaderName> {
+    let mut names = vec![config.correlation.header.clone()];
+    if let Some(keys) = &config.auth.api_keys {
+        names.push(keys.header.clone());
+    }
+    if let Some(crate::config::TokenSource::Header(h)) = config.auth.jwt.as_ref().map(|j| &j.from) {
+        names.push(h.clone());
+    }
+    names
 }

@@ -35,6 +35,7 @@ fn new_ctx(gw: &Gateway) -> Ctx {
 
 fn req(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHeader {
     let mut r = RequestHeader::build(method, path.as_bytes(), None).unwrap();
+    r.insert_header("host", "gw.example").unwrap();
     for (k, v) in headers {
         r.insert_header(k.to_string(), *v).unwrap();
     }
@@ -138,4 +139,20 @@ fn hash_keys() {
         hash_key(&HashKey::ClientIp, &r, ip, &mut buf),
         &[10, 1, 2, 3]
     );
+}
+
+#[test]
+fn http11_without_host_is_refused_and_hosts_are_canonical() {
+    let gw = gateway(CONFIG);
+    let mut ctx = new_ctx(&gw);
+    let mut r = req("GET", "/api/x", &[]);
+    r.remove_header("host");
+    assert_eq!(
+        gw.admit(&mut r, &mut ctx),
+        Outcome::Respond(Reply::Refused("missing Host header"))
+    );
+    let mut ctx = new_ctx(&gw);
+    let mut r = req("GET", "/api/x", &[("host", "GW.Example.:8000")]);
+    assert_eq!(gw.admit(&mut r, &mut ctx), Outcome::Continue);
+    assert_eq!(r.headers.get("host").unwrap(), "gw.example:8000");
 }

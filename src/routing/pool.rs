@@ -375,6 +375,11 @@ impl Pool {
         }
     }
 
+    /// The pool's name and backend addresses.
+    pub fn backends(&self) -> (&str, &[SocketAddr]) {
+        (&self.config.name, &self.addrs)
+    }
+
     /// Whether this pool was built from exactly `config` and `addrs`.
     pub fn same_as(&self, config: &PoolConfig, addrs: &[SocketAddr]) -> bool {
         &self.config == config && self.addrs == addrs
