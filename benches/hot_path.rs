@@ -55,7 +55,7 @@ fn benches(c: &mut Criterion) {
             )
         })
     });
-    let edge = Edge::new(&cfg.edge, &[cfg.correlation.header.clone()]);
+    let edge = Edge::new(&cfg.edge, std::slice::from_ref(&cfg.correlation.header));
     let mut wrk_like = match RequestHeader::build("GET", b"/api/v1/users/42", None) {
         Ok(r) => r,
         Err(e) => panic!("request: {e}"),
