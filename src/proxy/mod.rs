@@ -283,6 +283,16 @@ fn reply_for(e: &Error, retry_after: Duration) -> Option<Reply> {
     }
 }
 
+/// The upstream connection broke (closed, reset, write failed) before a response came.
+/// Not a timeout, not an error of the client or of ours.
+fn is_connection_failure(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Upstream
+        && matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        )
+}
+
 /// Formats `ip` into `buf` without allocating.
 fn ip_text(ip: Option<IpAddr>, buf: &mut String) -> &str {
     buf.clear();
@@ -415,6 +425,57 @@ impl ProxyHttp for Gateway {
                 ctx.attempts <= route.retries
                     && session.req_header().method.is_idempotent()
                     && pool.health.has_other(ctx.failed_backend.as_ref())
+            }
+            None => false,
+        };
+        e.set_retry(retry);
+        e
+    }
+
+    /// An error after the connection was made: retry it when nothing has reached the client
+    /// yet, like nginx's `proxy_next_upstream error`. Pingora alone retries only a failed
+    /// read on a reused connection, so a backend dying under load (EPIPE or a reset while
+    /// the request is written, a close before any response) was a 502 for the client.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // The request can be sent again only if it is idempotent, its body is still whole
+        // in the retry buffer, and no response (not even its header) has reached the client.
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && ctx.upstream_status.is_none()
+            && session.response_written().is_none();
+        if !replayable {
+            e.set_retry(false);
+            return e;
+        }
+        // Pingora's own rule: a pooled connection that failed is retried on a fresh one.
+        e.retry.decide_reuse(client_reused);
+        if e.retry() || !is_connection_failure(&e) {
+            // A timeout is not retried: the backend may still be working on the request.
+            return e;
+        }
+        let retry = match self.route_of(ctx) {
+            Some((route, pool)) => {
+                ctx.failed_backend = peer.address().as_inet().copied();
+                // A fresh connection that failed is the backend's failure; a pooled one may
+                // just have been closed by the backend while idle (upstream_peer releases it).
+                if let (false, Some(addr)) = (client_reused, &ctx.failed_backend) {
+                    if ctx.breaker_slot {
+                        pool.health.record(addr, Attempt::Failure);
+                        ctx.breaker_slot = false;
+                    }
+                }
+                // The same budget as a failed connect: `retries` extra attempts in all, on
+                // another backend (a pooled connection may retry on the same one).
+                ctx.attempts <= route.retries
+                    && (client_reused || pool.health.has_other(ctx.failed_backend.as_ref()))
             }
             None => false,
         };

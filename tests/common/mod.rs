@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
-pub use upstream::Upstream;
+pub use upstream::{HangUp, Upstream};
 
 /// A port that was free a moment ago (bound to port 0, then released).
 pub fn free_port() -> u16 {
