@@ -109,6 +109,15 @@ pub struct ServerSettings {
     pub upstream_idle_timeout: Option<Duration>,
     pub pid_file: String,
     pub upgrade_sock: String,
+    /// A client must send a whole request header within this time: 408, or a silent close
+    /// if it sent nothing.
+    pub client_header_timeout: Duration,
+    /// How long a keep-alive client connection may sit idle between two requests.
+    pub keepalive_timeout: Duration,
+    /// Client connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// The largest request header accepted (request line and headers); larger is 431.
+    pub max_header_bytes: usize,
 }
 
 /// A backend address as configured: an IP literal, or a DNS name resolved at start-up.
@@ -446,6 +455,34 @@ impl Validator<'_> {
                 format!("must be between 1 and 1024, got {}", s.threads),
             );
         }
+        self.within(
+            "server.client_header_timeout",
+            s.client_header_timeout.0,
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        );
+        self.within(
+            "server.keepalive_timeout",
+            s.keepalive_timeout.0,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        );
+        if !(1..=1_000_000).contains(&s.max_connections) {
+            self.problem(
+                "server.max_connections",
+                format!("must be between 1 and 1000000, got {}", s.max_connections),
+            );
+        }
+        // The upper bound keeps the header buffer (plus one read) under Pingora's own 1 MiB cap.
+        if !(1024..=512 * 1024).contains(&s.max_header_bytes) {
+            self.problem(
+                "server.max_header_bytes",
+                format!(
+                    "must be between 1024 and 524288, got {}",
+                    s.max_header_bytes
+                ),
+            );
+        }
         ServerSettings {
             threads: s.threads.max(1),
             work_stealing: s.work_stealing,
@@ -455,6 +492,25 @@ impl Validator<'_> {
             upstream_idle_timeout: s.upstream_idle_timeout.map(|d| d.0),
             pid_file: s.pid_file,
             upgrade_sock: s.upgrade_sock,
+            client_header_timeout: s.client_header_timeout.0,
+            keepalive_timeout: s.keepalive_timeout.0,
+            max_connections: s.max_connections.max(1),
+            max_header_bytes: s.max_header_bytes.clamp(1024, 512 * 1024),
+        }
+    }
+
+    /// Reports a duration outside `[min, max]`.
+    fn within(&mut self, at: &str, d: Duration, min: Duration, max: Duration) {
+        if d < min || d > max {
+            self.problem(
+                at,
+                format!(
+                    "must be between {} and {}, got {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max),
+                    humantime::format_duration(d)
+                ),
+            );
         }
     }
 
