@@ -1,10 +1,12 @@
 //! Wires a Pingora `Server` and its services (proxy, admin, health checks) from a [`Config`].
 
 use crate::config::{BackendAddr, Config, LogDestination};
+use crate::drain::Drain;
 use crate::observability::{AccessLog, Admin, Metrics};
 use crate::proxy::{BareProxy, Gateway};
 use crate::ratelimit::Limiter;
 use crate::routing::{Pool, Router};
+use crate::server::{Connections, Limits};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -213,15 +215,22 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         pools,
         correlation: config.correlation.clone(),
         ping: config.ping.clone(),
-        metrics,
+        metrics: metrics.clone(),
         limiter,
         auth,
         trusted_proxies: config.trusted_proxies.clone(),
         access_log,
         upstream_idle_timeout: config.server.upstream_idle_timeout,
     };
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "proxy");
+    // Our connection loop around Pingora's proxy: header deadlines, idle timeout, cap.
+    let connections = Connections::new(
+        pingora::proxy::http_proxy(&server.configuration, gateway),
+        Limits::from_config(&config.server),
+        Arc::new(Drain::new()),
+        metrics.clone(),
+        config.correlation.header.clone(),
+    );
+    let mut proxy = Service::new("proxy".to_string(), connections);
     proxy.add_tcp(&config.listen.proxy.to_string());
     server.add_service(proxy);
 

@@ -10,6 +10,8 @@
 //! - [`ratelimit`]: token buckets, exact across instances through Redis leases
 //! - [`routing`]: host + path-prefix routes, upstream pools, health
 //! - [`observability`]: metrics, access log, admin endpoints
+//! - [`server`]: the connection loop (header deadlines, idle timeout, connection cap)
+//! - [`drain`]: shutting down: draining flag and in-flight request count
 
 pub mod app;
 pub mod auth;
@@ -17,7 +19,9 @@ pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod correlation;
+pub mod drain;
 pub mod observability;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routing;
+pub mod server;

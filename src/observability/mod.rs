@@ -6,4 +6,4 @@ mod metrics;
 
 pub use access_log::{AccessLog, AccessRecord};
 pub use admin::Admin;
-pub use metrics::{Metrics, RouteLabel};
+pub use metrics::{ConnClose, Metrics, RouteLabel};

@@ -32,6 +32,10 @@ pub enum Reply {
     GatewayTimeout,
     /// The client's request could not be read or is malformed.
     BadRequest,
+    /// The client did not send a whole request header within `server.client_header_timeout`.
+    HeaderTimeout,
+    /// The request header is larger than `server.max_header_bytes`.
+    HeaderTooLarge,
     /// Anything else: a bug of ours, reported as such.
     Internal,
 }
@@ -48,6 +52,8 @@ impl Reply {
             Reply::BadGateway => 502,
             Reply::GatewayTimeout => 504,
             Reply::BadRequest => 400,
+            Reply::HeaderTimeout => 408,
+            Reply::HeaderTooLarge => 431,
             Reply::Internal => 500,
         }
     }
@@ -65,11 +71,14 @@ impl Reply {
             Reply::BadGateway => "upstream connection failed",
             Reply::GatewayTimeout => "upstream timed out",
             Reply::BadRequest => "bad request",
+            Reply::HeaderTimeout => "request header timeout",
+            Reply::HeaderTooLarge => "request header too large",
             Reply::Internal => "internal error",
         }
     }
 
-    fn body(&self, request_id: &str) -> Bytes {
+    /// The JSON body, with the request id.
+    pub fn body(&self, request_id: &str) -> Bytes {
         match self {
             Reply::Pong => Bytes::from_static(br#"{"status":"alive","service":"api-gateway"}"#),
             Reply::RateLimited { retry_after } => Bytes::from(format!(

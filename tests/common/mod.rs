@@ -145,21 +145,29 @@ impl Gateway {
         gw
     }
 
+    /// Like [`Self::start`], with `server_extra` (indented `server:` keys, e.g.
+    /// `"  keepalive_timeout: 1s\n"`) added to the test defaults of the `server` section.
+    pub fn start_with_server(server_extra: &str, yaml: &str) -> Self {
+        let gw = Self::spawn_on(yaml, free_port(), free_port(), server_extra);
+        gw.wait_alive();
+        gw
+    }
+
     /// Starts the gateway on a config that sets its own listeners: `make(proxy, admin)`
     /// gets the two free ports to put in it.
     pub fn start_with(make: impl FnOnce(u16, u16) -> String) -> Self {
         let (port, admin_port) = (free_port(), free_port());
-        let gw = Self::spawn_on(&make(port, admin_port), port, admin_port);
+        let gw = Self::spawn_on(&make(port, admin_port), port, admin_port, "");
         gw.wait_alive();
         gw
     }
 
     /// Starts the process without waiting for it to listen.
     pub fn spawn(yaml: &str) -> Self {
-        Self::spawn_on(yaml, free_port(), free_port())
+        Self::spawn_on(yaml, free_port(), free_port(), "")
     }
 
-    fn spawn_on(yaml: &str, port: u16, admin_port: u16) -> Self {
+    fn spawn_on(yaml: &str, port: u16, admin_port: u16, server_extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let access_log = dir.path().join("access.log");
         let mut text = String::new();
@@ -170,9 +178,16 @@ impl Gateway {
         }
         if !has("server") {
             text += &format!(
-                "server:\n  threads: 1\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n  pid_file: {0}/gw.pid\n  upgrade_sock: {0}/upgrade.sock\n",
+                "server:\n  threads: 1\n  pid_file: {0}/gw.pid\n  upgrade_sock: {0}/upgrade.sock\n",
                 dir.path().display()
             );
+            // Test defaults, unless the test sets them.
+            for (key, value) in [("grace_period", "1s"), ("graceful_shutdown_timeout", "1s")] {
+                if !server_extra.contains(&format!("  {key}:")) {
+                    text += &format!("  {key}: {value}\n");
+                }
+            }
+            text += server_extra;
         }
         if !has("access_log") {
             text += &format!("access_log:\n  destination: {}\n", access_log.display());
