@@ -6,9 +6,9 @@ use crate::observability::{AccessLog, Admin, Metrics};
 use crate::proxy::{BareProxy, Gateway};
 use crate::ratelimit::Limiter;
 use crate::routing::{Pool, Router};
-use crate::server::{Connections, Limits};
+use crate::server::{Connections, Limits, Signals};
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server, ShutdownSignalWatch, UnixShutdownSignalWatch};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -87,13 +87,20 @@ fn seconds_rounded_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// Pingora's server settings from ours.
-pub fn server_conf(config: &Config) -> ServerConf {
+/// Pingora's server settings from ours. `drained`: our [`Signals`] drain the proxy and
+/// exit the process themselves, so Pingora's grace period (after which it drops every
+/// task) is only a backstop, set past our own deadline.
+pub fn server_conf(config: &Config, drained: bool) -> ServerConf {
     let s = &config.server;
+    let grace = if drained {
+        seconds_rounded_up(s.grace_period + s.graceful_shutdown_timeout) + 1
+    } else {
+        seconds_rounded_up(s.grace_period)
+    };
     ServerConf {
         threads: s.threads,
         work_stealing: s.work_stealing,
-        grace_period_seconds: Some(seconds_rounded_up(s.grace_period)),
+        grace_period_seconds: Some(grace),
         graceful_shutdown_timeout_seconds: Some(seconds_rounded_up(s.graceful_shutdown_timeout)),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool,
         pid_file: s.pid_file.clone(),
@@ -116,8 +123,24 @@ fn check_listen(which: &'static str, addr: SocketAddr) -> Result<(), BuildError>
         })
 }
 
-/// Builds the server with all its services, ready for `run_forever`.
-pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError> {
+/// A built server and the signal handling it runs with.
+pub struct App {
+    pub server: Server,
+    pub signals: Box<dyn ShutdownSignalWatch>,
+}
+
+impl App {
+    /// Runs until a signal ends it. Returns when Pingora's shutdown has finished; a
+    /// draining SIGTERM usually exits the process before that.
+    pub fn run(self) {
+        self.server.run(RunArgs {
+            shutdown_signal: self.signals,
+        });
+    }
+}
+
+/// Builds the server with all its services, ready to [`App::run`].
+pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
     let addrs = resolve_backends(config)?;
     if !options.upgrade {
         check_listen("proxy", config.listen.proxy)?;
@@ -127,7 +150,8 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         upgrade: options.upgrade,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(config));
+    // The --bare baseline stays plain Pingora: its own signals and connection loop.
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(config, !options.bare));
     server.bootstrap();
 
     if options.bare {
@@ -145,7 +169,10 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         );
         proxy.add_tcp(&config.listen.proxy.to_string());
         server.add_service(proxy);
-        return Ok(server);
+        return Ok(App {
+            server,
+            signals: Box::new(UnixShutdownSignalWatch),
+        });
     }
 
     let router = Router::new(&config.routes);
@@ -206,9 +233,11 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
             crate::auth::JwksReload { auth: auth.clone() },
         ));
     }
+    let drain = Arc::new(Drain::new());
     let admin = Admin {
         metrics: metrics.clone(),
         pools: pools.iter().map(|p| p.health.clone()).collect(),
+        drain: drain.clone(),
     };
     let gateway = Gateway {
         router,
@@ -221,12 +250,13 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         trusted_proxies: config.trusted_proxies.clone(),
         access_log,
         upstream_idle_timeout: config.server.upstream_idle_timeout,
+        drain: drain.clone(),
     };
     // Our connection loop around Pingora's proxy: header deadlines, idle timeout, cap.
     let connections = Connections::new(
         pingora::proxy::http_proxy(&server.configuration, gateway),
         Limits::from_config(&config.server),
-        Arc::new(Drain::new()),
+        drain.clone(),
         metrics.clone(),
         config.correlation.header.clone(),
     );
@@ -238,5 +268,13 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
     admin.add_tcp(&config.listen.admin.to_string());
     admin.threads = Some(1);
     server.add_service(admin);
-    Ok(server)
+    let signals = Signals::new(
+        drain,
+        config.server.grace_period,
+        config.server.graceful_shutdown_timeout,
+    );
+    Ok(App {
+        server,
+        signals: Box::new(signals),
+    })
 }

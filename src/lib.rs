@@ -10,7 +10,7 @@
 //! - [`ratelimit`]: token buckets, exact across instances through Redis leases
 //! - [`routing`]: host + path-prefix routes, upstream pools, health
 //! - [`observability`]: metrics, access log, admin endpoints
-//! - [`server`]: the connection loop (header deadlines, idle timeout, connection cap)
+//! - [`server`]: the connection loop (header deadlines, idle timeout, connection cap) and signals
 //! - [`drain`]: shutting down: draining flag and in-flight request count
 
 pub mod app;

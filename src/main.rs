@@ -91,7 +91,7 @@ fn main() -> ExitCode {
         upgrade: cli.upgrade,
         bare: cli.bare,
     };
-    let server = match app::build(&config, &options) {
+    let app = match app::build(&config, &options) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{}: {e}", cli.config.display());
@@ -105,5 +105,6 @@ fn main() -> ExitCode {
         config.routes.len(),
         config.upstreams.len()
     );
-    server.run_forever()
+    app.run();
+    ExitCode::SUCCESS
 }

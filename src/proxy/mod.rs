@@ -22,6 +22,7 @@ pub use respond::Reply;
 use crate::auth::Authenticator;
 use crate::config::{AuthMode, CorrelationConfig, HashKey, LimitKey};
 use crate::correlation;
+use crate::drain::Drain;
 use crate::observability::{AccessLog, AccessRecord, Metrics, RouteLabel};
 use crate::ratelimit::Limiter;
 use crate::routing::breaker::Outcome as Attempt;
@@ -63,6 +64,8 @@ pub struct Gateway {
     pub access_log: Option<AccessLog>,
     /// How long an idle upstream connection may stay pooled; `None`: until the upstream closes it.
     pub upstream_idle_timeout: Option<Duration>,
+    /// Shutting down: every response closes its client connection.
+    pub drain: Arc<Drain>,
 }
 
 impl Gateway {
@@ -195,6 +198,13 @@ impl Gateway {
         pool.health.record(&addr, outcome);
     }
 
+    /// While draining, the response says `Connection: close` and the connection ends with it.
+    fn close_if_draining(&self, session: &mut Session) {
+        if self.drain.is_draining() {
+            session.set_keepalive(None);
+        }
+    }
+
     fn route_name(&self, label: RouteLabel) -> &str {
         match label {
             RouteLabel::Route(i) => self.router.get(i).map_or("none", |r| r.name.as_str()),
@@ -311,6 +321,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        self.close_if_draining(session);
         ctx.client_ip = peer_ip(session).map(|peer| {
             crate::client_ip::client_ip(
                 peer,
@@ -593,10 +604,12 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        // Again here: draining may have started while the upstream was answering.
+        self.close_if_draining(session);
         if let Some(id) = &ctx.request_id {
             resp.insert_header(self.correlation.header.clone(), id.clone())?;
         }

@@ -37,6 +37,7 @@ fn gateway(text: &str) -> Gateway {
         trusted_proxies: cfg.trusted_proxies.clone(),
         access_log: None,
         upstream_idle_timeout: None,
+        drain: Arc::new(crate::drain::Drain::new()),
     }
 }
 

@@ -68,6 +68,11 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
 
 /// Any method, no body.
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
+    try_request(method, url, headers).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`request`], but a failed exchange (refused, reset, no response) is an `Err`.
+pub fn try_request(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<Resp, String> {
     let mut req = http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -75,12 +80,12 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
     let req = req.body(()).expect("valid request");
     let mut resp = agent()
         .run(req)
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    Resp {
+        .map_err(|e| format!("{method} {url}: {e}"))?;
+    Ok(Resp {
         status: resp.status().as_u16(),
         headers: resp.headers().clone(),
         body: resp.body_mut().read_to_string().unwrap_or_default(),
-    }
+    })
 }
 
 /// Sends `raw` bytes as-is (for malformed requests no client library would send) and
@@ -260,20 +265,45 @@ impl Gateway {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
-    /// Sends `signal` (e.g. "TERM") and waits for the exit; returns the time it took.
-    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Duration {
-        let started = Instant::now();
-        Command::new("kill")
+    /// Sends `signal` (e.g. "TERM", "HUP") to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid().to_string())
             .status()
-            .expect("kill");
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit (at most `timeout`) and returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let child = self.child.as_mut().expect("running");
-        wait_for("gateway to exit", timeout, || {
+        let status = wait_for("gateway to exit", timeout, || {
             child.try_wait().ok().flatten()
         });
         self.child = None;
-        started.elapsed()
+        status
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits for the exit; returns the time it took and
+    /// the exit status.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        timeout: Duration,
+    ) -> (Duration, std::process::ExitStatus) {
+        let started = Instant::now();
+        self.signal(signal);
+        let status = self.wait_exit(timeout);
+        (started.elapsed(), status)
     }
 }
 
