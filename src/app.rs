@@ -1,13 +1,15 @@
 //! Wires a Pingora `Server` and its services (proxy, admin, health checks) from a [`Config`].
 
 use crate::config::{BackendAddr, Config, LogDestination};
+use crate::drain::Drain;
 use crate::observability::{AccessLog, Admin, Metrics};
 use crate::proxy::{BareProxy, Gateway, Snapshot};
 use crate::ratelimit::Limiter;
 use crate::reload::Reloader;
+use crate::server::{Connections, Limits, Signals};
 use arc_swap::ArcSwap;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server, ShutdownSignalWatch, UnixShutdownSignalWatch};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -89,13 +91,20 @@ fn seconds_rounded_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// Pingora's server settings from ours.
-pub fn server_conf(config: &Config) -> ServerConf {
+/// Pingora's server settings from ours. `drained`: our [`Signals`] drain the proxy and
+/// exit the process themselves, so Pingora's grace period (after which it drops every
+/// task) is only a backstop, set past our own deadline.
+pub fn server_conf(config: &Config, drained: bool) -> ServerConf {
     let s = &config.server;
+    let grace = if drained {
+        seconds_rounded_up(s.grace_period + s.graceful_shutdown_timeout) + 1
+    } else {
+        seconds_rounded_up(s.grace_period)
+    };
     ServerConf {
         threads: s.threads,
         work_stealing: s.work_stealing,
-        grace_period_seconds: Some(seconds_rounded_up(s.grace_period)),
+        grace_period_seconds: Some(grace),
         graceful_shutdown_timeout_seconds: Some(seconds_rounded_up(s.graceful_shutdown_timeout)),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool,
         pid_file: s.pid_file.clone(),
@@ -118,8 +127,24 @@ fn check_listen(which: &'static str, addr: SocketAddr) -> Result<(), BuildError>
         })
 }
 
-/// Builds the server with all its services, ready for `run_forever`.
-pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError> {
+/// A built server and the signal handling it runs with.
+pub struct App {
+    pub server: Server,
+    pub signals: Box<dyn ShutdownSignalWatch>,
+}
+
+impl App {
+    /// Runs until a signal ends it. Returns when Pingora's shutdown has finished; a
+    /// draining SIGTERM usually exits the process before that.
+    pub fn run(self) {
+        self.server.run(RunArgs {
+            shutdown_signal: self.signals,
+        });
+    }
+}
+
+/// Builds the server with all its services, ready to [`App::run`].
+pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
     let addrs = resolve_backends(config)?;
     if !options.upgrade {
         check_listen("proxy", config.listen.proxy)?;
@@ -129,7 +154,8 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         upgrade: options.upgrade,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(config));
+    // The --bare baseline stays plain Pingora: its own signals and connection loop.
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(config, !options.bare));
     server.bootstrap();
 
     if options.bare {
@@ -147,7 +173,10 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
         );
         proxy.add_tcp(&config.listen.proxy.to_string());
         server.add_service(proxy);
-        return Ok(server);
+        return Ok(App {
+            server,
+            signals: Box::new(UnixShutdownSignalWatch),
+        });
     }
 
     let metrics = Arc::new(Metrics::for_gateway(&config.rate_limits)?);
@@ -214,6 +243,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
             current: Box::new(move || jwks_state.load().auth.clone()),
         },
     ));
+    let drain = Arc::new(Drain::new());
     let admin_state = state.clone();
     let admin = Admin {
         metrics: metrics.clone(),
@@ -225,16 +255,25 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
                 .map(|p| p.health.clone())
                 .collect()
         }),
+        drain: drain.clone(),
     };
     let gateway = Gateway {
         state,
-        metrics,
+        metrics: metrics.clone(),
         limiter,
         access_log,
         upstream_idle_timeout: config.server.upstream_idle_timeout,
+        drain: drain.clone(),
     };
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "proxy");
+    // Our connection loop around Pingora's proxy: header deadlines, idle timeout, cap.
+    let connections = Connections::new(
+        pingora::proxy::http_proxy(&server.configuration, gateway),
+        Limits::from_config(&config.server),
+        drain.clone(),
+        metrics.clone(),
+        config.correlation.header.clone(),
+    );
+    let mut proxy = Service::new("proxy".to_string(), connections);
     proxy.add_tcp(&config.listen.proxy.to_string());
     server.add_service(proxy);
 
@@ -242,5 +281,13 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Server, BuildError
     admin.add_tcp(&config.listen.admin.to_string());
     admin.threads = Some(1);
     server.add_service(admin);
-    Ok(server)
+    let signals = Signals::new(
+        drain,
+        config.server.grace_period,
+        config.server.graceful_shutdown_timeout,
+    );
+    Ok(App {
+        server,
+        signals: Box::new(signals),
+    })
 }

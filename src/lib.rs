@@ -12,6 +12,8 @@
 //! - [`reload`]: SIGHUP re-reads the config and swaps routes, pools and auth at once
 //! - [`routing`]: host + path-prefix routes, upstream pools, health
 //! - [`observability`]: metrics, access log, admin endpoints
+//! - [`server`]: the connection loop (header deadlines, idle timeout, connection cap) and signals
+//! - [`drain`]: shutting down: draining flag and in-flight request count
 
 pub mod app;
 pub mod auth;
@@ -19,9 +21,11 @@ pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod correlation;
+pub mod drain;
 pub mod edge;
 pub mod observability;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod routing;
+pub mod server;

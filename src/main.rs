@@ -108,7 +108,7 @@ fn main() -> ExitCode {
         bare: cli.bare,
         config_path: Some(cli.config.clone()),
     };
-    let server = match app::build(&config, &options) {
+    let app = match app::build(&config, &options) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{}: {e}", cli.config.display());
@@ -122,5 +122,6 @@ fn main() -> ExitCode {
         config.routes.len(),
         config.upstreams.len()
     );
-    server.run_forever()
+    app.run();
+    ExitCode::SUCCESS
 }

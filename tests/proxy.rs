@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{get, request, wait_for, Gateway, Upstream};
+use common::{get, request, wait_for, Gateway, HangUp, Upstream};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -309,6 +309,46 @@ fn connect_failure_retries_idempotent_requests_on_another_backend() {
     };
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["error"], "upstream connection failed");
+}
+
+#[test]
+fn a_backend_hanging_up_after_the_request_is_retried_for_idempotent_methods() {
+    // `bad` reads each request and closes without answering, on a fresh connection every
+    // time: Pingora alone would not retry that (it retries only pooled connections).
+    let (bad, ok) = (HangUp::start(), Upstream::start("ok"));
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  app:\n    circuit_breaker:\n      enabled: false\n    backends:\n      - addr: {}\n      - addr: {}\nroutes:\n  - path_prefix: /\n    upstream: app\n    retries: 1\n",
+        bad.addr(),
+        ok.addr()
+    ));
+    for _ in 0..10 {
+        let r = get(&gw.url("/"), &[]);
+        assert_eq!(r.status, 200, "GET retried on ok: {}", r.body);
+        assert_eq!(upstream_of(&r), "ok");
+    }
+    assert!(
+        bad.requests() >= 3,
+        "round robin sent GETs to the bad backend first: {}",
+        bad.requests()
+    );
+    // A POST is never sent twice: the ones that reach the bad backend are 502.
+    let (bad_before, ok_before) = (bad.requests(), ok.requests());
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| request("POST", &gw.url("/"), &[]).status)
+        .collect();
+    let (failed, served) = (bad.requests() - bad_before, ok.requests() - ok_before);
+    assert!(failed >= 1, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 502).count(),
+        failed,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        served,
+        "{statuses:?}"
+    );
+    assert_eq!(failed + served, 6, "no POST was retried: {statuses:?}");
 }
 
 #[test]

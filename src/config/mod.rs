@@ -118,6 +118,15 @@ pub struct ServerSettings {
     pub upstream_idle_timeout: Option<Duration>,
     pub pid_file: String,
     pub upgrade_sock: String,
+    /// A client must send a whole request header within this time: 408, or a silent close
+    /// if it sent nothing.
+    pub client_header_timeout: Duration,
+    /// How long a keep-alive client connection may sit idle between two requests.
+    pub keepalive_timeout: Duration,
+    /// Client connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// The largest request header accepted (request line and headers); larger is 431.
+    pub max_header_bytes: usize,
 }
 
 /// A backend address as configured: an IP literal, or a DNS name resolved at start-up.
@@ -668,6 +677,12 @@ const GRACEFUL_SHUTDOWN_TIMEOUT: Range<Duration> = Range::new(Duration::ZERO, HO
 /// Idle connections kept per worker thread.
 const UPSTREAM_KEEPALIVE_POOL: Range<usize> = Range::new(0, 65_536);
 const UPSTREAM_IDLE_TIMEOUT: Range<Duration> = TIMEOUT;
+const CLIENT_HEADER_TIMEOUT: Range<Duration> =
+    Range::new(Duration::from_millis(100), Duration::from_secs(600));
+const KEEPALIVE_TIMEOUT: Range<Duration> = Range::new(Duration::from_millis(100), HOUR);
+const MAX_CONNECTIONS: Range<usize> = Range::new(1, 1_000_000);
+/// Keeps the header buffer (plus one read) under Pingora's own 1 MiB cap.
+const MAX_HEADER_BYTES: Range<usize> = Range::new(1024, 512 * 1024);
 
 impl Validator<'_> {
     fn server(&mut self, s: raw::Server) -> ServerSettings {
@@ -691,6 +706,22 @@ impl Validator<'_> {
                 .map(|d| self.duration(&at("upstream_idle_timeout"), d.0, UPSTREAM_IDLE_TIMEOUT)),
             pid_file: s.pid_file,
             upgrade_sock: s.upgrade_sock,
+            client_header_timeout: self.duration(
+                &at("client_header_timeout"),
+                s.client_header_timeout.0,
+                CLIENT_HEADER_TIMEOUT,
+            ),
+            keepalive_timeout: self.duration(
+                &at("keepalive_timeout"),
+                s.keepalive_timeout.0,
+                KEEPALIVE_TIMEOUT,
+            ),
+            max_connections: self.int(&at("max_connections"), s.max_connections, MAX_CONNECTIONS),
+            max_header_bytes: self.int(
+                &at("max_header_bytes"),
+                s.max_header_bytes,
+                MAX_HEADER_BYTES,
+            ),
         }
     }
 

@@ -119,6 +119,10 @@ pub struct Server {
     pub upstream_idle_timeout: Option<HumanDuration>,
     pub pid_file: String,
     pub upgrade_sock: String,
+    pub client_header_timeout: HumanDuration,
+    pub keepalive_timeout: HumanDuration,
+    pub max_connections: Int,
+    pub max_header_bytes: Int,
 }
 
 impl Default for Server {
@@ -132,6 +136,10 @@ impl Default for Server {
             upstream_idle_timeout: None,
             pid_file: "/tmp/gateway.pid".into(),
             upgrade_sock: "/tmp/gateway_upgrade.sock".into(),
+            client_header_timeout: HumanDuration(Duration::from_secs(10)),
+            keepalive_timeout: HumanDuration(Duration::from_secs(60)),
+            max_connections: Int(10_000),
+            max_header_bytes: Int(64 * 1024),
         }
     }
 }

@@ -836,3 +836,22 @@ fn configured_paths_must_be_normalised() {
     ))
     .is_ok());
 }
+
+#[test]
+fn connection_limits_have_edge_defaults_and_ranges() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.server.client_header_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.keepalive_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.max_connections, 10_000);
+    assert_eq!(c.server.max_header_bytes, 64 * 1024);
+    let p = problems(&format!(
+        "{MINIMAL}server:\n  client_header_timeout: 0s\n  keepalive_timeout: 2h\n  max_connections: 0\n  max_header_bytes: 100\n"
+    ));
+    assert!(
+        has(&p, "server.client_header_timeout", "must be at least 100ms"),
+        "{p:?}"
+    );
+    assert!(has(&p, "server.keepalive_timeout", "got 2h"), "{p:?}");
+    assert!(has(&p, "server.max_connections", "got 0"), "{p:?}");
+    assert!(has(&p, "server.max_header_bytes", "got 100"), "{p:?}");
+}

@@ -80,7 +80,7 @@ impl AccessLog {
 /// How often the writer wakes to drain the queue. Polling instead of blocking in `recv`
 /// means a request never pays for waking the writer (a futex call and a context switch
 /// per line on a 2-core machine); a line reaches the file at most this late.
-const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The writer loop: drains the queue into a buffer and flushes each batch.
 fn write_lines(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {

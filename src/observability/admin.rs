@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`. Bound to loopback by default.
 
 use super::Metrics;
+use crate::drain::Drain;
 use crate::routing::PoolHealth;
 use async_trait::async_trait;
 use http::{header, Response, StatusCode};
@@ -13,14 +14,20 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// The pools of the config in force (a reload may replace them).
     pub pools: Box<dyn Fn() -> Vec<Arc<PoolHealth>> + Send + Sync>,
+    /// Draining (after SIGTERM): not ready, so load balancers stop sending.
+    pub drain: Arc<Drain>,
 }
 
 impl Admin {
     /// Reasons the gateway is not ready to serve; empty when it is.
     pub fn not_ready(&self) -> Vec<String> {
-        (self.pools)()
-            .iter()
-            .filter_map(|p| p.not_ready_reason())
+        let draining = self
+            .drain
+            .is_draining()
+            .then(|| "shutting down: draining in-flight requests".to_string());
+        draining
+            .into_iter()
+            .chain((self.pools)().iter().filter_map(|p| p.not_ready_reason()))
             .collect()
     }
 

@@ -21,6 +21,37 @@ pub enum RouteLabel {
     Unrouted,
 }
 
+/// Why the gateway closed a client connection on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnClose {
+    /// No complete request header within `client_header_timeout` (408, or silent if nothing came).
+    HeaderTimeout,
+    /// A request header over `max_header_bytes` (431).
+    HeaderTooLarge,
+    /// A keep-alive connection idle for `keepalive_timeout`.
+    IdleTimeout,
+    /// An idle keep-alive connection closed because the gateway is draining.
+    Drain,
+}
+
+impl ConnClose {
+    const ALL: [ConnClose; 4] = [
+        ConnClose::HeaderTimeout,
+        ConnClose::HeaderTooLarge,
+        ConnClose::IdleTimeout,
+        ConnClose::Drain,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ConnClose::HeaderTimeout => "header_timeout",
+            ConnClose::HeaderTooLarge => "header_too_large",
+            ConnClose::IdleTimeout => "idle_timeout",
+            ConnClose::Drain => "drain",
+        }
+    }
+}
+
 /// Status 0: the client went away before any response was written.
 const STATUS_MIN: u16 = 0;
 const STATUS_COUNT: usize = 600; // 0..=599
@@ -57,6 +88,10 @@ pub struct Metrics {
     edge_headers_dropped: IntCounter,
     config_reloads: IntCounterVec,
     config_info: IntGaugeVec,
+    downstream_connections: IntGauge,
+    downstream_refused: IntCounter,
+    /// By [`ConnClose`], in the order of `ConnClose::ALL`.
+    downstream_closed: [IntCounter; 4],
 }
 
 /// Latency buckets (seconds) from 100 us to 10 s: a gateway answers in microseconds,
@@ -200,6 +235,30 @@ impl Metrics {
                 &["pool"],
             )?,
         )?;
+        let downstream_connections = register(
+            &registry,
+            IntGauge::new(
+                "gateway_downstream_connections",
+                "Client connections open on the proxy listener",
+            )?,
+        )?;
+        let downstream_refused = register(
+            &registry,
+            IntCounter::new(
+                "gateway_downstream_refused_total",
+                "Client connections closed at once because server.max_connections were open",
+            )?,
+        )?;
+        let closed = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "gateway_downstream_closed_total",
+                    "Client connections the gateway closed: header_timeout, header_too_large, idle_timeout, drain",
+                ),
+                &["reason"],
+            )?,
+        )?;
         let edge_refused = register(
             &registry,
             IntCounterVec::new(
@@ -247,6 +306,7 @@ impl Metrics {
         if let Some(races) = super::logger::pool_reuse_races() {
             registry.register(Box::new(races.clone()))?;
         }
+        let downstream_closed = ConnClose::ALL.map(|c| closed.with_label_values(&[c.label()]));
         let route = |name: &str| RouteMetrics {
             name: name.to_string(),
             by_status: (0..STATUS_COUNT).map(|_| OnceLock::new()).collect(),
@@ -273,7 +333,23 @@ impl Metrics {
             edge_headers_dropped,
             config_reloads,
             config_info,
+            downstream_connections,
+            downstream_refused,
+            downstream_closed,
         })
+    }
+
+    /// The open-connections gauge, +1 or -1.
+    pub fn downstream_connection(&self, delta: i64) {
+        self.downstream_connections.add(delta);
+    }
+
+    pub fn downstream_refused(&self) {
+        self.downstream_refused.inc();
+    }
+
+    pub fn downstream_closed(&self, why: ConnClose) {
+        self.downstream_closed[why as usize].inc();
     }
 
     /// Sets a breaker's state gauge and counts the transition (an empty `from` only sets).
@@ -448,5 +524,13 @@ mod tests {
         assert!(text.contains("gateway_request_duration_seconds_count{route=\"api\"} 3"));
         assert!(text.contains("gateway_upstream_healthy{backend=\"127.0.0.1:1\",pool=\"api\"} 0"));
         assert!(text.contains("process_cpu_seconds_total"));
+        m.downstream_closed(ConnClose::IdleTimeout);
+        m.downstream_closed(ConnClose::Drain);
+        m.downstream_connection(1);
+        let text = m.render();
+        assert!(text.contains("gateway_downstream_closed_total{reason=\"idle_timeout\"} 1"));
+        assert!(text.contains("gateway_downstream_closed_total{reason=\"drain\"} 1"));
+        assert!(text.contains("gateway_downstream_closed_total{reason=\"header_timeout\"} 0"));
+        assert!(text.contains("gateway_downstream_connections 1"));
     }
 }

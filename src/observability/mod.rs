@@ -6,6 +6,6 @@ mod admin;
 pub mod logger;
 mod metrics;
 
-pub use access_log::{AccessLog, AccessRecord};
+pub use access_log::{AccessLog, AccessRecord, DRAIN_INTERVAL as ACCESS_LOG_INTERVAL};
 pub use admin::Admin;
-pub use metrics::{Metrics, RouteLabel, RouteMetrics};
+pub use metrics::{ConnClose, Metrics, RouteLabel, RouteMetrics};

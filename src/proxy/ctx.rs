@@ -20,7 +20,7 @@ pub struct Ctx {
     pub route: RouteLabel,
     /// Upstream connection attempts made so far.
     pub attempts: usize,
-    /// The backend the last attempt failed to connect to: a retry skips it.
+    /// The backend the last attempt failed on (connect or connection error): a retry skips it.
     pub failed_backend: Option<SocketAddr>,
     /// The backend chosen last, for the access log.
     pub upstream: Option<SocketAddr>,

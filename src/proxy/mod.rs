@@ -23,6 +23,7 @@ pub use snapshot::Snapshot;
 
 use crate::config::{AuthMode, HashKey, LimitKey};
 use crate::correlation;
+use crate::drain::Drain;
 use crate::observability::{AccessLog, AccessRecord, Metrics, RouteLabel};
 use crate::ratelimit::Limiter;
 use crate::routing::breaker::Outcome as Attempt;
@@ -62,6 +63,8 @@ pub struct Gateway {
     pub access_log: Option<AccessLog>,
     /// How long an idle upstream connection may stay pooled; `None`: until the upstream closes it.
     pub upstream_idle_timeout: Option<Duration>,
+    /// Shutting down: every response closes its client connection.
+    pub drain: Arc<Drain>,
 }
 
 impl Gateway {
@@ -229,6 +232,13 @@ impl Gateway {
         pool.health.record(&addr, outcome);
     }
 
+    /// While draining, the response says `Connection: close` and the connection ends with it.
+    fn close_if_draining(&self, session: &mut Session) {
+        if self.drain.is_draining() {
+            session.set_keepalive(None);
+        }
+    }
+
     fn route_name(ctx: &Ctx) -> &str {
         match ctx.route {
             RouteLabel::Route(i) => ctx
@@ -321,6 +331,16 @@ fn reply_for(e: &Error, retry_after: Duration) -> Option<Reply> {
     }
 }
 
+/// The upstream connection broke (closed, reset, write failed) before a response came.
+/// Not a timeout, not an error of the client or of ours.
+fn is_connection_failure(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Upstream
+        && matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        )
+}
+
 /// Formats `ip` into `buf` without allocating.
 fn ip_text(ip: Option<IpAddr>, buf: &mut String) -> &str {
     buf.clear();
@@ -339,6 +359,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        self.close_if_draining(session);
         ctx.client_ip = peer_ip(session).map(|peer| {
             crate::client_ip::client_ip(
                 peer,
@@ -463,6 +484,58 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// An error after the connection was made: retry it when nothing has reached the client
+    /// yet, like nginx's `proxy_next_upstream error`. Pingora alone retries only a failed
+    /// read on a reused connection, so a backend dying under load (EPIPE or a reset while
+    /// the request is written, a close before any response) was a 502 for the client.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // The request can be sent again only if it is idempotent, its body is still whole
+        // in the retry buffer, and no response (not even its header) has reached the client.
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && ctx.upstream_status.is_none()
+            && session.response_written().is_none();
+        if !replayable {
+            e.set_retry(false);
+            return e;
+        }
+        // Pingora's own rule: a pooled connection that failed is retried on a fresh one.
+        e.retry.decide_reuse(client_reused);
+        if e.retry() || !is_connection_failure(&e) {
+            // A timeout is not retried: the backend may still be working on the request.
+            return e;
+        }
+        let snap = Arc::clone(&ctx.snapshot);
+        let retry = match Self::route_of_in(&snap, ctx.route) {
+            Some((route, pool)) => {
+                ctx.failed_backend = peer.address().as_inet().copied();
+                // A fresh connection that failed is the backend's failure; a pooled one may
+                // just have been closed by the backend while idle (upstream_peer releases it).
+                if let (false, Some(addr)) = (client_reused, &ctx.failed_backend) {
+                    if ctx.breaker_slot {
+                        pool.health.record(addr, Attempt::Failure);
+                        ctx.breaker_slot = false;
+                    }
+                }
+                // The same budget as a failed connect: `retries` extra attempts in all, on
+                // another backend (a pooled connection may retry on the same one).
+                ctx.attempts <= route.retries
+                    && (client_reused || pool.health.has_other(ctx.failed_backend.as_ref()))
+            }
+            None => false,
+        };
+        e.set_retry(retry);
+        e
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -567,10 +640,12 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        // Again here: draining may have started while the upstream was answering.
+        self.close_if_draining(session);
         if let Some(id) = &ctx.request_id {
             resp.insert_header(ctx.snapshot.correlation.header.clone(), id.clone())?;
         }

@@ -34,6 +34,10 @@ pub enum Reply {
     BadRequest,
     /// The edge refuses the request as sent (a path or header it will not pass on): 400.
     Refused(&'static str),
+    /// The client did not send a whole request header within `server.client_header_timeout`.
+    HeaderTimeout,
+    /// The request header is larger than `server.max_header_bytes`.
+    HeaderTooLarge,
     /// Anything else: a bug of ours, reported as such.
     Internal,
 }
@@ -50,6 +54,8 @@ impl Reply {
             Reply::BadGateway => 502,
             Reply::GatewayTimeout => 504,
             Reply::BadRequest | Reply::Refused(_) => 400,
+            Reply::HeaderTimeout => 408,
+            Reply::HeaderTooLarge => 431,
             Reply::Internal => 500,
         }
     }
@@ -68,11 +74,14 @@ impl Reply {
             Reply::GatewayTimeout => "upstream timed out",
             Reply::BadRequest => "bad request",
             Reply::Refused(why) => why,
+            Reply::HeaderTimeout => "request header timeout",
+            Reply::HeaderTooLarge => "request header too large",
             Reply::Internal => "internal error",
         }
     }
 
-    fn body(&self, request_id: &str) -> Bytes {
+    /// The JSON body, with the request id.
+    pub fn body(&self, request_id: &str) -> Bytes {
         match self {
             Reply::Pong => Bytes::from_static(br#"{"status":"alive","service":"api-gateway"}"#),
             Reply::RateLimited { retry_after } => Bytes::from(format!(

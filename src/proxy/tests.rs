@@ -26,6 +26,7 @@ fn gateway(text: &str) -> Gateway {
         metrics,
         access_log: None,
         upstream_idle_timeout: None,
+        drain: Arc::new(crate::drain::Drain::new()),
     }
 }
 

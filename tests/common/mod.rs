@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
-pub use upstream::Upstream;
+pub use upstream::{HangUp, Upstream};
 
 /// A port that was free a moment ago (bound to port 0, then released).
 pub fn free_port() -> u16 {
@@ -68,6 +68,11 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
 
 /// Any method, no body.
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
+    try_request(method, url, headers).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`request`], but a failed exchange (refused, reset, no response) is an `Err`.
+pub fn try_request(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<Resp, String> {
     let mut req = http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -75,12 +80,12 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
     let req = req.body(()).expect("valid request");
     let mut resp = agent()
         .run(req)
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    Resp {
+        .map_err(|e| format!("{method} {url}: {e}"))?;
+    Ok(Resp {
         status: resp.status().as_u16(),
         headers: resp.headers().clone(),
         body: resp.body_mut().read_to_string().unwrap_or_default(),
-    }
+    })
 }
 
 /// Sends `raw` bytes as-is (for malformed requests no client library would send) and
@@ -151,21 +156,29 @@ impl Gateway {
         gw
     }
 
+    /// Like [`Self::start`], with `server_extra` (indented `server:` keys, e.g.
+    /// `"  keepalive_timeout: 1s\n"`) added to the test defaults of the `server` section.
+    pub fn start_with_server(server_extra: &str, yaml: &str) -> Self {
+        let gw = Self::spawn_on(yaml, free_port(), free_port(), server_extra);
+        gw.wait_alive();
+        gw
+    }
+
     /// Starts the gateway on a config that sets its own listeners: `make(proxy, admin)`
     /// gets the two free ports to put in it.
     pub fn start_with(make: impl FnOnce(u16, u16) -> String) -> Self {
         let (port, admin_port) = (free_port(), free_port());
-        let gw = Self::spawn_on(&make(port, admin_port), port, admin_port);
+        let gw = Self::spawn_on(&make(port, admin_port), port, admin_port, "");
         gw.wait_alive();
         gw
     }
 
     /// Starts the process without waiting for it to listen.
     pub fn spawn(yaml: &str) -> Self {
-        Self::spawn_on(yaml, free_port(), free_port())
+        Self::spawn_on(yaml, free_port(), free_port(), "")
     }
 
-    fn spawn_on(yaml: &str, port: u16, admin_port: u16) -> Self {
+    fn spawn_on(yaml: &str, port: u16, admin_port: u16, server_extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let access_log = dir.path().join("access.log");
         let mut text = String::new();
@@ -176,9 +189,16 @@ impl Gateway {
         }
         if !has("server") {
             text += &format!(
-                "server:\n  threads: 1\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n  pid_file: {0}/gw.pid\n  upgrade_sock: {0}/upgrade.sock\n",
+                "server:\n  threads: 1\n  pid_file: {0}/gw.pid\n  upgrade_sock: {0}/upgrade.sock\n",
                 dir.path().display()
             );
+            // Test defaults, unless the test sets them.
+            for (key, value) in [("grace_period", "1s"), ("graceful_shutdown_timeout", "1s")] {
+                if !server_extra.contains(&format!("  {key}:")) {
+                    text += &format!("  {key}: {value}\n");
+                }
+            }
+            text += server_extra;
         }
         if !has("access_log") {
             text += &format!("access_log:\n  destination: {}\n", access_log.display());
@@ -208,17 +228,6 @@ impl Gateway {
         }
     }
 
-    /// Sends `signal` (e.g. "HUP") to the running gateway.
-    pub fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill -{signal}");
-    }
-
     /// Rewrites the config file with `yaml` behind the same harness sections, sends
     /// SIGHUP, and waits until `gateway_config_reloads_total` counts one more reload.
     pub fn reload(&self, yaml: &str) {
@@ -234,13 +243,6 @@ impl Gateway {
         wait_for("the reload to finish", Duration::from_secs(10), || {
             (count(self) > before).then_some(())
         });
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Waits until both listeners answer.
@@ -288,20 +290,45 @@ impl Gateway {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
-    /// Sends `signal` (e.g. "TERM") and waits for the exit; returns the time it took.
-    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Duration {
-        let started = Instant::now();
-        Command::new("kill")
+    /// Sends `signal` (e.g. "TERM", "HUP") to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid().to_string())
             .status()
-            .expect("kill");
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit (at most `timeout`) and returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let child = self.child.as_mut().expect("running");
-        wait_for("gateway to exit", timeout, || {
+        let status = wait_for("gateway to exit", timeout, || {
             child.try_wait().ok().flatten()
         });
         self.child = None;
-        started.elapsed()
+        status
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits for the exit; returns the time it took and
+    /// the exit status.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        timeout: Duration,
+    ) -> (Duration, std::process::ExitStatus) {
+        let started = Instant::now();
+        self.signal(signal);
+        let status = self.wait_exit(timeout);
+        (started.elapsed(), status)
     }
 }
 
