@@ -412,8 +412,8 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let snap = Arc::clone(&ctx.snapshot);
-        let Some((route, pool)) = Self::route_of_in(&snap, ctx.route) else {
+        // Borrows only the snapshot field: the other fields of ctx stay writable below.
+        let Some((route, pool)) = Self::route_of_in(&ctx.snapshot, ctx.route) else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
         };
         let mut buf = [0u8; 16];
