@@ -4,7 +4,6 @@ use crate::config::{BackendAddr, Config, LogDestination};
 use crate::drain::Drain;
 use crate::observability::{AccessLog, Admin, Metrics};
 use crate::proxy::{BareProxy, Gateway, Snapshot};
-use crate::ratelimit::Limiter;
 use crate::reload::Reloader;
 use crate::server::{Connections, Limits, Signals};
 use arc_swap::ArcSwap;
@@ -180,15 +179,17 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
     }
 
     let metrics = Arc::new(Metrics::for_gateway(&config.rate_limits)?);
-    let limiter = Arc::new(Limiter::new(&config.rate_limits, metrics.clone()));
-    server.add_service(background_service("rate-limit sync", limiter.service()));
-    if !config.rate_limits.policies.is_empty() && !limiter.is_distributed() {
+    let snapshot = Snapshot::build(config, &addrs, &metrics, None);
+    // A reload that changes the policies starts the new limiter's service itself.
+    server.add_service(background_service(
+        "rate-limit sync",
+        snapshot.limiter.service(),
+    ));
+    if !config.rate_limits.policies.is_empty() && !snapshot.limiter.is_distributed() {
         log::warn!(
             "rate limiting: no rate_limits.redis section, limits are enforced by this instance alone"
         );
     }
-
-    let snapshot = Snapshot::build(config, &addrs, &metrics, None);
     // Build each pool's backend list now, so requests can be served before the
     // health checks have run once.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -260,7 +261,6 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
     let gateway = Gateway {
         state,
         metrics: metrics.clone(),
-        limiter,
         access_log,
         upstream_idle_timeout: config.server.upstream_idle_timeout,
         drain: drain.clone(),

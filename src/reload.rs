@@ -4,7 +4,7 @@
 //! SIGHUP ─► read + validate the file ──problems──► keep serving the old config, log each one
 //!                 │ ok
 //!                 ▼
-//!          a change that needs a restart (listen, server, rate_limits, access_log)?
+//!          a change that needs a restart (listen, server, rate_limits.redis, access_log)?
 //!                 │ yes ─► refused: keep the old config, say what changed and `-u`
 //!                 ▼ no
 //!          build the new snapshot: unchanged pools carried over with their health and
@@ -13,8 +13,10 @@
 //!          swap it in (requests in flight finish on the old one); dropped pools' checks stop
 //! ```
 //!
-//! Rate-limit state is untouched by a reload: the `rate_limits` section can only change
-//! with a restart, so every policy keeps its buckets and leases.
+//! Rate limits: an unchanged `rate_limits` section keeps its limiter whole. Changed
+//! policies get a new limiter in which every unchanged policy keeps its state (local
+//! buckets are carried over; with Redis the buckets live in Redis by policy name); the
+//! old limiter returns its leases and stops. `rate_limits.redis` needs a restart.
 
 use crate::app::{resolve_backends, BuildError};
 use crate::config::{self, Config};
@@ -66,8 +68,8 @@ pub fn restart_only_changes(now: &Config, next: &Config) -> Vec<String> {
     if now.server != next.server {
         changed.push("server (threads and process settings are fixed at start)".to_string());
     }
-    if now.rate_limits != next.rate_limits {
-        changed.push("rate_limits (the limiter keeps its buckets and leases)".to_string());
+    if now.rate_limits.redis != next.rate_limits.redis {
+        changed.push("rate_limits.redis (the Redis connection is made at start)".to_string());
     }
     if now.access_log != next.access_log {
         changed.push("access_log (the writer is opened at start)".to_string());
@@ -165,8 +167,18 @@ impl Reloader {
             pool.prime().await;
         }
         Self::start_health_checks(added.iter(), shutdown);
+        let new_limiter = !Arc::ptr_eq(&snapshot.limiter, &old.limiter);
+        if new_limiter {
+            let service = snapshot.limiter.service();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { service.start(shutdown).await });
+        }
         let snapshot = Arc::new(snapshot);
         self.state.store(Arc::clone(&snapshot));
+        if new_limiter {
+            // Requests still holding the old snapshot finish on it; its leases go back.
+            old.limiter.retire();
+        }
         for pool in old.pools_not_in(&snapshot) {
             pool.retire();
             let (name, addrs) = pool.backends();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{get, wait_for, Gateway, Upstream};
+use common::{get, wait_for, Gateway, RedisServer, Upstream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -171,9 +171,9 @@ fn a_broken_file_changes_nothing() {
 fn a_change_that_needs_a_restart_is_refused() {
     let a = Upstream::start("a");
     let gw = Gateway::start(&routes(&a, None));
-    // A new rate-limit policy and a changed route in one file: all or nothing.
+    // A Redis section and a changed route in one file: all or nothing.
     let yaml = format!(
-        "{}rate_limits:\n  policies:\n    p:\n      rate: 1\n      per: 1m\n",
+        "{}rate_limits:\n  redis:\n    url: redis://127.0.0.1:1/\n    expected_instances: 2\n  policies:\n    p:\n      rate: 1\n      per: 1m\n",
         routes(&a, None).replace("upstream: a\n", "upstream: a\n    rate_limit: p\n")
     );
     gw.reload(&yaml);
@@ -182,7 +182,7 @@ fn a_change_that_needs_a_restart_is_refused() {
         1.0
     );
     let err = gw.stderr();
-    assert!(err.contains("rate_limits"), "{err}");
+    assert!(err.contains("rate_limits.redis"), "{err}");
     assert!(err.contains("-u"), "names the upgrade path: {err}");
     for _ in 0..3 {
         assert_eq!(
@@ -191,6 +191,53 @@ fn a_change_that_needs_a_restart_is_refused() {
             "the limit was not applied"
         );
     }
+}
+
+#[test]
+fn policies_change_on_reload_and_unchanged_ones_keep_their_buckets() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let limits = |extra: &str| {
+        format!("rate_limits:\n  policies:\n    keep:\n      rate: 3\n      per: 1h\n{extra}")
+    };
+    let with_policy = |yaml: String, route: &str, policy: &str| {
+        yaml.replace(
+            &format!("path_prefix: /{route}\n    upstream: {route}\n"),
+            &format!("path_prefix: /{route}\n    upstream: {route}\n    rate_limit: {policy}\n"),
+        )
+    };
+    let first = format!(
+        "{}{}",
+        with_policy(routes(&a, Some(&b)), "a", "keep"),
+        limits("")
+    );
+    let gw = Gateway::start(&first);
+    let statuses = |path: &str, n: usize| -> Vec<u16> {
+        (0..n).map(|_| get(&gw.url(path), &[]).status).collect()
+    };
+    assert_eq!(statuses("/a", 2), vec![200, 200], "2 of the 3 tokens spent");
+    assert_eq!(statuses("/b", 3), vec![200, 200, 200], "no limit on /b yet");
+
+    // A new policy on /b; `keep` unchanged (its bucket must not be refilled by the reload).
+    let second = format!(
+        "{}{}",
+        with_policy(with_policy(routes(&a, Some(&b)), "a", "keep"), "b", "new"),
+        limits("    new:\n      rate: 1\n      per: 1h\n")
+    );
+    gw.reload(&second);
+    assert_eq!(
+        gw.metric("gateway_config_reloads_total{result=\"applied\"}"),
+        1.0
+    );
+    assert_eq!(statuses("/a", 2), vec![200, 429], "one token was left of 3");
+    assert_eq!(statuses("/b", 2), vec![200, 429], "the new policy applies");
+    assert!(
+        gw.metric("gateway_ratelimit_decisions_total{outcome=\"limited\",policy=\"new\"}") >= 1.0
+    );
+
+    // Changing `keep` gives it a fresh bucket of the new size.
+    let third = second.replace("rate: 3\n", "rate: 5\n");
+    gw.reload(&third);
+    assert_eq!(statuses("/a", 6), vec![200, 200, 200, 200, 200, 429]);
 }
 
 #[test]
@@ -246,4 +293,37 @@ fn an_unchanged_pool_keeps_its_breakers_and_a_new_one_gets_health_checks() {
     wait_for("pool b to be marked down", Duration::from_secs(10), || {
         (get(&gw.url("/b"), &[]).status == 503).then_some(())
     });
+}
+
+#[test]
+fn with_redis_an_unchanged_policy_continues_across_a_reload() {
+    let redis = RedisServer::start();
+    let a = Upstream::start("a");
+    let limits = |extra: &str| {
+        format!(
+            "rate_limits:\n  redis:\n    url: {}\n  policies:\n    keep:\n      rate: 3\n      per: 1h\n{extra}",
+            redis.url()
+        )
+    };
+    let yaml = routes(&a, None).replace("upstream: a\n", "upstream: a\n    rate_limit: keep\n");
+    let gw = Gateway::start(&format!("{yaml}{}", limits("")));
+    let statuses =
+        |n: usize| -> Vec<u16> { (0..n).map(|_| get(&gw.url("/a"), &[]).status).collect() };
+    assert_eq!(statuses(2), vec![200, 200]);
+    gw.reload(&format!(
+        "{yaml}{}",
+        limits("    other:\n      rate: 9\n      per: 1m\n")
+    ));
+    assert_eq!(
+        gw.metric("gateway_config_reloads_total{result=\"applied\"}"),
+        1.0
+    );
+    // The bucket is Redis's: the new limiter asks it again and finds at most the one
+    // token left (0 while the old limiter's returned lease is still on its way back).
+    let after = statuses(2);
+    assert!(
+        after.iter().filter(|s| **s == 200).count() <= 1,
+        "{after:?}"
+    );
+    assert_eq!(after[1], 429, "{after:?}");
 }

@@ -1,7 +1,6 @@
 //! The gateway's Prometheus metrics, in a registry of its own, with per-route handles
 //! resolved once so the request path does no label hashing.
 
-use crate::ratelimit::Decision;
 use prometheus::core::Collector;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -52,6 +51,9 @@ impl ConnClose {
     }
 }
 
+/// The `outcome` label values of `gateway_ratelimit_decisions_total`, in counter order.
+const DECISION_OUTCOMES: [&str; 3] = ["allowed", "limited", "fallback"];
+
 /// Status 0: the client went away before any response was written.
 const STATUS_MIN: u16 = 0;
 const STATUS_COUNT: usize = 600; // 0..=599
@@ -74,8 +76,8 @@ pub struct Metrics {
     upstream_healthy: IntGaugeVec,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
-    /// Per policy: [allowed, limited, fallback] decisions.
-    limit_decisions: Vec<[IntCounter; 3]>,
+    /// Rate-limit decisions by policy and outcome; each limiter resolves its own handles.
+    decisions: IntCounterVec,
     limit_redis_round_trips: IntCounter,
     limit_redis_errors: IntCounter,
     limit_lease_fetch: Histogram,
@@ -164,16 +166,12 @@ impl Metrics {
                 &["policy", "outcome"],
             )?,
         )?;
-        let limit_decisions = policy_names
-            .iter()
-            .map(|p| {
-                [
-                    decisions.with_label_values(&[p, "allowed"]),
-                    decisions.with_label_values(&[p, "limited"]),
-                    decisions.with_label_values(&[p, "fallback"]),
-                ]
-            })
-            .collect();
+        // The series of the configured policies exist (at 0) from the start.
+        for p in policy_names {
+            for outcome in DECISION_OUTCOMES {
+                decisions.with_label_values(&[p, outcome]);
+            }
+        }
         let limit_redis_round_trips = register(
             &registry,
             IntCounter::new(
@@ -320,7 +318,7 @@ impl Metrics {
             durations,
             upstream_healthy,
             access_log_dropped,
-            limit_decisions,
+            decisions,
             limit_redis_round_trips,
             limit_redis_errors,
             limit_lease_fetch,
@@ -411,16 +409,10 @@ impl Metrics {
         }
     }
 
-    /// Counts one rate-limit decision.
-    pub fn observe_limit(&self, policy: usize, d: &Decision) {
-        if let Some(c) = self.limit_decisions.get(policy) {
-            let i = match (d.fallback, d.allowed) {
-                (true, _) => 2,
-                (false, true) => 0,
-                (false, false) => 1,
-            };
-            c[i].inc();
-        }
+    /// Decision counters of a policy: [allowed, limited, fallback], resolved once by the
+    /// limiter that uses them (a reload builds its own).
+    pub fn limit_decision_counters(&self, policy: &str) -> [IntCounter; 3] {
+        DECISION_OUTCOMES.map(|outcome| self.decisions.with_label_values(&[policy, outcome]))
     }
 
     pub fn limit_redis_round_trip(&self) {

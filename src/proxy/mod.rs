@@ -25,7 +25,6 @@ use crate::config::{AuthMode, HashKey, LimitKey};
 use crate::correlation;
 use crate::drain::Drain;
 use crate::observability::{AccessLog, AccessRecord, Metrics, RouteLabel};
-use crate::ratelimit::Limiter;
 use crate::routing::breaker::Outcome as Attempt;
 use crate::routing::{request_host, Pool};
 use arc_swap::ArcSwap;
@@ -59,7 +58,6 @@ pub struct Gateway {
     /// request reads it once (`new_ctx`) and keeps that snapshot to the end.
     pub state: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
-    pub limiter: Arc<Limiter>,
     pub access_log: Option<AccessLog>,
     /// How long an idle upstream connection may stay pooled; `None`: until the upstream closes it.
     pub upstream_idle_timeout: Option<Duration>,
@@ -372,7 +370,8 @@ impl ProxyHttp for Gateway {
         if let (Some(p), Outcome::Continue | Outcome::Respond(Reply::Pong)) =
             (ctx.limit_policy, &outcome)
         {
-            if let Some(policy) = self.limiter.policy(p) {
+            let limiter = &ctx.snapshot.limiter;
+            if let Some(policy) = limiter.policy(p) {
                 let mut buf = Vec::new();
                 let key = limit_key(
                     &policy.key,
@@ -382,9 +381,9 @@ impl ProxyHttp for Gateway {
                     &mut buf,
                 );
                 // The request path decides without awaiting; only a key with no lease waits.
-                let d = match self.limiter.try_check(p, key) {
+                let d = match limiter.try_check(p, key) {
                     Some(d) => d,
-                    None => self.limiter.check(p, key).await,
+                    None => limiter.check(p, key).await,
                 };
                 if let Some(state) = policy.header(&d) {
                     ctx.rate_limit = Some((policy.policy_header.clone(), state));

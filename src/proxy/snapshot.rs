@@ -5,6 +5,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, CorrelationConfig, PingConfig};
 use crate::edge::Edge;
 use crate::observability::{Metrics, RouteMetrics};
+use crate::ratelimit::Limiter;
 use crate::routing::{Pool, Router};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,9 @@ pub struct Snapshot {
     pub auth: Arc<Authenticator>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The rate-limit policies routes point at (by index). Carried over whole when a
+    /// reload leaves `rate_limits` unchanged; see [`Limiter::reloaded`] otherwise.
+    pub limiter: Arc<Limiter>,
 }
 
 impl Snapshot {
@@ -46,6 +50,15 @@ impl Snapshot {
                     .unwrap_or_else(|| Arc::new(Pool::build(pool, addrs, metrics)))
             })
             .collect();
+        let limiter = match previous {
+            Some(p) if p.limiter.same_as(&config.rate_limits) => Arc::clone(&p.limiter),
+            Some(p) => Arc::new(Limiter::reloaded(
+                &config.rate_limits,
+                metrics.clone(),
+                &p.limiter,
+            )),
+            None => Arc::new(Limiter::new(&config.rate_limits, metrics.clone())),
+        };
         let router = Router::new(&config.routes);
         let route_metrics = router
             .routes()
@@ -61,6 +74,7 @@ impl Snapshot {
             ping: config.ping.clone(),
             auth: Arc::new(Authenticator::new(&config.auth)),
             trusted_proxies: config.trusted_proxies.clone(),
+            limiter,
         }
     }
 

@@ -22,7 +22,6 @@ fn gateway(text: &str) -> Gateway {
     let snapshot = Snapshot::build(&cfg, &addrs, &metrics, None);
     Gateway {
         state: Arc::new(ArcSwap::from_pointee(snapshot)),
-        limiter: Arc::new(Limiter::new(&cfg.rate_limits, metrics.clone())),
         metrics,
         access_log: None,
         upstream_idle_timeout: None,

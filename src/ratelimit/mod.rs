@@ -141,17 +141,49 @@ impl Shared {
     }
 }
 
-/// The rate limiter of one gateway process.
+/// The rate limiter of one gateway process (of one config: a reload that changes the
+/// policies builds another, see [`Limiter::reloaded`]).
 pub struct Limiter {
     pub policies: Vec<Policy>,
-    tables: Vec<KeyTable>,
+    /// Per policy; shared with the next limiter when a reload keeps the policy.
+    tables: Vec<Arc<KeyTable>>,
     shared: Option<Arc<Shared>>,
     pub clock: Clock,
     metrics: Arc<Metrics>,
+    /// Per policy: [allowed, limited, fallback] decision counters.
+    decisions: Vec<[prometheus::IntCounter; 3]>,
+    /// What it was built from.
+    config: RateLimitConfig,
+    /// Set when a reload replaces this limiter: its service returns its leases and stops.
+    retired: tokio::sync::watch::Sender<bool>,
 }
 
 impl Limiter {
     pub fn new(config: &RateLimitConfig, metrics: Arc<Metrics>) -> Self {
+        Self::with_tables(config, metrics, |_| None)
+    }
+
+    /// The limiter of a reloaded config. Without Redis, a policy that is unchanged (same
+    /// name, settings, position and `max_keys`) keeps its buckets, so a reload never hands
+    /// out fresh ones. With Redis the buckets live in Redis under the policy's name, so an
+    /// unchanged policy continues where it was; the old limiter's leases go back when it
+    /// is retired.
+    pub fn reloaded(config: &RateLimitConfig, metrics: Arc<Metrics>, old: &Limiter) -> Self {
+        let local = config.redis.is_none() && old.config.redis.is_none();
+        let same_capacity = config.max_keys == old.config.max_keys;
+        Self::with_tables(config, metrics, |i| {
+            let (new, was) = (config.policies.get(i)?, old.config.policies.get(i)?);
+            (local && same_capacity && new == was)
+                .then(|| old.tables.get(i).cloned())
+                .flatten()
+        })
+    }
+
+    fn with_tables(
+        config: &RateLimitConfig,
+        metrics: Arc<Metrics>,
+        kept: impl Fn(usize) -> Option<Arc<KeyTable>>,
+    ) -> Self {
         let instances = config.redis.as_ref().map_or(1, |r| r.expected_instances);
         let policies = config
             .policies
@@ -187,15 +219,46 @@ impl Limiter {
             })
         });
         Self {
-            tables: config
+            tables: (0..config.policies.len())
+                .map(|i| kept(i).unwrap_or_else(|| Arc::new(KeyTable::new(config.max_keys))))
+                .collect(),
+            decisions: config
                 .policies
                 .iter()
-                .map(|_| KeyTable::new(config.max_keys))
+                .map(|p| metrics.limit_decision_counters(&p.name))
                 .collect(),
             policies,
             shared,
             clock: Clock::new(),
             metrics,
+            config: config.clone(),
+            retired: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Whether this limiter was built from exactly `config`.
+    pub fn same_as(&self, config: &RateLimitConfig) -> bool {
+        &self.config == config
+    }
+
+    /// A reload replaced this limiter: its service returns its leases and stops.
+    pub fn retire(&self) {
+        self.retired.send_replace(true);
+    }
+
+    /// Fires when the limiter is retired.
+    pub(crate) fn retired(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.retired.subscribe()
+    }
+
+    fn observe(&self, p: usize, d: &Decision) {
+        if let Some(c) = self.decisions.get(p) {
+            let i = match (d.fallback, d.allowed) {
+                (true, _) => 2,
+                (false, true) => 0,
+                (false, false) => 1,
+            };
+            c[i].inc();
         }
     }
 
@@ -233,7 +296,7 @@ impl Limiter {
                 }
             })
             .flatten()?;
-        self.metrics.observe_limit(p, &d);
+        self.observe(p, &d);
         Some(d)
     }
 
@@ -245,7 +308,7 @@ impl Limiter {
             return d;
         }
         let d = self.decide(p, key).await;
-        self.metrics.observe_limit(p, &d);
+        self.observe(p, &d);
         d
     }
 
@@ -362,7 +425,7 @@ impl Limiter {
 
     /// Keys tracked, over all policies.
     pub fn keys(&self) -> usize {
-        self.tables.iter().map(KeyTable::len).sum()
+        self.tables.iter().map(|t| t.len()).sum()
     }
 
     /// Removes keys that can be forgotten: without Redis, those whose bucket is full
@@ -387,7 +450,7 @@ impl Limiter {
         self.metrics.set_limit_keys(self.keys());
     }
 
-    pub(crate) fn tables(&self) -> &[KeyTable] {
+    pub(crate) fn tables(&self) -> &[Arc<KeyTable>] {
         &self.tables
     }
 

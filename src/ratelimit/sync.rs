@@ -355,17 +355,34 @@ pub enum LimiterService {
 #[async_trait]
 impl BackgroundService for LimiterService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        match self {
-            LimiterService::Leases(sync) => sync.run(shutdown).await,
-            LimiterService::Local(limiter) => {
-                let mut ticker = tokio::time::interval(SWEEP_EVERY);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.changed() => break,
-                        _ = ticker.tick() => limiter.evict_idle(limiter.clock.now(), SWEEP_EVERY),
+        // Stops at server shutdown or when a reload retires the limiter, whichever first.
+        let mut retired = match self {
+            LimiterService::Leases(sync) => sync.limiter.retired(),
+            LimiterService::Local(limiter) => limiter.retired(),
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stopper = async {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => {}
+                _ = retired.wait_for(|r| *r) => {}
+            }
+            stop.send_replace(true);
+        };
+        let work = async {
+            match self {
+                LimiterService::Leases(sync) => sync.run(stopped).await,
+                LimiterService::Local(limiter) => {
+                    let mut stopped = stopped;
+                    let mut ticker = tokio::time::interval(SWEEP_EVERY);
+                    loop {
+                        tokio::select! {
+                            _ = stopped.changed() => break,
+                            _ = ticker.tick() => limiter.evict_idle(limiter.clock.now(), SWEEP_EVERY),
+                        }
                     }
                 }
             }
-        }
+        };
+        tokio::join!(stopper, work);
     }
 }
