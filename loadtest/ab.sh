@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# A/B of two gateway binaries (e.g. before and after a change): CPU per proxied request
+# and throughput, in alternating wrk runs against one nginx upstream, plus the count of
+# Pingora's "failed to acquire reusable stream" lines each one logged. Loopback only,
+# bounded (ROUNDS x 2 x (WARMUP + DURATION) seconds). Access log off, 2 worker threads.
+#
+#   OLD=path/to/gateway NEW=path/to/gateway loadtest/ab.sh
+#
+# Knobs: ROUNDS=3 DURATION=8 WARMUP=2 CONNECTIONS=64 WRK_THREADS=2
+set -euo pipefail
+# shellcheck source=loadtest/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+OLD=${OLD:?set OLD to the first gateway binary}
+NEW=${NEW:?set NEW to the second gateway binary}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+require_positive ROUNDS DURATION CONNECTIONS WRK_THREADS
+require_tools wrk curl "$NGINX"
+[[ -x $OLD && -x $NEW ]] || die "OLD and NEW must be executables"
+
+setup_tmp gateway-ab "configs, logs"
+free_ports 3
+read -r P_UP P_GW P_ADMIN <<<"${PORTS[*]}"
+start_nginx nginx-upstream "$P_UP" "$SCRIPT_DIR/nginx-upstream.conf.tmpl"
+
+cat >"$TMP/gw.yaml" <<Y
+listen: {proxy: 127.0.0.1:$P_GW, admin: 127.0.0.1:$P_ADMIN}
+server: {threads: 2, grace_period: 0s, graceful_shutdown_timeout: 1s, pid_file: $TMP/gw.pid, upgrade_sock: $TMP/up.sock}
+upstreams: {app: {backends: [{addr: 127.0.0.1:$P_UP}]}}
+routes: [{path_prefix: /, upstream: app}]
+access_log: {enabled: false}
+Y
+
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime, clock ticks
+HZ=$(getconf CLK_TCK)
+echo "== A/B: OLD=$OLD NEW=$NEW, $ROUNDS rounds, wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s after ${WARMUP}s warm-up"
+show_load start
+for round in $(seq "$ROUNDS"); do
+    for which in old new; do
+        bin=$OLD; [[ $which == new ]] && bin=$NEW
+        "$bin" -c "$TMP/gw.yaml" 2>"$TMP/stderr-$which-$round.log" &
+        pid=$!
+        started "gateway-$which" "$pid"
+        wait_ready "gateway-$which" "$pid" "http://127.0.0.1:$P_GW/" "" "$TMP/stderr-$which-$round.log"
+        if ((WARMUP > 0)); then wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:$P_GW/" >/dev/null; fi
+        t0=$(ticks "$pid")
+        wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$P_GW/" >"$TMP/wrk-$which-$round.txt"
+        t1=$(ticks "$pid")
+        races=$(curl -s "http://127.0.0.1:$P_ADMIN/metrics" | awk '/^gateway_upstream_pool_reuse_races_total/ { print $2 }')
+        stop_pids "$pid"
+        n=$(awk '/requests in/ { print $1 }' "$TMP/wrk-$which-$round.txt")
+        rps=$(awk '/Requests\/sec/ { print $2 }' "$TMP/wrk-$which-$round.txt")
+        lines=$(grep -c 'failed to acquire reusable stream' "$TMP/stderr-$which-$round.log" || true)
+        us=$(calc "printf \"%.1f\", ($t1 - $t0) / $HZ * 1e6 / $n")
+        echo "round $round $which: ${rps} req/s, $n requests, ${us} us CPU/request, pool-race log lines $lines, pool-race metric ${races:-none}"
+    done
+done
+show_load end
