@@ -115,11 +115,19 @@ impl Verifier {
             .enumerate()
             .filter_map(|(i, iss)| {
                 let path = iss.jwks_file.clone()?;
-                let loaded = read_jwks(&path).unwrap_or_default();
+                // A file that cannot be read now (being rewritten, say, during a config
+                // reload) is retried by the next poll instead of waiting for its next change.
+                let (loaded, seen) = match read_jwks(&path) {
+                    Ok(k) => (k, modified(&path)),
+                    Err(e) => {
+                        log::error!("auth: {e}; retrying every second");
+                        (Vec::new(), None)
+                    }
+                };
                 let keys = loaded.iter().filter_map(|k| key(&issuers, i, k)).collect();
                 Some(Jwks {
                     issuer: i,
-                    modified: Mutex::new(modified(&path)),
+                    modified: Mutex::new(seen),
                     path,
                     keys: ArcSwap::from_pointee(keys),
                 })
