@@ -2,17 +2,15 @@
 //! algorithm when the token has none), with `iss`, `aud`, `exp` and `nbf` checked.
 
 use super::{AuthError, Method, Principal};
-use crate::config::{IssuerConfig, JwtConfig, JwtKeyConfig};
+use crate::config::{read_jwks, IssuerConfig, JwtConfig, JwtKeyConfig};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -58,43 +56,6 @@ fn key(issuers: &[IssuerConfig], issuer: usize, k: &JwtKeyConfig) -> Option<Key>
         key: k.key.clone(),
         validation: validation(issuers.get(issuer)?, k.algorithm),
     })
-}
-
-/// Reads a JWKS file. Every key must name its `alg` (keys are pinned to one algorithm)
-/// and its `kid` (the file is searched by `kid`).
-pub fn read_jwks(path: &Path) -> Result<Vec<JwtKeyConfig>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let set: JwkSet = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a JWKS: {e}", path.display()))?;
-    set.keys
-        .iter()
-        .enumerate()
-        .map(|(i, jwk)| {
-            let alg = jwk
-                .common
-                .key_algorithm
-                .ok_or_else(|| format!("{}: keys[{i}] has no \"alg\"", path.display()))?;
-            let algorithm = Algorithm::from_str(&alg.to_string()).map_err(|_| {
-                format!(
-                    "{}: keys[{i}]: \"{alg}\" is not a signature algorithm",
-                    path.display()
-                )
-            })?;
-            let kid = jwk
-                .common
-                .key_id
-                .clone()
-                .ok_or_else(|| format!("{}: keys[{i}] has no \"kid\"", path.display()))?;
-            let key = DecodingKey::from_jwk(jwk)
-                .map_err(|e| format!("{}: keys[{i}]: {e}", path.display()))?;
-            Ok(JwtKeyConfig {
-                kid: Some(kid),
-                algorithm,
-                key,
-            })
-        })
-        .collect()
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {

@@ -6,7 +6,7 @@ mod api_key;
 mod cache;
 mod jwt;
 
-pub use jwt::{read_jwks, JwksReload};
+pub use jwt::JwksReload;
 
 use crate::config::{AuthConfig, TokenSource};
 use http::HeaderValue;

@@ -2,8 +2,9 @@
 
 use super::{raw, Range, Validator};
 use http::HeaderName;
+use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -220,7 +221,7 @@ impl Validator<'_> {
                         .filter_map(|(k, key)| self.jwt_key(&format!("{at}.keys[{k}]"), key))
                         .collect();
                     if let Some(f) = &iss.jwks_file {
-                        if let Err(e) = crate::auth::read_jwks(std::path::Path::new(f)) {
+                        if let Err(e) = read_jwks(Path::new(f)) {
                             self.problem(format!("{at}.jwks_file"), e.to_string());
                         }
                     }
@@ -414,4 +415,41 @@ fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {
         v.pop();
     }
     v
+}
+
+/// Reads a JWKS file. Every key must name its `alg` (keys are pinned to one algorithm)
+/// and its `kid` (the file is searched by `kid`).
+pub fn read_jwks(path: &Path) -> Result<Vec<JwtKeyConfig>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let set: JwkSet = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a JWKS: {e}", path.display()))?;
+    set.keys
+        .iter()
+        .enumerate()
+        .map(|(i, jwk)| {
+            let alg = jwk
+                .common
+                .key_algorithm
+                .ok_or_else(|| format!("{}: keys[{i}] has no \"alg\"", path.display()))?;
+            let algorithm = Algorithm::from_str(&alg.to_string()).map_err(|_| {
+                format!(
+                    "{}: keys[{i}]: \"{alg}\" is not a signature algorithm",
+                    path.display()
+                )
+            })?;
+            let kid = jwk
+                .common
+                .key_id
+                .clone()
+                .ok_or_else(|| format!("{}: keys[{i}] has no \"kid\"", path.display()))?;
+            let key = DecodingKey::from_jwk(jwk)
+                .map_err(|e| format!("{}: keys[{i}]: {e}", path.display()))?;
+            Ok(JwtKeyConfig {
+                kid: Some(kid),
+                algorithm,
+                key,
+            })
+        })
+        .collect()
 }

@@ -4,16 +4,18 @@
 //! kept as names here and resolved once when the server is built.
 
 mod auth;
+mod breaker;
 mod edge;
 mod locate;
 mod raw;
 mod tree;
 
+pub use breaker::BreakerConfig;
 pub use edge::{EdgeConfig, EscapedSlashes, PathConfig, PathParameters, UnderscoreHeaders};
 
 pub use auth::{
-    ApiKeyConfig, ApiKeysConfig, AuthConfig, AuthMode, IssuerConfig, JwtConfig, JwtKeyConfig,
-    TokenSource, ANONYMOUS,
+    read_jwks, ApiKeyConfig, ApiKeysConfig, AuthConfig, AuthMode, IssuerConfig, JwtConfig,
+    JwtKeyConfig, TokenSource, ANONYMOUS,
 };
 
 use locate::LineIndex;
@@ -179,7 +181,7 @@ pub struct PoolConfig {
     pub backends: Vec<BackendConfig>,
     pub health_check: Option<HealthCheckConfig>,
     /// `None` when disabled.
-    pub circuit_breaker: Option<crate::routing::breaker::BreakerConfig>,
+    pub circuit_breaker: Option<BreakerConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -1041,7 +1043,7 @@ impl Validator<'_> {
             .health_check
             .map(|hc| self.health_check(&format!("{at}.health_check"), hc));
         let circuit_breaker = match raw.circuit_breaker {
-            None => Some(crate::routing::breaker::BreakerConfig::default()),
+            None => Some(BreakerConfig::default()),
             Some(cb) => self.circuit_breaker(&format!("{at}.circuit_breaker"), cb),
         };
         PoolConfig {
@@ -1054,12 +1056,8 @@ impl Validator<'_> {
         }
     }
 
-    fn circuit_breaker(
-        &mut self,
-        at: &str,
-        cb: raw::CircuitBreaker,
-    ) -> Option<crate::routing::breaker::BreakerConfig> {
-        let d = crate::routing::breaker::BreakerConfig::default();
+    fn circuit_breaker(&mut self, at: &str, cb: raw::CircuitBreaker) -> Option<BreakerConfig> {
+        let d = BreakerConfig::default();
         let at = |key: &str| format!("{at}.{key}");
         let int = |v: &mut Self, key: &str, n: Option<raw::Int>, default: u32, range| {
             n.map_or(default, |n| v.int(&at(key), n, range))
@@ -1076,7 +1074,7 @@ impl Validator<'_> {
         ) {
             failure_ratio = d.failure_ratio;
         }
-        let c = crate::routing::breaker::BreakerConfig {
+        let c = BreakerConfig {
             consecutive_failures: int(
                 self,
                 "consecutive_failures",
