@@ -20,15 +20,6 @@ pub enum Method {
     ApiKey,
 }
 
-impl Method {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Method::Jwt => "jwt",
-            Method::ApiKey => "api_key",
-        }
-    }
-}
-
 /// An authenticated client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

@@ -101,12 +101,6 @@ impl Default for AuthConfig {
     }
 }
 
-impl AuthConfig {
-    pub fn tier(&self, name: &str) -> Option<usize> {
-        self.tiers.iter().position(|t| t == name)
-    }
-}
-
 /// Minimum HMAC secret length: RFC 7518 asks for a key as long as the hash output.
 const MIN_SECRET: usize = 32;
 

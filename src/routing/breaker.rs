@@ -94,10 +94,6 @@ impl Breaker {
         self.state
     }
 
-    pub fn config(&self) -> &BreakerConfig {
-        &self.config
-    }
-
     /// Open -> half-open, with no trial taken yet.
     fn half_open(&mut self) -> Transition {
         self.state = State::HalfOpen {

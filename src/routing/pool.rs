@@ -215,14 +215,6 @@ impl PoolHealth {
         (!self.any_healthy()).then(|| format!("pool {}: no healthy backend", self.name))
     }
 
-    /// (backend address, healthy) for every backend.
-    pub fn snapshot(&self) -> Vec<(SocketAddr, bool)> {
-        self.backends
-            .iter()
-            .map(|b| (b.addr, b.healthy.load(Ordering::Relaxed)))
-            .collect()
-    }
-
     fn find(&self, target: &Backend) -> Option<&BackendHealth> {
         self.backend(target.addr.as_inet()?)
     }
