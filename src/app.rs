@@ -4,6 +4,7 @@ use crate::config::{BackendAddr, Config, LogDestination};
 use crate::drain::Drain;
 use crate::observability::{AccessLog, Admin, Metrics};
 use crate::proxy::{BareProxy, Gateway, Snapshot};
+use crate::ratelimit::ceil_secs;
 use crate::reload::Reloader;
 use crate::server::{Connections, Limits, Signals};
 use arc_swap::ArcSwap;
@@ -14,7 +15,6 @@ use pingora::services::listening::Service;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Why the server could not be built from a valid config.
 #[derive(Debug, thiserror::Error)]
@@ -86,25 +86,21 @@ pub fn resolve_backends(config: &Config) -> Result<Vec<Vec<SocketAddr>>, BuildEr
         .collect()
 }
 
-fn seconds_rounded_up(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
 /// Pingora's server settings from ours. `drained`: our [`Signals`] drain the proxy and
 /// exit the process themselves, so Pingora's grace period (after which it drops every
 /// task) is only a backstop, set past our own deadline.
 pub fn server_conf(config: &Config, drained: bool) -> ServerConf {
     let s = &config.server;
     let grace = if drained {
-        seconds_rounded_up(s.grace_period + s.graceful_shutdown_timeout) + 1
+        ceil_secs(s.grace_period + s.graceful_shutdown_timeout) + 1
     } else {
-        seconds_rounded_up(s.grace_period)
+        ceil_secs(s.grace_period)
     };
     ServerConf {
         threads: s.threads,
         work_stealing: s.work_stealing,
         grace_period_seconds: Some(grace),
-        graceful_shutdown_timeout_seconds: Some(seconds_rounded_up(s.graceful_shutdown_timeout)),
+        graceful_shutdown_timeout_seconds: Some(ceil_secs(s.graceful_shutdown_timeout)),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
