@@ -13,6 +13,7 @@
 
 mod bare;
 mod ctx;
+mod forward;
 mod respond;
 mod snapshot;
 
@@ -21,7 +22,7 @@ pub use ctx::Ctx;
 pub use respond::Reply;
 pub use snapshot::Snapshot;
 
-use crate::config::{AuthMode, HashKey, LimitKey};
+use crate::config::AuthMode;
 use crate::correlation;
 use crate::drain::Drain;
 use crate::observability::{AccessLog, AccessRecord, Metrics, RouteLabel};
@@ -221,7 +222,7 @@ impl Gateway {
             // client that went away first says nothing about it.
             (None, Some(e))
                 if e.esource() == &ErrorSource::Upstream
-                    || reply_for(e, Duration::ZERO) == Some(Reply::GatewayTimeout) =>
+                    || respond::reply_for(e, Duration::ZERO) == Some(Reply::GatewayTimeout) =>
             {
                 Attempt::Failure
             }
@@ -253,80 +254,6 @@ impl Gateway {
 /// The socket peer's IP (not the derived client: X-Forwarded-For appends this hop).
 fn peer_ip(session: &Session) -> Option<IpAddr> {
     session.client_addr()?.as_inet().map(|a| a.ip())
-}
-
-/// The key a policy limits by. IP keys are raw octets (4 or 16 bytes); header keys are
-/// prefixed with `h:` and consumer keys with `c:`, so they can never collide.
-fn limit_key<'a>(
-    key: &LimitKey,
-    req: &RequestHeader,
-    ip: Option<IpAddr>,
-    principal: Option<&crate::auth::Principal>,
-    buf: &'a mut Vec<u8>,
-) -> &'a [u8] {
-    buf.clear();
-    if let (LimitKey::Consumer, Some(p)) = (key, principal) {
-        buf.extend_from_slice(b"c:");
-        buf.extend_from_slice(p.consumer.as_bytes());
-        return buf;
-    }
-    match (key, ip) {
-        (LimitKey::Header(h), _) if req.headers.contains_key(h) => {
-            buf.extend_from_slice(b"h:");
-            buf.extend_from_slice(req.headers.get(h).map_or(&[][..], |v| v.as_bytes()));
-        }
-        (_, Some(IpAddr::V4(v4))) => buf.extend_from_slice(&v4.octets()),
-        (_, Some(IpAddr::V6(v6))) => buf.extend_from_slice(&v6.octets()),
-        (_, None) => {}
-    }
-    buf
-}
-
-/// The bytes consistent hashing hashes. `buf` holds an IP address's octets.
-fn hash_key<'a>(
-    key: &HashKey,
-    req: &'a RequestHeader,
-    ip: Option<IpAddr>,
-    buf: &'a mut [u8; 16],
-) -> &'a [u8] {
-    match key {
-        HashKey::Path => req.uri.path().as_bytes(),
-        HashKey::Header(h) => req.headers.get(h).map_or(&[][..], |v| v.as_bytes()),
-        HashKey::ClientIp => match ip {
-            Some(IpAddr::V4(v4)) => {
-                buf[..4].copy_from_slice(&v4.octets());
-                &buf[..4]
-            }
-            Some(IpAddr::V6(v6)) => {
-                *buf = v6.octets();
-                &buf[..]
-            }
-            None => &[],
-        },
-    }
-}
-
-/// Maps a proxying error to the reply the client gets.
-fn reply_for(e: &Error, retry_after: Duration) -> Option<Reply> {
-    use ErrorType::*;
-    match (e.esource(), e.etype()) {
-        (_, HTTPStatus(503)) => Some(Reply::Unavailable { retry_after }),
-        (_, HTTPStatus(400)) => Some(Reply::BadRequest),
-        (_, HTTPStatus(502)) => Some(Reply::BadGateway),
-        (_, HTTPStatus(504)) => Some(Reply::GatewayTimeout),
-        (_, ConnectTimedout) => Some(Reply::GatewayTimeout),
-        (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => Some(Reply::GatewayTimeout),
-        (ErrorSource::Upstream, _) => Some(Reply::BadGateway),
-        (
-            _,
-            ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
-            | TLSHandshakeFailure,
-        ) => Some(Reply::BadGateway),
-        // The client went away: there is nobody to answer.
-        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => None,
-        (ErrorSource::Downstream, _) => Some(Reply::BadRequest),
-        _ => Some(Reply::Internal),
-    }
 }
 
 /// The upstream connection broke (closed, reset, write failed) before a response came.
@@ -373,11 +300,11 @@ impl ProxyHttp for Gateway {
             let limiter = &ctx.snapshot.limiter;
             if let Some(policy) = limiter.policy(p) {
                 let mut buf = Vec::new();
-                let key = limit_key(
+                let key = crate::ratelimit::limit_key(
                     &policy.key,
                     session.req_header(),
                     ctx.client_ip,
-                    ctx.principal.as_ref(),
+                    ctx.principal.as_ref().map(|p| p.consumer.as_ref()),
                     &mut buf,
                 );
                 // The request path decides without awaiting; only a key with no lease waits.
@@ -416,7 +343,7 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
         };
         let mut buf = [0u8; 16];
-        let key = hash_key(
+        let key = crate::routing::hash_key(
             &pool.hash_key,
             session.req_header(),
             ctx.client_ip,
@@ -542,86 +469,41 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         let snap = &ctx.snapshot;
-        if let Some(id) = &ctx.request_id {
-            upstream.insert_header(snap.correlation.header.clone(), id.clone())?;
-        }
-        // Identity headers come only from the gateway: a client cannot claim a tier.
-        upstream.remove_header("x-consumer-id");
-        upstream.remove_header("x-consumer-tier");
-        if let Some(p) = &ctx.principal {
-            if snap.auth.config().forward_identity {
-                upstream.insert_header("x-consumer-id", p.consumer.as_ref())?;
-                upstream.insert_header("x-consumer-tier", snap.auth.tier_name(p.tier))?;
-            }
-        }
-        if snap.auth.config().strip_credentials {
+        let auth = snap.auth.config();
+        let identity = ctx
+            .principal
+            .as_ref()
+            .filter(|_| auth.forward_identity)
+            .map(|p| forward::Identity {
+                consumer: p.consumer.as_ref(),
+                tier: snap.auth.tier_name(p.tier),
+            });
+        forward::set_correlation_and_identity(
+            upstream,
+            &snap.correlation.header,
+            ctx.request_id.as_ref(),
+            ctx.traceparent.as_ref(),
+            identity,
+        )?;
+        if auth.strip_credentials {
             snap.auth.strip_credentials(upstream);
         }
-        if let Some(tp) = &ctx.traceparent {
-            upstream.insert_header("traceparent", tp.clone())?;
-        } else {
-            upstream.remove_header("traceparent");
-        }
-        // Set below from what the gateway knows, never passed from the client.
-        upstream.remove_header("x-forwarded-host");
-        // X-Forwarded-For: append this hop's peer to whatever the client sent.
-        let ip = peer_ip(session);
-        let mut text = String::with_capacity(64);
-        if let Some(ip) = ip {
-            let xff = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip.to_string(),
-            };
-            upstream.insert_header("x-forwarded-for", xff)?;
-            let host = request_host(session.req_header()).map(str::to_owned);
-            let _ = match ip {
-                IpAddr::V4(v4) => write!(text, "for={v4};proto=http"),
-                IpAddr::V6(v6) => write!(text, "for=\"[{v6}]\";proto=http"),
-            };
-            if let Some(h) = &host {
-                if h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
-                {
-                    let _ = write!(text, ";host={h}");
-                }
-            }
-            let forwarded = match upstream
-                .headers
-                .get("forwarded")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {text}"),
-                None => text,
-            };
-            upstream.insert_header("forwarded", forwarded)?;
-            if let Some(h) = host {
-                upstream.insert_header("x-forwarded-host", h)?;
-            }
-        }
-        upstream.insert_header("x-forwarded-proto", "http")?;
-        // Frameworks (Gin, Echo, nginx realip) believe X-Real-IP; the gateway does not set
-        // it, so a client's own never passes. The client address is in X-Forwarded-For.
-        upstream.remove_header("x-real-ip");
+        let host = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        forward::set_forwarding(
+            upstream,
+            forward::Hop {
+                peer: peer_ip(session),
+                host,
+            },
+        )?;
         if let Some((route, _)) = Self::route_of(ctx) {
-            if let Some(rest) = route.rewrite(upstream.uri.path()) {
-                let path = if rest.is_empty() { "/" } else { rest };
-                let uri = match upstream.uri.query() {
-                    Some(q) => format!("{path}?{q}"),
-                    None => path.to_string(),
-                };
-                match uri.parse::<http::Uri>() {
-                    Ok(uri) => upstream.set_uri(uri),
-                    Err(_) => {
-                        return Error::e_explain(
-                            ErrorType::HTTPStatus(400),
-                            "bad path after prefix strip",
-                        )
-                    }
-                }
+            // The client's path is the upstream's until here (the edge stage rewrote both).
+            if let Some(rest) = route.rewrite(session.req_header().uri.path()) {
+                forward::set_path(upstream, rest)?;
             }
         }
         Ok(())
@@ -658,7 +540,7 @@ impl ProxyHttp for Gateway {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let retry_after =
             Self::route_of(ctx).map_or(Duration::from_secs(1), |(_, p)| p.health.retry_after());
-        let reply = reply_for(e, retry_after);
+        let reply = respond::reply_for(e, retry_after);
         let code = reply.as_ref().map_or(0, Reply::status);
         if ctx.error.is_none() {
             ctx.error = reply.as_ref().map(Reply::message);

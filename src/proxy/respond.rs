@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::HeaderName;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use pingora::{Error, ErrorSource, ErrorType};
 use std::time::Duration;
 
 /// A response the gateway answers itself instead of proxying.
@@ -97,6 +98,29 @@ impl Reply {
                 request_id
             )),
         }
+    }
+}
+
+/// Maps a proxying error to the reply the client gets.
+pub fn reply_for(e: &Error, retry_after: Duration) -> Option<Reply> {
+    use ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, HTTPStatus(503)) => Some(Reply::Unavailable { retry_after }),
+        (_, HTTPStatus(400)) => Some(Reply::BadRequest),
+        (_, HTTPStatus(502)) => Some(Reply::BadGateway),
+        (_, HTTPStatus(504)) => Some(Reply::GatewayTimeout),
+        (_, ConnectTimedout) => Some(Reply::GatewayTimeout),
+        (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => Some(Reply::GatewayTimeout),
+        (ErrorSource::Upstream, _) => Some(Reply::BadGateway),
+        (
+            _,
+            ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+            | TLSHandshakeFailure,
+        ) => Some(Reply::BadGateway),
+        // The client went away: there is nobody to answer.
+        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => None,
+        (ErrorSource::Downstream, _) => Some(Reply::BadRequest),
+        _ => Some(Reply::Internal),
     }
 }
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config;
+use crate::config::HashKey;
 use pingora::http::RequestHeader;
 
 const CONFIG: &str = "
@@ -97,32 +98,35 @@ fn errors_map_to_replies() {
     use ErrorSource::*;
     use ErrorType::*;
     assert_eq!(
-        reply_for(&e(HTTPStatus(503), Internal), ra),
+        respond::reply_for(&e(HTTPStatus(503), Internal), ra),
         Some(Reply::Unavailable { retry_after: ra })
     );
     assert_eq!(
-        reply_for(&e(ConnectTimedout, Upstream), ra),
+        respond::reply_for(&e(ConnectTimedout, Upstream), ra),
         Some(Reply::GatewayTimeout)
     );
     assert_eq!(
-        reply_for(&e(ReadTimedout, Upstream), ra),
+        respond::reply_for(&e(ReadTimedout, Upstream), ra),
         Some(Reply::GatewayTimeout)
     );
     assert_eq!(
-        reply_for(&e(ConnectRefused, Upstream), ra),
+        respond::reply_for(&e(ConnectRefused, Upstream), ra),
         Some(Reply::BadGateway)
     );
     assert_eq!(
-        reply_for(&e(InvalidHTTPHeader, Upstream), ra),
+        respond::reply_for(&e(InvalidHTTPHeader, Upstream), ra),
         Some(Reply::BadGateway)
     );
     assert_eq!(
-        reply_for(&e(InvalidHTTPHeader, Downstream), ra),
+        respond::reply_for(&e(InvalidHTTPHeader, Downstream), ra),
         Some(Reply::BadRequest)
     );
-    assert_eq!(reply_for(&e(ConnectionClosed, Downstream), ra), None);
     assert_eq!(
-        reply_for(&e(InternalError, Internal), ra),
+        respond::reply_for(&e(ConnectionClosed, Downstream), ra),
+        None
+    );
+    assert_eq!(
+        respond::reply_for(&e(InternalError, Internal), ra),
         Some(Reply::Internal)
     );
 }
@@ -131,12 +135,15 @@ fn errors_map_to_replies() {
 fn hash_keys() {
     let r = req("GET", "/p/q", &[("X-User", "u1")]);
     let mut buf = [0u8; 16];
-    assert_eq!(hash_key(&HashKey::Path, &r, None, &mut buf), b"/p/q");
+    assert_eq!(
+        crate::routing::hash_key(&HashKey::Path, &r, None, &mut buf),
+        b"/p/q"
+    );
     let h = HashKey::Header(http::HeaderName::from_static("x-user"));
-    assert_eq!(hash_key(&h, &r, None, &mut buf), b"u1");
+    assert_eq!(crate::routing::hash_key(&h, &r, None, &mut buf), b"u1");
     let ip = Some("10.1.2.3".parse().unwrap());
     assert_eq!(
-        hash_key(&HashKey::ClientIp, &r, ip, &mut buf),
+        crate::routing::hash_key(&HashKey::ClientIp, &r, ip, &mut buf),
         &[10, 1, 2, 3]
     );
 }

@@ -30,6 +30,8 @@ use crate::config::{ColdStart, LimitKey, OnRedisError, RateLimitConfig, RedisCon
 use crate::observability::Metrics;
 use http::HeaderValue;
 use keys::KeyTable;
+use pingora::http::RequestHeader;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,6 +63,33 @@ impl Policy {
         ))
         .ok()
     }
+}
+
+/// The key a policy limits by. IP keys are raw octets (4 or 16 bytes); header keys are
+/// prefixed with `h:` and consumer keys with `c:`, so they can never collide.
+pub fn limit_key<'a>(
+    key: &LimitKey,
+    req: &RequestHeader,
+    ip: Option<IpAddr>,
+    consumer: Option<&str>,
+    buf: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    buf.clear();
+    if let (LimitKey::Consumer, Some(c)) = (key, consumer) {
+        buf.extend_from_slice(b"c:");
+        buf.extend_from_slice(c.as_bytes());
+        return buf;
+    }
+    match (key, ip) {
+        (LimitKey::Header(h), _) if req.headers.contains_key(h) => {
+            buf.extend_from_slice(b"h:");
+            buf.extend_from_slice(req.headers.get(h).map_or(&[][..], |v| v.as_bytes()));
+        }
+        (_, Some(IpAddr::V4(v4))) => buf.extend_from_slice(&v4.octets()),
+        (_, Some(IpAddr::V6(v6))) => buf.extend_from_slice(&v6.octets()),
+        (_, None) => {}
+    }
+    buf
 }
 
 /// Whole seconds, rounded up.

@@ -5,7 +5,9 @@ mod pool;
 
 pub use pool::{Pool, PoolHealth};
 
-use crate::config::RouteConfig;
+use crate::config::{HashKey, RouteConfig};
+use pingora::http::RequestHeader;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// A route, ready to match requests.
@@ -58,6 +60,30 @@ impl Route {
             .get(self.prefix.trim_end_matches('/').len()..)
             .unwrap_or("");
         Some(rest)
+    }
+}
+
+/// The bytes consistent hashing hashes. `buf` holds an IP address's octets.
+pub fn hash_key<'a>(
+    key: &HashKey,
+    req: &'a RequestHeader,
+    ip: Option<IpAddr>,
+    buf: &'a mut [u8; 16],
+) -> &'a [u8] {
+    match key {
+        HashKey::Path => req.uri.path().as_bytes(),
+        HashKey::Header(h) => req.headers.get(h).map_or(&[][..], |v| v.as_bytes()),
+        HashKey::ClientIp => match ip {
+            Some(IpAddr::V4(v4)) => {
+                buf[..4].copy_from_slice(&v4.octets());
+                &buf[..4]
+            }
+            Some(IpAddr::V6(v6)) => {
+                *buf = v6.octets();
+                &buf[..]
+            }
+            None => &[],
+        },
     }
 }
 
