@@ -1,0 +1,221 @@
+//! The `rate_limits` section: policies and the Redis lease settings, with their ranges.
+
+use super::*;
+
+/// What identifies a client to a rate-limit policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The client IP (after `trusted_proxies`).
+    ClientIp,
+    /// A request header's value; requests without it are keyed by client IP.
+    Header(http::HeaderName),
+    /// The authenticated consumer (JWT subject or API-key consumer); anonymous
+    /// requests are keyed by client IP.
+    Consumer,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    pub name: String,
+    pub rate: u64,
+    pub per: Duration,
+    pub burst: u64,
+    pub key: LimitKey,
+    pub on_redis_error: OnRedisError,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    pub url: String,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub sync_interval: Duration,
+    pub lease_horizon: Duration,
+    pub lease_min: u64,
+    pub lease_max: u64,
+    pub lease_wait: Duration,
+    pub cold_start: ColdStart,
+    pub cold_start_allowance: u64,
+    pub idle_return: Duration,
+    pub expected_instances: u32,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateLimitConfig {
+    /// `None`: every instance limits on its own state.
+    pub redis: Option<RedisConfig>,
+    pub policies: Vec<PolicyConfig>,
+    pub max_keys: usize,
+}
+
+// Ranges of the `rate_limits` section. The bucket arithmetic is f64 here and a Lua number
+// (milli-tokens, tokens per millisecond) in Redis: these keep every quantity far below 2^53.
+const RATE: Range<u64> = Range::new(1, 1_000_000_000);
+const PER: Range<Duration> = Range::new(ms(1), DAY);
+/// The most tokens a policy may add per second, `rate / per`.
+const MAX_PER_SECOND: f64 = 1e9;
+const BURST: Range<u64> = Range::new(1, 1_000_000_000);
+/// Keys per policy, about 250 bytes each.
+const MAX_KEYS: Range<usize> = Range::new(1, 10_000_000);
+/// `redis.connect_timeout` and `redis.command_timeout`.
+const REDIS_TIMEOUT: Range<Duration> = Range::new(ms(1), MINUTE);
+const SYNC_INTERVAL: Range<Duration> = Range::new(ms(1), MINUTE);
+const LEASE_HORIZON: Range<Duration> = Range::new(ms(1), MINUTE);
+/// `redis.lease_min` and `redis.lease_max` (and lease_min <= lease_max).
+const LEASE: Range<u64> = Range::new(1, 1_000_000);
+const LEASE_WAIT: Range<Duration> = Range::new(ms(1), MINUTE);
+const COLD_START_ALLOWANCE: Range<u64> = Range::new(1, 1_000_000);
+const IDLE_RETURN: Range<Duration> = Range::new(ms(1), HOUR);
+const EXPECTED_INSTANCES: Range<u32> = Range::new(1, 10_000);
+
+impl Validator<'_> {
+    pub(super) fn rate_limits(&mut self, r: raw::RateLimits) -> RateLimitConfig {
+        let mut policies = Vec::new();
+        for (name, p) in r.policies {
+            let at = format!("rate_limits.policies.{name}");
+            if !valid_name(&name) {
+                self.problem(
+                    &at,
+                    format!("policy name \"{name}\" may use only letters, digits, '-' and '_'"),
+                );
+            }
+            let before = self.problems.len();
+            let rate = self
+                .required(&at, "rate", p.rate)
+                .map(|n| self.int(&format!("{at}.rate"), n, RATE));
+            let per = self
+                .required(&at, "per", p.per)
+                .map(|d| self.duration(&format!("{at}.per"), d.0, PER));
+            if let (Some(rate), Some(per), true) = (rate, per, self.problems.len() == before) {
+                let per_second = rate as f64 / per.as_secs_f64();
+                if per_second > MAX_PER_SECOND {
+                    self.problem(
+                        format!("{at}.rate"),
+                        format!(
+                            "rate / per must be at most {MAX_PER_SECOND} per second, got {per_second:.0} per second ({rate} per {})",
+                            humantime::format_duration(per)
+                        ),
+                    );
+                }
+            }
+            let rate = rate.unwrap_or(1);
+            let burst = match p.burst {
+                Some(n) => self.int(&format!("{at}.burst"), n, BURST),
+                None => rate.min(BURST.max),
+            };
+            let key = match p.key.as_str() {
+                "client_ip" => LimitKey::ClientIp,
+                "consumer" => LimitKey::Consumer,
+                k if k.starts_with("header:") => {
+                    match http::HeaderName::from_bytes(k["header:".len()..].trim().as_bytes()) {
+                        Ok(h) => LimitKey::Header(h),
+                        Err(_) => {
+                            self.problem(
+                                format!("{at}.key"),
+                                format!("\"{k}\" does not name a valid header"),
+                            );
+                            LimitKey::ClientIp
+                        }
+                    }
+                }
+                k => {
+                    self.problem(
+                        format!("{at}.key"),
+                        format!(
+                            "unknown key \"{k}\", expected client_ip, consumer or header:<name>"
+                        ),
+                    );
+                    LimitKey::ClientIp
+                }
+            };
+            policies.push(PolicyConfig {
+                name,
+                rate,
+                per: per.unwrap_or(Duration::from_secs(1)),
+                burst,
+                key,
+                on_redis_error: p.on_redis_error,
+            });
+        }
+        let max_keys = self.int("rate_limits.max_keys", r.max_keys, MAX_KEYS);
+        let redis = r.redis.map(|x| {
+            let at = |key: &str| format!("rate_limits.redis.{key}");
+            if let Err(e) = redis::Client::open(x.url.as_str()) {
+                self.problem(at("url"), format!("\"{}\" is not a Redis URL: {e}", x.url));
+            }
+            let lease_min = self.int(&at("lease_min"), x.lease_min, LEASE);
+            let lease_max = self.int(&at("lease_max"), x.lease_max, LEASE);
+            if lease_min > lease_max {
+                self.problem(
+                    at("lease_min"),
+                    format!("must be at most lease_max ({lease_max}), got {lease_min}"),
+                );
+            }
+            RedisConfig {
+                url: x.url,
+                connect_timeout: self.duration(
+                    &at("connect_timeout"),
+                    x.connect_timeout.0,
+                    REDIS_TIMEOUT,
+                ),
+                command_timeout: self.duration(
+                    &at("command_timeout"),
+                    x.command_timeout.0,
+                    REDIS_TIMEOUT,
+                ),
+                sync_interval: self.duration(
+                    &at("sync_interval"),
+                    x.sync_interval.0,
+                    SYNC_INTERVAL,
+                ),
+                lease_horizon: self.duration(
+                    &at("lease_horizon"),
+                    x.lease_horizon.0,
+                    LEASE_HORIZON,
+                ),
+                lease_min,
+                lease_max: lease_max.max(lease_min),
+                lease_wait: self.duration(&at("lease_wait"), x.lease_wait.0, LEASE_WAIT),
+                cold_start: x.cold_start,
+                cold_start_allowance: self.int(
+                    &at("cold_start_allowance"),
+                    x.cold_start_allowance,
+                    COLD_START_ALLOWANCE,
+                ),
+                idle_return: self.duration(&at("idle_return"), x.idle_return.0, IDLE_RETURN),
+                expected_instances: self.int(
+                    &at("expected_instances"),
+                    x.expected_instances,
+                    EXPECTED_INSTANCES,
+                ),
+                key_prefix: x.key_prefix,
+            }
+        });
+        RateLimitConfig {
+            redis,
+            policies,
+            max_keys,
+        }
+    }
+
+    pub(super) fn policy_ref(
+        &mut self,
+        at: &str,
+        name: &str,
+        limits: &RateLimitConfig,
+    ) -> Option<usize> {
+        let found = limits.policies.iter().position(|p| p.name == name);
+        if found.is_none() {
+            let known: Vec<&str> = limits.policies.iter().map(|p| p.name.as_str()).collect();
+            self.problem(
+                at,
+                format!(
+                    "no rate-limit policy named \"{name}\" (policies: {})",
+                    known.join(", ")
+                ),
+            );
+        }
+        found
+    }
+}

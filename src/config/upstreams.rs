@@ -1,0 +1,348 @@
+//! The `upstreams` section: pools, backends, health checks and circuit breakers, with
+//! their ranges.
+
+use super::*;
+
+/// A backend address as configured: an IP literal, or a DNS name resolved at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendAddr {
+    Ip(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendAddr::Ip(a) => write!(f, "{a}"),
+            BackendAddr::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    pub addr: BackendAddr,
+    pub weight: usize,
+}
+
+/// What consistent hashing hashes to pick a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Path,
+    Header(http::HeaderName),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    pub path: String,
+    pub host: String,
+    pub expected_status: u16,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: usize,
+    pub unhealthy_threshold: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub name: String,
+    pub selection: Selection,
+    pub hash_key: HashKey,
+    pub backends: Vec<BackendConfig>,
+    pub health_check: Option<HealthCheckConfig>,
+    /// `None` when disabled.
+    pub circuit_breaker: Option<BreakerConfig>,
+}
+
+// Ranges of the `upstreams` section.
+const WEIGHT: Range<usize> = Range::new(1, 1000);
+const EXPECTED_STATUS: Range<u16> = Range::new(100, 599);
+const HEALTH_INTERVAL: Range<Duration> = Range::new(ms(10), HOUR);
+const HEALTH_TIMEOUT: Range<Duration> = TIMEOUT;
+/// `healthy_threshold` and `unhealthy_threshold`.
+const HEALTH_THRESHOLD: Range<usize> = Range::new(1, 100);
+/// 0 turns the rule off.
+const CONSECUTIVE_FAILURES: Range<u32> = Range::new(0, 10_000);
+/// 0 turns the rule off.
+const FAILURE_RATIO: Range<f64> = Range::new(0.0, 1.0);
+const BREAKER_WINDOW: Range<Duration> = Range::new(ms(100), HOUR);
+const MIN_REQUESTS: Range<u32> = Range::new(1, 1_000_000);
+/// `open_duration` and `max_open_duration` (and open_duration <= max_open_duration).
+const OPEN_DURATION: Range<Duration> = Range::new(ms(1), HOUR);
+const HALF_OPEN_TRIALS: Range<u32> = Range::new(1, 1000);
+const CLOSE_AFTER: Range<u32> = Range::new(1, 1000);
+
+impl Validator<'_> {
+    pub(super) fn pools(&mut self, value: Option<serde_yaml::Value>) -> Vec<PoolConfig> {
+        let map: raw::Pools = match value {
+            None | Some(serde_yaml::Value::Null) => {
+                self.problem("upstreams", "at least one upstream pool is required");
+                return Vec::new();
+            }
+            Some(v) => match self.typed("upstreams", v) {
+                Some(m) => m,
+                None => return Vec::new(),
+            },
+        };
+        if map.is_empty() {
+            self.problem("upstreams", "at least one upstream pool is required");
+        }
+        let mut pools = Vec::new();
+        for (name, value) in map {
+            let at = format!("upstreams.{name}");
+            if !valid_name(&name) {
+                self.problem(
+                    &at,
+                    format!("pool name \"{name}\" may use only letters, digits, '-' and '_'"),
+                );
+            }
+            let Some(raw) = self.typed::<raw::Pool>(&at, value) else {
+                // Keep the name, so routes that use it do not also report it missing.
+                pools.push(PoolConfig {
+                    name,
+                    selection: Selection::RoundRobin,
+                    hash_key: HashKey::ClientIp,
+                    backends: Vec::new(),
+                    health_check: None,
+                    circuit_breaker: None,
+                });
+                continue;
+            };
+            pools.push(self.pool(&at, name, raw));
+        }
+        pools
+    }
+
+    pub(super) fn pool(&mut self, at: &str, name: String, raw: raw::Pool) -> PoolConfig {
+        let listed = self.required(at, "backends", raw.backends);
+        if listed.as_ref().is_some_and(Vec::is_empty) {
+            self.problem(format!("{at}.backends"), "at least one backend is required");
+        }
+        let mut backends: Vec<BackendConfig> = Vec::new();
+        for (i, b) in listed.unwrap_or_default().into_iter().enumerate() {
+            let bat = format!("{at}.backends[{i}]");
+            let weight = self.int(&format!("{bat}.weight"), b.weight, WEIGHT);
+            let Some(written) = self.required(&bat, "addr", b.addr) else {
+                continue;
+            };
+            match parse_backend_addr(&written) {
+                Ok(addr) => {
+                    if backends.iter().any(|o| o.addr == addr) {
+                        self.problem(
+                            format!("{bat}.addr"),
+                            format!("backend {written} is listed twice"),
+                        );
+                    }
+                    backends.push(BackendConfig { addr, weight });
+                }
+                Err(msg) => self.problem(format!("{bat}.addr"), msg),
+            }
+        }
+        let hash_key = match (&raw.selection, raw.hash_key.as_deref()) {
+            (Selection::ConsistentHash, None) | (_, Some("client_ip")) => HashKey::ClientIp,
+            (_, Some("path")) => HashKey::Path,
+            (_, Some(k)) if k.starts_with("header:") => {
+                match http::HeaderName::from_bytes(k["header:".len()..].trim().as_bytes()) {
+                    Ok(h) => HashKey::Header(h),
+                    Err(_) => {
+                        self.problem(
+                            format!("{at}.hash_key"),
+                            format!("\"{k}\" does not name a valid header"),
+                        );
+                        HashKey::ClientIp
+                    }
+                }
+            }
+            (_, Some(k)) => {
+                self.problem(
+                    format!("{at}.hash_key"),
+                    format!("unknown hash key \"{k}\", expected client_ip, path or header:<name>"),
+                );
+                HashKey::ClientIp
+            }
+            (_, None) => HashKey::ClientIp,
+        };
+        if raw.hash_key.is_some() && raw.selection != Selection::ConsistentHash {
+            self.problem(
+                format!("{at}.hash_key"),
+                "only used with selection: consistent_hash",
+            );
+        }
+        let health_check = raw
+            .health_check
+            .map(|hc| self.health_check(&format!("{at}.health_check"), hc));
+        let circuit_breaker = match raw.circuit_breaker {
+            None => Some(BreakerConfig::default()),
+            Some(cb) => self.circuit_breaker(&format!("{at}.circuit_breaker"), cb),
+        };
+        PoolConfig {
+            name,
+            selection: raw.selection,
+            hash_key,
+            backends,
+            health_check,
+            circuit_breaker,
+        }
+    }
+
+    pub(super) fn circuit_breaker(
+        &mut self,
+        at: &str,
+        cb: raw::CircuitBreaker,
+    ) -> Option<BreakerConfig> {
+        let d = BreakerConfig::default();
+        let at = |key: &str| format!("{at}.{key}");
+        let int = |v: &mut Self, key: &str, n: Option<raw::Int>, default: u32, range| {
+            n.map_or(default, |n| v.int(&at(key), n, range))
+        };
+        let duration = |v: &mut Self, key: &str, d: Option<raw::HumanDuration>, default| {
+            d.map_or(default, |d| v.duration(&at(key), d.0, OPEN_DURATION))
+        };
+        let mut failure_ratio = cb.failure_ratio.unwrap_or(d.failure_ratio);
+        if !self.in_range(
+            &at("failure_ratio"),
+            &failure_ratio,
+            &FAILURE_RATIO,
+            f64::to_string,
+        ) {
+            failure_ratio = d.failure_ratio;
+        }
+        let c = BreakerConfig {
+            consecutive_failures: int(
+                self,
+                "consecutive_failures",
+                cb.consecutive_failures,
+                d.consecutive_failures,
+                CONSECUTIVE_FAILURES,
+            ),
+            failure_ratio,
+            window: cb.window.map_or(d.window, |x| {
+                self.duration(&at("window"), x.0, BREAKER_WINDOW)
+            }),
+            min_requests: int(
+                self,
+                "min_requests",
+                cb.min_requests,
+                d.min_requests,
+                MIN_REQUESTS,
+            ),
+            open_duration: duration(self, "open_duration", cb.open_duration, d.open_duration),
+            max_open: duration(self, "max_open_duration", cb.max_open_duration, d.max_open),
+            half_open_trials: int(
+                self,
+                "half_open_trials",
+                cb.half_open_trials,
+                d.half_open_trials,
+                HALF_OPEN_TRIALS,
+            ),
+            close_after: int(
+                self,
+                "close_after",
+                cb.close_after,
+                d.close_after,
+                CLOSE_AFTER,
+            ),
+            count_5xx: cb.count_5xx.unwrap_or(d.count_5xx),
+        };
+        if c.max_open < c.open_duration {
+            self.problem(
+                at("max_open_duration"),
+                format!(
+                    "must be at least open_duration ({})",
+                    humantime::format_duration(c.open_duration)
+                ),
+            );
+        }
+        cb.enabled.then_some(c)
+    }
+
+    pub(super) fn health_check(&mut self, at: &str, hc: raw::HealthCheck) -> HealthCheckConfig {
+        let kind = self
+            .required(at, "type", hc.kind)
+            .unwrap_or(HealthCheckKind::Http);
+        if kind == HealthCheckKind::Tcp {
+            for (set, key) in [
+                (hc.path.is_some(), "path"),
+                (hc.host.is_some(), "host"),
+                (hc.expected_status.is_some(), "expected_status"),
+            ] {
+                if set {
+                    self.problem(format!("{at}.{key}"), "only used with type: http");
+                }
+            }
+        }
+        let path = hc.path.unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') {
+            self.problem(
+                format!("{at}.path"),
+                format!("must start with '/', got \"{path}\""),
+            );
+        }
+        let expected_status = hc.expected_status.map_or(200, |n| {
+            self.int(&format!("{at}.expected_status"), n, EXPECTED_STATUS)
+        });
+        let interval = hc.interval.map_or(Duration::from_secs(5), |d| {
+            self.duration(&format!("{at}.interval"), d.0, HEALTH_INTERVAL)
+        });
+        let timeout = hc.timeout.map_or(Duration::from_secs(1), |d| {
+            self.duration(&format!("{at}.timeout"), d.0, HEALTH_TIMEOUT)
+        });
+        let mut threshold = |key: &str, n: Option<raw::Int>| {
+            n.map_or(1, |n| self.int(&format!("{at}.{key}"), n, HEALTH_THRESHOLD))
+        };
+        let healthy_threshold = threshold("healthy_threshold", hc.healthy_threshold);
+        let unhealthy_threshold = threshold("unhealthy_threshold", hc.unhealthy_threshold);
+        HealthCheckConfig {
+            kind,
+            path,
+            host: hc.host.unwrap_or_else(|| "localhost".into()),
+            expected_status,
+            interval,
+            timeout,
+            healthy_threshold,
+            unhealthy_threshold,
+        }
+    }
+}
+
+/// Parses `host:port` without resolving anything: an IP literal (`[v6]:port` for IPv6) or a DNS name.
+pub fn parse_backend_addr(s: &str) -> Result<BackendAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        if a.port() == 0 {
+            return Err(format!("\"{s}\": port 0 is not a valid backend port"));
+        }
+        return Ok(BackendAddr::Ip(a));
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!(
+            "\"{s}\" is not host:port (e.g. \"127.0.0.1:3000\")"
+        ));
+    };
+    let port: u16 = match port.parse() {
+        Ok(p) if p > 0 => p,
+        _ => {
+            return Err(format!(
+                "\"{s}\": \"{port}\" is not a port number (1-65535)"
+            ))
+        }
+    };
+    if host.parse::<IpAddr>().is_ok() || host.contains(':') {
+        return Err(format!("\"{s}\": write IPv6 addresses as [addr]:port"));
+    }
+    if host == "localhost" {
+        return Ok(BackendAddr::Ip(SocketAddr::from(([127, 0, 0, 1], port))));
+    }
+    if !valid_hostname(&host.to_ascii_lowercase())
+        || host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    {
+        return Err(format!(
+            "\"{s}\": \"{host}\" is neither an IP address nor a valid host name"
+        ));
+    }
+    Ok(BackendAddr::Name {
+        host: host.to_string(),
+        port,
+    })
+}
