@@ -8,29 +8,12 @@ pub use pool::{Pool, PoolHealth};
 use crate::config::{HashKey, RouteConfig};
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
-use std::time::Duration;
 
-/// A route, ready to match requests.
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub name: String,
-    host: Option<String>,
-    prefix: String,
-    /// Index into the gateway's pools.
-    pub pool: usize,
-    pub strip_prefix: bool,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub write_timeout: Option<Duration>,
-    pub retries: usize,
-    /// Rate-limit policy by tier index.
-    rate_limit: Vec<Option<usize>>,
-    pub auth: crate::config::AuthMode,
-    /// Bit `i` set: tier `i` may use the route.
-    pub allowed_tiers: u64,
-}
+/// A route, ready to match requests: the validated config itself, with the matching
+/// behaviour below (the router only orders them).
+pub type Route = RouteConfig;
 
-impl Route {
+impl RouteConfig {
     /// The rate-limit policy for a client of tier `tier` (index), if the route has one.
     pub fn rate_limit(&self, tier: usize) -> Option<usize> {
         self.rate_limit.get(tier).copied().flatten()
@@ -47,17 +30,17 @@ impl Route {
                 _ => return false,
             }
         }
-        prefix_matches(&self.prefix, path)
+        prefix_matches(&self.path_prefix, path)
     }
 
     /// The path to send upstream: with the prefix removed when `strip_prefix` is set.
     /// The result is empty (meaning "/") or starts with "/". `None` when the path is unchanged.
     pub fn rewrite<'p>(&self, path: &'p str) -> Option<&'p str> {
-        if !self.strip_prefix || self.prefix == "/" {
+        if !self.strip_prefix || self.path_prefix == "/" {
             return None;
         }
         let rest = path
-            .get(self.prefix.trim_end_matches('/').len()..)
+            .get(self.path_prefix.trim_end_matches('/').len()..)
             .unwrap_or("");
         Some(rest)
     }
@@ -103,28 +86,12 @@ pub struct Router {
 
 impl Router {
     pub fn new(configs: &[RouteConfig]) -> Self {
-        let mut routes: Vec<Route> = configs
-            .iter()
-            .map(|c| Route {
-                name: c.name.clone(),
-                host: c.host.clone(),
-                prefix: c.path_prefix.clone(),
-                pool: c.pool,
-                strip_prefix: c.strip_prefix,
-                connect_timeout: c.connect_timeout,
-                read_timeout: c.read_timeout,
-                write_timeout: c.write_timeout,
-                retries: c.retries,
-                rate_limit: c.rate_limit.clone(),
-                auth: c.auth,
-                allowed_tiers: c.allowed_tiers,
-            })
-            .collect();
+        let mut routes: Vec<Route> = configs.to_vec();
         // Longest prefix first; at equal length a route for a named host beats a catch-all.
         routes.sort_by(|a, b| {
-            b.prefix
+            b.path_prefix
                 .len()
-                .cmp(&a.prefix.len())
+                .cmp(&a.path_prefix.len())
                 .then(b.host.is_some().cmp(&a.host.is_some()))
         });
         Self { routes }
@@ -171,6 +138,7 @@ fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn route(name: &str, host: Option<&str>, prefix: &str, strip: bool) -> RouteConfig {
         RouteConfig {
