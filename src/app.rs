@@ -53,6 +53,31 @@ pub struct RunOptions {
     pub config_path: Option<PathBuf>,
 }
 
+/// Every backend whose name does not resolve, each as `upstreams.<pool>.backends[i].addr:
+/// ...`: what start-up would refuse, for `--check-config` to report all at once.
+pub fn unresolvable_backends(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    for pool in &config.upstreams {
+        for (i, b) in pool.backends.iter().enumerate() {
+            if let BackendAddr::Name { host, port } = &b.addr {
+                let found = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map(|mut a| a.next().is_some());
+                let why = match found {
+                    Ok(true) => continue,
+                    Ok(false) => "no address".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                problems.push(format!(
+                    "upstreams.{}.backends[{i}].addr: cannot resolve {}: {why}",
+                    pool.name, b.addr
+                ));
+            }
+        }
+    }
+    problems
+}
+
 /// Resolves every backend address once, at start-up (DNS names are not re-resolved).
 pub fn resolve_backends(config: &Config) -> Result<Vec<Vec<SocketAddr>>, BuildError> {
     config

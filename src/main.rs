@@ -17,8 +17,9 @@ struct Cli {
     /// The config file.
     #[arg(short, long, default_value = "conf/gateway.yaml")]
     config: PathBuf,
-    /// Validate FILE, print "ok" or its problems, and exit 0 or 2.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["bare", "upgrade"])]
+    /// Validate FILE as start-up would (backends resolved too), print "ok" or every
+    /// problem, and exit 0 or 2. `-t` as with nginx.
+    #[arg(short = 't', long, value_name = "FILE", conflicts_with_all = ["bare", "upgrade"])]
     check_config: Option<PathBuf>,
     /// Take over the listening sockets of a running gateway (send it SIGQUIT).
     #[arg(short, long)]
@@ -55,6 +56,24 @@ fn handle_sighup_from_now_on() {
     });
 }
 
+/// Loads the config, printing every problem (and, for a missing file at a relative
+/// path, what to pass instead).
+fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        if let config::ConfigError::Read { source, .. } = &e {
+            if source.kind() == std::io::ErrorKind::NotFound && path.is_relative() {
+                let cwd = std::env::current_dir().unwrap_or_default();
+                eprintln!(
+                    "(relative to the current directory {}: give the config's full path)",
+                    cwd.display()
+                );
+            }
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 /// Exit code for a bad config or command line.
 const EXIT_CONFIG: u8 = 2;
 
@@ -84,24 +103,26 @@ fn main() -> ExitCode {
     }
 
     if let Some(path) = &cli.check_config {
-        return match config::load(path) {
-            Ok(_) => {
-                println!("ok");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EXIT_CONFIG)
-            }
+        let config = match load(path) {
+            Ok(c) => c,
+            Err(code) => return code,
         };
+        // What start-up would also refuse: backend names that do not resolve.
+        let unresolved = app::unresolvable_backends(&config);
+        if unresolved.is_empty() {
+            println!("ok");
+            return ExitCode::SUCCESS;
+        }
+        eprintln!("{}: {} problem(s):", path.display(), unresolved.len());
+        for problem in unresolved {
+            eprintln!("  {problem}");
+        }
+        return ExitCode::from(EXIT_CONFIG);
     }
 
-    let config = match config::load(&cli.config) {
+    let config = match load(&cli.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let options = RunOptions {
         upgrade: cli.upgrade,

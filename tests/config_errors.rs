@@ -187,8 +187,8 @@ fn unresolvable_backend_name_exits_2_at_start() {
         listen(common::free_port()),
         GOOD.replace("127.0.0.1:3000", "no-such-host.invalid:80")
     );
-    // Valid syntax: --check-config does not resolve names.
-    assert_eq!(check(&text).0, 0);
+    // --check-config refuses it as well, so the check and start-up agree.
+    assert_eq!(check(&text).0, 2);
     let (code, err) = start(&text);
     assert_eq!(code, 2, "{err}");
     assert!(
@@ -207,4 +207,23 @@ fn port_in_use_exits_2_with_the_address() {
         err.contains(&format!("listen.proxy: cannot listen on 127.0.0.1:{port}")),
         "{err}"
     );
+}
+
+#[test]
+fn check_config_refuses_what_start_up_refuses() {
+    // `.invalid` never resolves (RFC 6761), so no DNS is needed to know the answer.
+    let text = "upstreams:\n  a:\n    backends:\n      - addr: nosuchhost.invalid:3000\n      - addr: 127.0.0.1:3000\n      - addr: alsonot.invalid:3000\nroutes:\n  - upstream: a\n";
+    let (code, out) = run("-t", text);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("2 problem(s)"), "{out}");
+    assert!(
+        out.contains("upstreams.a.backends[0].addr: cannot resolve nosuchhost.invalid:3000"),
+        "{out}"
+    );
+    assert!(
+        out.contains("upstreams.a.backends[2].addr: cannot resolve alsonot.invalid:3000"),
+        "{out}"
+    );
+    let (code, out) = start(&format!("{}{text}", listen(common::free_port())));
+    assert_eq!(code, 2, "start-up refuses it too: {out}");
 }

@@ -12,7 +12,27 @@ pub struct HumanDuration(pub Duration);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        // A bare number has no unit: say how to write it rather than "expected a string".
+        let s = match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::String(s) => s,
+            serde_yaml::Value::Number(n) => {
+                return Err(serde::de::Error::custom(format!(
+                    "{n} has no unit: write a duration like \"{n}ms\" or \"{n}s\""
+                )))
+            }
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "expected a duration like \"250ms\", \"5s\" or \"1m\", found {}",
+                    match other {
+                        serde_yaml::Value::Null => "nothing",
+                        serde_yaml::Value::Bool(_) => "a boolean",
+                        serde_yaml::Value::Sequence(_) => "a list",
+                        serde_yaml::Value::Mapping(_) => "a mapping",
+                        _ => "another value",
+                    }
+                )))
+            }
+        };
         humantime::parse_duration(s.trim())
             .map(HumanDuration)
             .map_err(|e| {

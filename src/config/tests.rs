@@ -855,3 +855,16 @@ fn connection_limits_have_edge_defaults_and_ranges() {
     assert!(has(&p, "server.max_connections", "got 0"), "{p:?}");
     assert!(has(&p, "server.max_header_bytes", "got 100"), "{p:?}");
 }
+
+#[test]
+fn a_bare_number_as_a_duration_says_how_to_write_it() {
+    let p = problems(&format!("{MINIMAL}server:\n  grace_period: 1000\n"));
+    assert!(
+        has(
+            &p,
+            "server.grace_period",
+            "1000 has no unit: write a duration like \"1000ms\" or \"1000s\""
+        ),
+        "{p:?}"
+    );
+}
