@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests and load tests need, when they are missing:
 # redis-server (tests), python3 (a real WSGI upstream in tests/edge.rs), nginx + wrk
-# (load tests), cmake + a C compiler (Pingora's build).
+# (load tests), cmake + a C compiler (Pingora's build). `install-deps.sh build`: only
+# what the build needs (for scripts/run.sh).
 set -euo pipefail
 
 missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+if [ "${1:-}" != build ]; then
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
