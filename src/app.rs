@@ -207,7 +207,8 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
         snapshot.limiter.service(),
     ));
     if !config.rate_limits.policies.is_empty() && !snapshot.limiter.is_distributed() {
-        log::warn!(
+        // The default config is meant to run alone: news, not a warning.
+        log::info!(
             "rate limiting: no rate_limits.redis section, limits are enforced by this instance alone"
         );
     }

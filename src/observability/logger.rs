@@ -51,6 +51,15 @@ impl Logger {
         let _ = log::set_boxed_logger(Box::new(Self::new(inner)));
     }
 
+    /// Pingora's own "becomes unhealthy / healthy" lines, in debug format
+    /// (`Backend { addr: Inet(..), weight: 1, ext: {} }`): the pool logs the same change
+    /// in plain words, so these go to DEBUG.
+    fn is_duplicate_health_line(record: &Record) -> bool {
+        record.target().starts_with("pingora_load_balancing")
+            && matches!(record.level(), Level::Warn | Level::Info)
+            && record.args().to_string().contains("becomes ")
+    }
+
     fn is_pool_race(record: &Record) -> bool {
         record.level() == Level::Error
             && record.target() == POOL_RACE_TARGET
@@ -64,12 +73,14 @@ impl Log for Logger {
     }
 
     fn log(&self, record: &Record) {
-        if !Self::is_pool_race(record) {
+        let race = Self::is_pool_race(record);
+        if race {
+            if let Some(c) = pool_reuse_races() {
+                c.inc();
+            }
+        } else if !Self::is_duplicate_health_line(record) {
             self.inner.log(record);
             return;
-        }
-        if let Some(c) = pool_reuse_races() {
-            c.inc();
         }
         let demoted = Metadata::builder()
             .level(Level::Debug)
@@ -165,6 +176,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("some other connector error"), "{text}");
+    }
+
+    #[test]
+    fn pingora_health_lines_are_demoted() {
+        let (l, out) = logger("warn");
+        log(
+            &l,
+            Level::Warn,
+            "pingora_load_balancing",
+            format_args!(
+                "Backend {{ addr: Inet(127.0.0.1:1), weight: 1, ext: {{}} }} becomes unhealthy, x"
+            ),
+        );
+        log(
+            &l,
+            Level::Warn,
+            "pingora_load_balancing",
+            format_args!("health check task failed: x"),
+        );
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("becomes unhealthy"), "{text}");
+        assert!(text.contains("health check task failed"), "{text}");
     }
 
     #[test]

@@ -317,7 +317,7 @@ impl LeaseSync {
 
     fn recovered(&self) {
         if !self.shared.redis_ok.swap(true, Ordering::AcqRel) {
-            log::warn!("rate limiting: Redis is reachable again, leases resume");
+            log::info!("rate limiting: Redis is reachable again, leases resume");
         }
     }
 

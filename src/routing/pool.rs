@@ -183,7 +183,13 @@ impl PoolHealth {
             .breaker
             .as_ref()
             .map_or(State::Closed, |m| lock(m).state());
-        log::warn!(
+        let level = if t.to == "open" {
+            log::Level::Warn
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
             "pool {}: circuit of {} {} -> {}",
             self.name,
             b.addr,
@@ -268,7 +274,14 @@ impl HealthCheck for ObservedCheck {
                 self.health.transition(b, t);
             }
         }
-        log::warn!(
+        // Down needs a human; recovery is news.
+        let level = if healthy {
+            log::Level::Info
+        } else {
+            log::Level::Warn
+        };
+        log::log!(
+            level,
             "pool {}: backend {} is now {}",
             self.health.name,
             target.addr,
