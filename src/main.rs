@@ -136,13 +136,20 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    log::info!(
-        "gateway listening on {} (admin {}), {} route(s), {} pool(s)",
-        config.listen.proxy,
-        config.listen.admin,
-        config.routes.len(),
-        config.upstreams.len()
-    );
+    if cli.bare {
+        log::info!(
+            "bare proxy listening on {} (no admin listener, no features)",
+            config.listen.proxy
+        );
+    } else {
+        log::info!(
+            "gateway listening on {} (admin {}), {} route(s), {} pool(s)",
+            config.listen.proxy,
+            config.listen.admin,
+            config.routes.len(),
+            config.upstreams.len()
+        );
+    }
     app.run();
     ExitCode::SUCCESS
 }
