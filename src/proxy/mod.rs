@@ -527,14 +527,7 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         // Again here: draining may have started while the upstream was answering.
         self.close_if_draining(session);
-        if let Some(id) = &ctx.request_id {
-            resp.insert_header(ctx.snapshot.correlation.header.clone(), id.clone())?;
-        }
-        if let Some((policy, state)) = &ctx.rate_limit {
-            resp.insert_header("ratelimit-policy", policy.clone())?;
-            resp.insert_header("ratelimit", state.clone())?;
-        }
-        Ok(())
+        respond::gateway_headers(resp, ctx, &ctx.snapshot.correlation.header)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {

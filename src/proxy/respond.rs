@@ -124,6 +124,23 @@ pub fn reply_for(e: &Error, retry_after: Duration) -> Option<Reply> {
     }
 }
 
+/// The headers every response to the client carries, proxied or the gateway's own: the
+/// request id, and the RateLimit headers once the limiter decided.
+pub fn gateway_headers(
+    resp: &mut ResponseHeader,
+    ctx: &Ctx,
+    id_header: &HeaderName,
+) -> pingora::Result<()> {
+    if let Some(id) = &ctx.request_id {
+        resp.insert_header(id_header.clone(), id.clone())?;
+    }
+    if let Some((policy, state)) = &ctx.rate_limit {
+        resp.insert_header("ratelimit-policy", policy.clone())?;
+        resp.insert_header("ratelimit", state.clone())?;
+    }
+    Ok(())
+}
+
 /// Writes `reply` to the client. Keeps the connection alive (unlike `respond_error`).
 pub async fn respond(
     session: &mut Session,
@@ -135,9 +152,7 @@ pub async fn respond(
     let mut resp = ResponseHeader::build(reply.status(), Some(4))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    if let Some(id) = &ctx.request_id {
-        resp.insert_header(id_header.clone(), id.clone())?;
-    }
+    gateway_headers(&mut resp, ctx, id_header)?;
     if let Reply::Unavailable { retry_after } | Reply::RateLimited { retry_after } = reply {
         // Round up: "Retry-After: 0" would invite an immediate retry storm.
         resp.insert_header(
@@ -147,10 +162,6 @@ pub async fn respond(
     }
     if let Reply::Unauthorized { challenge, .. } = reply {
         resp.insert_header(http::header::WWW_AUTHENTICATE, challenge.clone())?;
-    }
-    if let Some((policy, state)) = &ctx.rate_limit {
-        resp.insert_header("ratelimit-policy", policy.clone())?;
-        resp.insert_header("ratelimit", state.clone())?;
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
