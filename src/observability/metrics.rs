@@ -351,15 +351,18 @@ impl Metrics {
     }
 
     /// Sets a breaker's state gauge and counts the transition (an empty `from` only sets).
-    pub fn breaker_transition(&self, pool: &str, backend: &str, from: &str, to: &str, state: i64) {
+    /// Sets a breaker's state gauge (0 closed, 1 open, 2 half-open).
+    pub fn set_breaker_state(&self, pool: &str, backend: &str, state: i64) {
         self.breaker_state
             .with_label_values(&[pool, backend])
             .set(state);
-        if !from.is_empty() {
-            self.breaker_transitions
-                .with_label_values(&[pool, backend, from, to])
-                .inc();
-        }
+    }
+
+    /// Counts a breaker's change of state.
+    pub fn count_breaker_transition(&self, pool: &str, backend: &str, from: &str, to: &str) {
+        self.breaker_transitions
+            .with_label_values(&[pool, backend, from, to])
+            .inc();
     }
 
     pub fn breaker_short_circuit(&self, pool: &str) {

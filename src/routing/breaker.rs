@@ -30,20 +30,39 @@ pub enum State {
 }
 
 impl State {
-    pub fn name(&self) -> &'static str {
+    pub fn phase(&self) -> Phase {
         match self {
-            State::Closed => "closed",
-            State::Open { .. } => "open",
-            State::HalfOpen { .. } => "half_open",
+            State::Closed => Phase::Closed,
+            State::Open { .. } => Phase::Open,
+            State::HalfOpen { .. } => Phase::HalfOpen,
+        }
+    }
+}
+
+/// A state without its data: what metrics and logs name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl Phase {
+    /// The `from` / `to` label values of `gateway_breaker_transitions_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Closed => "closed",
+            Phase::Open => "open",
+            Phase::HalfOpen => "half_open",
         }
     }
 
     /// For the state gauge: 0 closed, 1 open, 2 half-open.
-    pub fn gauge(&self) -> i64 {
+    pub fn gauge(self) -> i64 {
         match self {
-            State::Closed => 0,
-            State::Open { .. } => 1,
-            State::HalfOpen { .. } => 2,
+            Phase::Closed => 0,
+            Phase::Open => 1,
+            Phase::HalfOpen => 2,
         }
     }
 }
@@ -51,8 +70,8 @@ impl State {
 /// A change of state, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
-    pub from: &'static str,
-    pub to: &'static str,
+    pub from: Phase,
+    pub to: Phase,
 }
 
 /// What happened to one request sent to the backend.
@@ -101,8 +120,8 @@ impl Breaker {
             successes: 0,
         };
         Transition {
-            from: "open",
-            to: "half_open",
+            from: Phase::Open,
+            to: Phase::HalfOpen,
         }
     }
 
@@ -150,7 +169,7 @@ impl Breaker {
     }
 
     fn trip(&mut self, now: u64) -> Transition {
-        let from = self.state.name();
+        let from = self.state.phase();
         let factor = 1u32 << self.trips.min(16);
         let open = (self.config.open_duration * factor).min(self.config.max_open);
         self.trips = self.trips.saturating_add(1);
@@ -159,7 +178,10 @@ impl Breaker {
         };
         self.consecutive = 0;
         self.window = [(0, 0, 0); SLOTS];
-        Transition { from, to: "open" }
+        Transition {
+            from,
+            to: Phase::Open,
+        }
     }
 
     fn slot(&mut self, now: u64) -> &mut (u64, u32, u32) {
@@ -204,8 +226,8 @@ impl Breaker {
                     self.trips = 0;
                     self.consecutive = 0;
                     Some(Transition {
-                        from: "half_open",
-                        to: "closed",
+                        from: Phase::HalfOpen,
+                        to: Phase::Closed,
                     })
                 } else {
                     None
@@ -284,8 +306,8 @@ mod tests {
         assert_eq!(
             t,
             Some(Transition {
-                from: "closed",
-                to: "open"
+                from: Phase::Closed,
+                to: Phase::Open
             })
         );
         assert_eq!(open_until(&b), 5 + S);
@@ -309,7 +331,7 @@ mod tests {
         // 10th request, a failure: 5 of 10.
         assert_eq!(
             b.record(11 * MS, Outcome::Failure).map(|t| t.to),
-            Some("open")
+            Some(Phase::Open)
         );
     }
 
@@ -338,8 +360,8 @@ mod tests {
         assert_eq!(
             t,
             Some(Transition {
-                from: "open",
-                to: "half_open"
+                from: Phase::Open,
+                to: Phase::HalfOpen
             })
         );
         assert!(b.try_acquire(until).0);
@@ -348,8 +370,8 @@ mod tests {
         assert_eq!(
             b.record(until + 2, Outcome::Success),
             Some(Transition {
-                from: "half_open",
-                to: "closed"
+                from: Phase::HalfOpen,
+                to: Phase::Closed
             })
         );
         assert!(b.try_acquire(until + 3).0);
@@ -363,7 +385,10 @@ mod tests {
         let mut opens = Vec::new();
         for _ in 0..4 {
             assert!(b.try_acquire(now).0);
-            assert_eq!(b.record(now, Outcome::Failure).map(|t| t.to), Some("open"));
+            assert_eq!(
+                b.record(now, Outcome::Failure).map(|t| t.to),
+                Some(Phase::Open)
+            );
             let until = open_until(&b);
             opens.push((until - now) / S);
             now = until;
@@ -397,18 +422,18 @@ mod tests {
     fn health_checks_drive_it() {
         let mut b = Breaker::new(cfg());
         assert_eq!(b.health(0, true), None);
-        assert_eq!(b.health(0, false).map(|t| t.to), Some("open"));
+        assert_eq!(b.health(0, false).map(|t| t.to), Some(Phase::Open));
         assert_eq!(b.health(1, false), None, "already open");
         assert_eq!(
             b.health(2, true),
             Some(Transition {
-                from: "open",
-                to: "half_open"
+                from: Phase::Open,
+                to: Phase::HalfOpen
             })
         );
         assert_eq!(
             b.health(3, false).map(|t| (t.from, t.to)),
-            Some(("half_open", "open"))
+            Some((Phase::HalfOpen, Phase::Open))
         );
     }
 

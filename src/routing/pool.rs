@@ -1,7 +1,7 @@
 //! An upstream pool: Pingora's `LoadBalancer` with active health checks, and the health
 //! state the proxy and `/readyz` read without locks.
 
-use super::breaker::{Breaker, Outcome, State, Transition};
+use super::breaker::{Breaker, Outcome, Phase, State, Transition};
 use crate::clock::Clock;
 use crate::config::{HashKey, HealthCheckConfig, HealthCheckKind, PoolConfig, Selection};
 use crate::observability::Metrics;
@@ -174,16 +174,16 @@ impl PoolHealth {
     }
 
     fn transition(&self, b: &BackendHealth, t: Transition) {
-        if t.to == "open" && t.from != "open" {
+        if t.to == Phase::Open && t.from != Phase::Open {
             self.open.fetch_add(1, Ordering::AcqRel);
-        } else if t.from == "open" && t.to != "open" {
+        } else if t.from == Phase::Open && t.to != Phase::Open {
             self.open.fetch_sub(1, Ordering::AcqRel);
         }
         let state = b
             .breaker
             .as_ref()
             .map_or(State::Closed, |m| lock(m).state());
-        let level = if t.to == "open" {
+        let level = if t.to == Phase::Open {
             log::Level::Warn
         } else {
             log::Level::Info
@@ -193,11 +193,13 @@ impl PoolHealth {
             "pool {}: circuit of {} {} -> {}",
             self.name,
             b.addr,
-            t.from,
-            t.to
+            t.from.name(),
+            t.to.name()
         );
         self.metrics
-            .breaker_transition(&self.name, &b.label, t.from, t.to, state.gauge());
+            .set_breaker_state(&self.name, &b.label, state.phase().gauge());
+        self.metrics
+            .count_breaker_transition(&self.name, &b.label, t.from.name(), t.to.name());
     }
 
     /// The number of requests refused at once because nothing was available.
@@ -337,13 +339,7 @@ impl Pool {
         for addr in addrs {
             metrics.set_backend_health(&config.name, addr, true);
             if config.circuit_breaker.is_some() {
-                metrics.breaker_transition(
-                    &config.name,
-                    &addr.to_string(),
-                    "",
-                    "",
-                    State::Closed.gauge(),
-                );
+                metrics.set_breaker_state(&config.name, &addr.to_string(), Phase::Closed.gauge());
             }
         }
         let check = config.health_check.as_ref().map(|hc| {
