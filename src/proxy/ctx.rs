@@ -32,8 +32,8 @@ pub struct Ctx {
     pub principal: Option<crate::auth::Principal>,
     /// The rate-limit policy that applies to this request, chosen by routing.
     pub limit_policy: Option<usize>,
-    /// A breaker slot is held for `upstream`: its outcome must be recorded exactly once.
-    pub breaker_slot: bool,
+    /// The breaker slot held for the attempt on `upstream`, recorded exactly once.
+    pub attempt: Option<crate::routing::BackendAttempt>,
     /// The upstream's response status, when one arrived.
     pub upstream_status: Option<u16>,
     /// `RateLimit-Policy` and `RateLimit` header values, once the limiter decided.
@@ -55,7 +55,7 @@ impl Ctx {
             client_ip: None,
             principal: None,
             limit_policy: None,
-            breaker_slot: false,
+            attempt: None,
             upstream_status: None,
             rate_limit: None,
         }

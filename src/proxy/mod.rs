@@ -26,7 +26,7 @@ use crate::config::AuthMode;
 use crate::correlation;
 use crate::drain::Drain;
 use crate::observability::{AccessLog, AccessRecord, Metrics, RouteLabel};
-use crate::routing::breaker::Outcome as Attempt;
+use crate::routing::breaker::Outcome as AttemptOutcome;
 use crate::routing::{request_host, Pool};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -207,28 +207,23 @@ impl Gateway {
 
     /// Tells the breaker how the last upstream attempt went, once.
     fn record_attempt(&self, e: Option<&Error>, ctx: &mut Ctx) {
-        let (true, Some(addr)) = (ctx.breaker_slot, ctx.upstream) else {
+        let Some(attempt) = ctx.attempt.take() else {
             return;
         };
-        ctx.breaker_slot = false;
-        let Some((_, pool)) = Self::route_of(ctx) else {
-            return;
-        };
-        let pool = Arc::clone(pool);
         let outcome = match (ctx.upstream_status, e) {
-            (Some(s), _) if s >= 500 && pool.health.counts_5xx() => Attempt::Failure,
-            (Some(_), _) => Attempt::Success,
+            (Some(s), _) if s >= 500 && attempt.counts_5xx() => AttemptOutcome::Failure,
+            (Some(_), _) => AttemptOutcome::Success,
             // No response: an upstream error or timeout is the backend's failure; a
             // client that went away first says nothing about it.
             (None, Some(e))
                 if e.esource() == &ErrorSource::Upstream
                     || respond::reply_for(e, Duration::ZERO) == Some(Reply::GatewayTimeout) =>
             {
-                Attempt::Failure
+                AttemptOutcome::Failure
             }
-            (None, _) => Attempt::Abandoned,
+            (None, _) => AttemptOutcome::Abandoned,
         };
-        pool.health.record(&addr, outcome);
+        attempt.record(outcome);
     }
 
     /// While draining, the response says `Connection: close` and the connection ends with it.
@@ -354,9 +349,8 @@ impl ProxyHttp for Gateway {
         // connection says nothing certain about the backend, so its slot is only released.
         if let Some(prev) = ctx.upstream {
             ctx.failed_backend = Some(prev);
-            if ctx.breaker_slot {
-                pool.health.record(&prev, Attempt::Abandoned);
-                ctx.breaker_slot = false;
+            if let Some(attempt) = ctx.attempt.take() {
+                attempt.record(AttemptOutcome::Abandoned);
             }
         }
         let selected = pool
@@ -369,7 +363,7 @@ impl ProxyHttp for Gateway {
         };
         ctx.attempts += 1;
         ctx.upstream = Some(addr);
-        ctx.breaker_slot = pool.health.has_breakers();
+        ctx.attempt = pool.health.attempt(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(route.connect_timeout);
         peer.options.read_timeout = Some(route.read_timeout);
@@ -394,9 +388,8 @@ impl ProxyHttp for Gateway {
         let retry = match Self::route_of_in(&snap, ctx.route) {
             Some((route, pool)) => {
                 ctx.failed_backend = peer.address().as_inet().copied();
-                if let Some(addr) = &ctx.failed_backend {
-                    pool.health.record(addr, Attempt::Failure);
-                    ctx.breaker_slot = false;
+                if let Some(attempt) = ctx.attempt.take() {
+                    attempt.record(AttemptOutcome::Failure);
                 }
                 // Bounded: at most `retries` extra attempts, only for idempotent methods,
                 // and only when another available backend exists to try.
@@ -445,10 +438,9 @@ impl ProxyHttp for Gateway {
                 ctx.failed_backend = peer.address().as_inet().copied();
                 // A fresh connection that failed is the backend's failure; a pooled one may
                 // just have been closed by the backend while idle (upstream_peer releases it).
-                if let (false, Some(addr)) = (client_reused, &ctx.failed_backend) {
-                    if ctx.breaker_slot {
-                        pool.health.record(addr, Attempt::Failure);
-                        ctx.breaker_slot = false;
+                if !client_reused {
+                    if let Some(attempt) = ctx.attempt.take() {
+                        attempt.record(AttemptOutcome::Failure);
                     }
                 }
                 // The same budget as a failed connect: `retries` extra attempts in all, on

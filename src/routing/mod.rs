@@ -3,7 +3,7 @@
 pub mod breaker;
 mod pool;
 
-pub use pool::{Pool, PoolHealth};
+pub use pool::{BackendAttempt, Pool, PoolHealth};
 
 use crate::config::{HashKey, RouteConfig};
 use pingora::http::RequestHeader;

@@ -164,13 +164,19 @@ impl PoolHealth {
         }
     }
 
+    /// Holds `addr`'s breaker slot for one attempt (`None` when the pool has no breakers):
+    /// its outcome is then recorded exactly once.
+    pub fn attempt(self: &Arc<Self>, addr: SocketAddr) -> Option<BackendAttempt> {
+        self.breakers.then(|| BackendAttempt {
+            health: Arc::clone(self),
+            addr,
+            recorded: false,
+        })
+    }
+
     /// Whether 5xx responses count as failures for this pool's breakers.
     pub fn counts_5xx(&self) -> bool {
         self.count_5xx
-    }
-
-    pub fn has_breakers(&self) -> bool {
-        self.breakers
     }
 
     fn transition(&self, b: &BackendHealth, t: Transition) {
@@ -295,6 +301,35 @@ impl HealthCheck for ObservedCheck {
 
     fn health_threshold(&self, success: bool) -> usize {
         self.inner.health_threshold(success)
+    }
+}
+
+/// One attempt on a backend whose breaker let it through: recorded exactly once, by
+/// [`BackendAttempt::record`], or as abandoned when dropped unrecorded (a retry moved on, a
+/// request went away), so a half-open trial slot is never leaked.
+pub struct BackendAttempt {
+    health: Arc<PoolHealth>,
+    addr: SocketAddr,
+    recorded: bool,
+}
+
+impl BackendAttempt {
+    /// Whether a 5xx answer counts as the backend's failure in this pool.
+    pub fn counts_5xx(&self) -> bool {
+        self.health.count_5xx
+    }
+
+    pub fn record(mut self, outcome: Outcome) {
+        self.recorded = true;
+        self.health.record(&self.addr, outcome);
+    }
+}
+
+impl Drop for BackendAttempt {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.health.record(&self.addr, Outcome::Abandoned);
+        }
     }
 }
 
