@@ -511,3 +511,39 @@ routes:
         200
     );
 }
+
+#[test]
+fn gateway_token_mints_what_the_gateway_accepts() {
+    let up = Upstream::start("app");
+    let gw = Gateway::start(&config(&up, ""));
+    let mint = |args: &[&str]| {
+        let out = std::process::Command::new(common::gateway_bin())
+            .arg("-c")
+            .arg(&gw.config_path)
+            .arg("token")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let token = mint(&["--sub", "alice", "--tier", "premium"]);
+    let r = get(
+        &gw.url("/premium"),
+        &[("Authorization", &format!("Bearer {token}"))],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["headers"]["x-consumer-id"], "alice");
+    assert_eq!(r.json()["headers"]["x-consumer-tier"], "premium");
+    // A free-tier token is refused by the premium-only route.
+    let token = mint(&["--sub", "bob", "--tier", "free"]);
+    let r = get(
+        &gw.url("/premium"),
+        &[("Authorization", &format!("Bearer {token}"))],
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+}

@@ -5,8 +5,10 @@
 mod api_key;
 mod cache;
 mod jwt;
+mod mint;
 
 pub use jwt::JwksReload;
+pub use mint::{mint, TokenRequest};
 
 use crate::config::{AuthConfig, TokenSource};
 use http::HeaderValue;

@@ -3,7 +3,7 @@
 use super::{raw, Range, Validator};
 use http::HeaderName;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -28,6 +28,9 @@ pub struct JwtKeyConfig {
     pub kid: Option<String>,
     pub algorithm: Algorithm,
     pub key: DecodingKey,
+    /// For an HMAC key: the same secret for signing, so `gateway token` can mint test
+    /// tokens the gateway accepts. `None` for public keys.
+    pub signing: Option<EncodingKey>,
 }
 
 impl std::fmt::Debug for JwtKeyConfig {
@@ -361,6 +364,7 @@ impl Validator<'_> {
             );
             return None;
         }
+        let mut signing = None;
         let key = if hmac {
             let secret = if k.secret_file.is_some() {
                 trim_newline(material)
@@ -377,6 +381,7 @@ impl Validator<'_> {
                 );
                 return None;
             }
+            signing = Some(EncodingKey::from_secret(&secret));
             Ok(DecodingKey::from_secret(&secret))
         } else {
             match algorithm {
@@ -395,6 +400,7 @@ impl Validator<'_> {
                 kid: k.kid.clone(),
                 algorithm,
                 key,
+                signing,
             }),
             Err(e) => {
                 self.problem(at, format!("not a valid {:?} public key: {e}", algorithm));
@@ -443,6 +449,7 @@ pub fn read_jwks(path: &Path) -> Result<Vec<JwtKeyConfig>, String> {
                 kid: Some(kid),
                 algorithm,
                 key,
+                signing: None,
             })
         })
         .collect()
