@@ -1,6 +1,6 @@
 //! Validation of the `auth` section: tiers, JWT issuers and keys, API keys.
 
-use super::{raw, Range, Validator};
+use super::{raw, Range, Source, Validator};
 use http::HeaderName;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
@@ -165,24 +165,11 @@ impl Validator<'_> {
             }
         };
         let jwt = a.jwt.map(|j| {
-            let from = match j.from.as_str() {
-                "bearer" => TokenSource::Bearer,
-                f if f.starts_with("header:") => {
-                    match HeaderName::from_bytes(f["header:".len()..].trim().as_bytes()) {
-                        Ok(h) => TokenSource::Header(h),
-                        Err(_) => {
-                            self.problem(
-                                "auth.jwt.from",
-                                format!("\"{f}\" does not name a valid header"),
-                            );
-                            TokenSource::Bearer
-                        }
-                    }
-                }
-                f if f.starts_with("cookie:") && f.len() > "cookie:".len() => {
-                    TokenSource::Cookie(f["cookie:".len()..].trim().to_string())
-                }
-                f => {
+            let from = match self.source("auth.jwt.from", &j.from) {
+                None | Some(Source::Word("bearer")) => TokenSource::Bearer,
+                Some(Source::Header(h)) => TokenSource::Header(h),
+                Some(Source::Cookie(name)) => TokenSource::Cookie(name.to_string()),
+                Some(Source::Word(f)) => {
                     self.problem(
                         "auth.jwt.from",
                         format!("\"{f}\": expected bearer, header:<name> or cookie:<name>"),

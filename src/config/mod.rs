@@ -270,7 +270,32 @@ struct Validator<'a> {
     broken: HashSet<String>,
 }
 
+/// A value several keys write as a word, `header:<name>` or `cookie:<name>`.
+enum Source<'t> {
+    Word(&'t str),
+    Header(http::HeaderName),
+    Cookie(&'t str),
+}
+
 impl Validator<'_> {
+    /// Reads `text` (at `at`) as a word, `header:<name>` or `cookie:<name>`; `None` (with
+    /// a problem) for a header name that is not one.
+    fn source<'t>(&mut self, at: &str, text: &'t str) -> Option<Source<'t>> {
+        if let Some(name) = text.strip_prefix("header:") {
+            return match http::HeaderName::from_bytes(name.trim().as_bytes()) {
+                Ok(h) => Some(Source::Header(h)),
+                Err(_) => {
+                    self.problem(at, format!("\"{text}\" does not name a valid header"));
+                    None
+                }
+            };
+        }
+        match text.strip_prefix("cookie:").map(str::trim) {
+            Some(name) if !name.is_empty() => Some(Source::Cookie(name)),
+            _ => Some(Source::Word(text)),
+        }
+    }
+
     fn problem(&mut self, at: impl Into<String>, message: impl Into<String>) {
         let at = at.into();
         if self.is_broken(&at) {

@@ -104,22 +104,13 @@ impl Validator<'_> {
                 Some(n) => self.int(&format!("{at}.burst"), n, BURST),
                 None => rate.min(BURST.max),
             };
-            let key = match p.key.as_str() {
-                "client_ip" => LimitKey::ClientIp,
-                "consumer" => LimitKey::Consumer,
-                k if k.starts_with("header:") => {
-                    match http::HeaderName::from_bytes(k["header:".len()..].trim().as_bytes()) {
-                        Ok(h) => LimitKey::Header(h),
-                        Err(_) => {
-                            self.problem(
-                                format!("{at}.key"),
-                                format!("\"{k}\" does not name a valid header"),
-                            );
-                            LimitKey::ClientIp
-                        }
-                    }
-                }
-                k => {
+            let key_at = format!("{at}.key");
+            let key = match self.source(&key_at, &p.key) {
+                None | Some(Source::Word("client_ip")) => LimitKey::ClientIp,
+                Some(Source::Word("consumer")) => LimitKey::Consumer,
+                Some(Source::Header(h)) => LimitKey::Header(h),
+                Some(_) => {
+                    let k = &p.key;
                     self.problem(
                         format!("{at}.key"),
                         format!(

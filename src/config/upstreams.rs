@@ -140,29 +140,24 @@ impl Validator<'_> {
                 Err(msg) => self.problem(format!("{bat}.addr"), msg),
             }
         }
-        let hash_key = match (&raw.selection, raw.hash_key.as_deref()) {
-            (Selection::ConsistentHash, None) | (_, Some("client_ip")) => HashKey::ClientIp,
-            (_, Some("path")) => HashKey::Path,
-            (_, Some(k)) if k.starts_with("header:") => {
-                match http::HeaderName::from_bytes(k["header:".len()..].trim().as_bytes()) {
-                    Ok(h) => HashKey::Header(h),
-                    Err(_) => {
-                        self.problem(
-                            format!("{at}.hash_key"),
-                            format!("\"{k}\" does not name a valid header"),
-                        );
-                        HashKey::ClientIp
-                    }
-                }
+        let key_at = format!("{at}.hash_key");
+        let hash_key = match raw
+            .hash_key
+            .as_deref()
+            .map(|k| (k, self.source(&key_at, k)))
+        {
+            None | Some((_, None)) | Some((_, Some(Source::Word("client_ip")))) => {
+                HashKey::ClientIp
             }
-            (_, Some(k)) => {
+            Some((_, Some(Source::Word("path")))) => HashKey::Path,
+            Some((_, Some(Source::Header(h)))) => HashKey::Header(h),
+            Some((k, Some(_))) => {
                 self.problem(
-                    format!("{at}.hash_key"),
+                    &key_at,
                     format!("unknown hash key \"{k}\", expected client_ip, path or header:<name>"),
                 );
                 HashKey::ClientIp
             }
-            (_, None) => HashKey::ClientIp,
         };
         if raw.hash_key.is_some() && raw.selection != Selection::ConsistentHash {
             self.problem(
