@@ -60,6 +60,20 @@ impl Logger {
             && record.args().to_string().contains("becomes ")
     }
 
+    /// Pingora's "No incoming socket transfer, sleep 1s and try again" (ERROR) is what a
+    /// new process started with `-u` says while it waits for the old one's sockets: a
+    /// normal step of an upgrade, so INFO.
+    fn is_upgrade_wait(record: &Record) -> bool {
+        record.level() == Level::Error
+            && record
+                .target()
+                .starts_with("pingora_core::server::transfer_fd")
+            && record
+                .args()
+                .to_string()
+                .starts_with("No incoming socket transfer")
+    }
+
     fn is_pool_race(record: &Record) -> bool {
         record.level() == Level::Error
             && record.target() == POOL_RACE_TARGET
@@ -73,17 +87,21 @@ impl Log for Logger {
     }
 
     fn log(&self, record: &Record) {
-        let race = Self::is_pool_race(record);
-        if race {
+        let level = if Self::is_pool_race(record) {
             if let Some(c) = pool_reuse_races() {
                 c.inc();
             }
-        } else if !Self::is_duplicate_health_line(record) {
+            Level::Debug
+        } else if Self::is_duplicate_health_line(record) {
+            Level::Debug
+        } else if Self::is_upgrade_wait(record) {
+            Level::Info
+        } else {
             self.inner.log(record);
             return;
-        }
+        };
         let demoted = Metadata::builder()
-            .level(Level::Debug)
+            .level(level)
             .target(record.target())
             .build();
         if self.inner.enabled(&demoted) {
@@ -198,6 +216,19 @@ mod tests {
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert!(!text.contains("becomes unhealthy"), "{text}");
         assert!(text.contains("health check task failed"), "{text}");
+    }
+
+    #[test]
+    fn the_upgrade_wait_is_info() {
+        let (l, out) = logger("info");
+        log(
+            &l,
+            Level::Error,
+            "pingora_core::server::transfer_fd",
+            format_args!("No incoming socket transfer, sleep {:?} and try again", 1),
+        );
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("INFO") && !text.contains("ERROR"), "{text}");
     }
 
     #[test]
