@@ -11,7 +11,9 @@ runner=$!
 cleanup() { kill "$runner" 2>/dev/null || true; pkill -P "$runner" 2>/dev/null || true; }
 trap cleanup EXIT
 deadline=$((SECONDS + 1200))
-until curl -fs -o /dev/null http://127.0.0.1:9100/healthz; do
+# Both listeners up (a request to / is proxied or answered 503: it spends no /ping token).
+until curl -fs -o /dev/null http://127.0.0.1:9100/healthz \
+  && curl -s -o /dev/null http://127.0.0.1:8000/; do
   if ! kill -0 "$runner" 2>/dev/null; then
     echo "quickstart: the gateway exited:"; tail -n 30 "$log"; exit 1
   fi
