@@ -53,8 +53,15 @@ pub struct Policy {
 
 impl Policy {
     /// The `RateLimit` header value for a decision: `"name";r=<remaining>;t=<seconds>`.
+    /// `t` answers "when can I go on": with tokens left, when the bucket is full again;
+    /// with none left (the last allowed request, or a 429), when the next one is due, so
+    /// the response that spends the last token and the 429 after it agree.
     pub fn header(&self, d: &Decision) -> Option<HeaderValue> {
-        let t = if d.allowed { d.reset } else { d.retry_after };
+        let t = match (d.allowed, d.remaining) {
+            (true, 0) => self.shape.time_for(1.0),
+            (true, _) => d.reset,
+            (false, _) => d.retry_after,
+        };
         HeaderValue::from_str(&format!(
             "{};r={};t={}",
             self.quoted_name,

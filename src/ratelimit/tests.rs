@@ -41,10 +41,15 @@ async fn headers_follow_the_draft() {
     assert_eq!(p.policy_header, "\"free\";q=5;w=60");
     let d = l.check(0, b"k").await;
     assert_eq!(p.header(&d).unwrap(), "\"free\";r=4;t=12");
-    for _ in 0..4 {
+    for _ in 0..3 {
         l.check(0, b"k").await;
     }
+    // The last token: r=0 and t is when the next one is due, as on the 429 after it.
     let d = l.check(0, b"k").await;
+    assert!(d.allowed);
+    assert_eq!(p.header(&d).unwrap(), "\"free\";r=0;t=12");
+    let d = l.check(0, b"k").await;
+    assert!(!d.allowed);
     assert_eq!(p.header(&d).unwrap(), "\"free\";r=0;t=12");
 }
 
