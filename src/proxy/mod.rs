@@ -1,14 +1,17 @@
 //! The `ProxyHttp` implementation: every client request passes through these hooks.
 //!
 //! ```text
-//! request_filter           client_ip -> correlation::assign -> /ping -> routing (host + prefix)
-//!                          -> pool health -> rate limit; a Reply is written by respond()
-//! upstream_peer            a healthy backend of the route's pool (skipping one that just failed)
-//! fail_to_connect          retry idempotent requests on another backend (bounded per route)
-//! upstream_request_filter  X-Request-ID, traceparent, X-Forwarded-*, Forwarded, prefix strip
-//! response_filter          X-Request-ID, RateLimit-Policy / RateLimit back to the client
-//! fail_to_proxy            502 / 503 / 504 as JSON via respond()
-//! logging                  metrics + one access-log line
+//! request_filter           client_ip -> stages.rs: correlation -> edge -> /ping -> route
+//!                          -> authenticate -> pool health; then the rate limit; a Reply is
+//!                          written by respond.rs
+//! upstream_peer            a healthy backend of the route's pool (skipping one that just
+//!                          failed); holds its breaker attempt
+//! fail_to_connect,         retry idempotent requests on another backend (bounded per route)
+//!   error_while_proxy
+//! upstream_request_filter  forward.rs: request id, identity, forwarding headers, prefix strip
+//! response_filter          request id, RateLimit headers; Connection: close while draining
+//! fail_to_proxy            502 / 503 / 504 as JSON via respond.rs
+//! logging                  the breaker outcome, metrics, one access-log line
 //! ```
 
 mod bare;
@@ -16,6 +19,7 @@ mod ctx;
 mod forward;
 mod respond;
 mod snapshot;
+mod stages;
 
 pub use bare::BareProxy;
 pub use ctx::Ctx;
@@ -64,186 +68,6 @@ pub struct Gateway {
     pub upstream_idle_timeout: Option<Duration>,
     /// Shutting down: every response closes its client connection.
     pub drain: Arc<Drain>,
-}
-
-impl Gateway {
-    /// The request stages before proxying: plain values in, a decision out.
-    pub fn admit(&self, req: &mut RequestHeader, ctx: &mut Ctx) -> Outcome {
-        let snap = Arc::clone(&ctx.snapshot);
-        Self::correlate(&snap, req, ctx);
-        if let Err(reply) = self.clean(&snap, req) {
-            ctx.error = Some(reply.message());
-            return Outcome::Respond(reply);
-        }
-        if Self::is_ping(&snap, req) {
-            ctx.route = RouteLabel::Ping;
-            ctx.limit_policy = snap.ping.as_ref().and_then(|p| p.rate_limit);
-            return Outcome::Respond(Reply::Pong);
-        }
-        match Self::route_and_authorize(&snap, req, ctx) {
-            Ok(()) => Outcome::Continue,
-            Err(reply) => {
-                if ctx.error.is_none() {
-                    ctx.error = Some(reply.message());
-                }
-                Outcome::Respond(reply)
-            }
-        }
-    }
-
-    /// Stage 1: keep a sane request id or mint one; the same for traceparent.
-    fn correlate(snap: &Snapshot, req: &RequestHeader, ctx: &mut Ctx) {
-        let (id, _) = correlation::assign(
-            req.headers.get(&snap.correlation.header),
-            snap.correlation.trust_incoming,
-        );
-        ctx.request_id = Some(id);
-        if snap.correlation.traceparent {
-            ctx.traceparent = Some(match req.headers.get("traceparent") {
-                Some(tp) if correlation::is_valid_traceparent(tp.as_bytes()) => tp.clone(),
-                _ => correlation::mint_traceparent(),
-            });
-        }
-    }
-
-    /// Stage 2: the path in its canonical spelling, header names without `_`: every later
-    /// stage, the access log and the upstream see the request as cleaned here.
-    fn clean(&self, snap: &Snapshot, req: &mut RequestHeader) -> Result<(), Reply> {
-        match snap.edge.clean(req) {
-            Ok(cleaned) => {
-                self.metrics
-                    .observe_edge_cleaned(cleaned.path_rewritten, cleaned.headers_dropped);
-                Ok(())
-            }
-            Err(refusal) => {
-                self.metrics.observe_edge_refusal(refusal.label());
-                Err(Reply::Refused(refusal.message()))
-            }
-        }
-    }
-
-    /// Stage 3: the built-in health endpoint of the gateway itself.
-    fn is_ping(snap: &Snapshot, req: &RequestHeader) -> bool {
-        snap.ping
-            .as_ref()
-            .is_some_and(|p| req.method == http::Method::GET && req.uri.path() == p.path)
-    }
-
-    /// Stages 4 to 6: route, authenticate, check the pool. An `Err` is the reply.
-    fn route_and_authorize(
-        snap: &Snapshot,
-        req: &RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Result<(), Reply> {
-        let (index, route) = snap
-            .router
-            .find(request_host(req), req.uri.path())
-            .ok_or(Reply::NotFound)?;
-        ctx.route = RouteLabel::Route(index);
-        let tier = Self::authenticate(snap, route.auth, req, ctx)?;
-        if !route.allows_tier(tier) {
-            return Err(Reply::Forbidden);
-        }
-        ctx.limit_policy = route.rate_limit(tier);
-        // Fail fast when no backend can take the request: no upstream connection is attempted.
-        let pool = snap.pools.get(route.pool).ok_or(Reply::Internal)?;
-        if !pool.health.available() {
-            pool.health.short_circuited();
-            return Err(Reply::Unavailable {
-                retry_after: pool.health.retry_after(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Stage 5: a principal and its tier, or anonymous (tier 0).
-    fn authenticate(
-        snap: &Snapshot,
-        mode: AuthMode,
-        req: &RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Result<usize, Reply> {
-        if mode == AuthMode::None {
-            return Ok(0);
-        }
-        let auth = &snap.auth;
-        match auth.authenticate(req, crate::auth::unix_now()) {
-            Ok(Some(p)) => {
-                let tier = p.tier;
-                ctx.principal = Some(p);
-                Ok(tier)
-            }
-            Ok(None) if mode == AuthMode::Required => Err(Reply::Unauthorized {
-                challenge: auth.challenge_missing.clone(),
-                invalid: false,
-            }),
-            Ok(None) => Ok(0),
-            Err(e) => {
-                // The reason goes to the access log; no token or key material does.
-                ctx.error = Some(e.reason());
-                Err(Reply::Unauthorized {
-                    challenge: auth.challenge_invalid.clone(),
-                    invalid: true,
-                })
-            }
-        }
-    }
-
-    /// The route and pool a request was routed to, in its snapshot.
-    fn route_of(ctx: &Ctx) -> Option<(&crate::routing::Route, &Arc<Pool>)> {
-        Self::route_of_in(&ctx.snapshot, ctx.route)
-    }
-
-    fn route_of_in(
-        snap: &Snapshot,
-        label: RouteLabel,
-    ) -> Option<(&crate::routing::Route, &Arc<Pool>)> {
-        let RouteLabel::Route(i) = label else {
-            return None;
-        };
-        let route = snap.router.get(i)?;
-        Some((route, snap.pools.get(route.pool)?))
-    }
-
-    /// Tells the breaker how the last upstream attempt went, once.
-    fn record_attempt(&self, e: Option<&Error>, ctx: &mut Ctx) {
-        let Some(attempt) = ctx.attempt.take() else {
-            return;
-        };
-        let outcome = match (ctx.upstream_status, e) {
-            (Some(s), _) if s >= 500 && attempt.counts_5xx() => AttemptOutcome::Failure,
-            (Some(_), _) => AttemptOutcome::Success,
-            // No response: an upstream error or timeout is the backend's failure; a
-            // client that went away first says nothing about it.
-            (None, Some(e))
-                if e.esource() == &ErrorSource::Upstream
-                    || respond::reply_for(e, Duration::ZERO) == Some(Reply::GatewayTimeout) =>
-            {
-                AttemptOutcome::Failure
-            }
-            (None, _) => AttemptOutcome::Abandoned,
-        };
-        attempt.record(outcome);
-    }
-
-    /// While draining, the response says `Connection: close` and the connection ends with it.
-    fn close_if_draining(&self, session: &mut Session) {
-        if self.drain.is_draining() {
-            session.set_keepalive(None);
-        }
-    }
-
-    fn route_name(ctx: &Ctx) -> &str {
-        match ctx.route {
-            RouteLabel::Route(i) => ctx
-                .snapshot
-                .router
-                .get(i)
-                .map_or("none", |r| r.name.as_str()),
-            RouteLabel::Ping => "ping",
-            RouteLabel::Unrouted => "none",
-        }
-    }
 }
 
 /// The socket peer's IP (not the derived client: X-Forwarded-For appends this hop).
