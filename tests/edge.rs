@@ -23,6 +23,12 @@ fn sha256_hex(s: &str) -> String {
 
 /// `/admin` needs a credential, `/` is public, both in front of `up`.
 fn admin_config(up: &str, edge: &str) -> String {
+    protected_config(up, "path_prefix: /admin", edge)
+}
+
+/// A route matching `admin` that needs a credential, in front of a public catch-all,
+/// both to `up` (an API key `KEY` of consumer `acme`, tier `free`).
+fn protected_config(up: &str, admin: &str, edge: &str) -> String {
     format!(
         "upstreams:
   app:
@@ -37,7 +43,7 @@ auth:
         sha256: {digest}
 routes:
   - name: admin
-    path_prefix: /admin
+    {admin}
     upstream: app
     auth: required
   - name: public
@@ -399,33 +405,9 @@ routes:
     }
 }
 
-/// A host-scoped admin route in front of a public catch-all, with a WSGI upstream.
+/// A host-scoped admin route in front of a public catch-all.
 fn host_config(upstream: &str, edge: &str) -> String {
-    format!(
-        "upstreams:
-  app:
-    backends:
-      - addr: {upstream}
-auth:
-  tiers: [free]
-  api_keys:
-    keys:
-      - consumer: acme
-        tier: free
-        sha256: {digest}
-routes:
-  - name: admin
-    host: admin.example
-    path_prefix: /
-    upstream: app
-    auth: required
-  - name: public
-    path_prefix: /
-    upstream: app
-    auth: none
-{edge}",
-        digest = sha256_hex(KEY)
-    )
+    protected_config(upstream, "host: admin.example\n    path_prefix: /", edge)
 }
 
 fn send(gw: &Gateway, head: &str) -> (u16, String) {

@@ -128,16 +128,10 @@ impl Authenticator {
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             }
             TokenSource::Header(h) => req.headers.get(h)?.to_str().ok().map(str::trim),
-            TokenSource::Cookie(name) => req
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .find_map(|kv| {
-                    let (k, v) = kv.trim().split_once('=')?;
-                    (k == name).then_some(v)
-                }),
+            TokenSource::Cookie(name) => cookie_pairs(&req.headers).find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == name).then_some(v)
+            }),
         }
     }
 
@@ -254,26 +248,27 @@ impl Authenticator {
         if method != Method::Jwt {
             return None;
         }
+        let is_credential = |kv: &str| kv.split_once('=').is_some_and(|(k, _)| k == name);
         // The common case, no credential cookie at all: nothing to rebuild.
-        let prefix = format!("{name}=");
-        if !headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains(&prefix))
-        {
+        if !cookie_pairs(headers).any(is_credential) {
             return None;
         }
-        let kept: Vec<&str> = headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .map(str::trim)
-            .filter(|kv| !kv.is_empty() && kv.split_once('=').is_none_or(|(k, _)| k != name))
+        let kept: Vec<&str> = cookie_pairs(headers)
+            .filter(|kv| !is_credential(kv))
             .collect();
         Some(kept.join("; "))
     }
+}
+
+/// The `name=value` pairs of a request's `Cookie` headers, trimmed, empty ones skipped.
+fn cookie_pairs(headers: &http::HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty())
 }
 
 /// The current Unix time in seconds.

@@ -47,15 +47,7 @@ impl Refusal {
     /// The `error` text of the 400 body.
     pub fn message(self) -> &'static str {
         match self {
-            Refusal::Path(PathError::NotAbsolute) => "path must start with '/'",
-            Refusal::Path(PathError::BadEscape) => "malformed percent-encoding in path",
-            Refusal::Path(PathError::EncodedSlash) => "encoded slash or backslash in path",
-            Refusal::Path(PathError::Backslash) => "backslash in path",
-            Refusal::Path(PathError::ControlByte) => "control character in path",
-            Refusal::Path(PathError::AboveRoot) => "path climbs above the root",
-            Refusal::Path(PathError::DotSegmentParams) => "dot segment with parameters in path",
-            Refusal::Path(PathError::NotUtf8) => "path is not valid UTF-8",
-            Refusal::Path(PathError::Parameters) => "path parameter (';') in path",
+            Refusal::Path(e) => e.message(),
             Refusal::Host(HostError::Invalid) => "invalid Host",
             Refusal::Host(HostError::BadPort) => "invalid port in Host",
             Refusal::MissingHost => "missing Host header",
@@ -228,5 +220,87 @@ impl Edge {
             .map_err(|_| Refusal::Path(PathError::BadEscape))?;
         req.set_uri(uri);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EdgeConfig;
+
+    fn req(target: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", target.as_bytes(), None).unwrap();
+        r.insert_header("host", "a.example").unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn edge() -> Edge {
+        Edge::new(&EdgeConfig::default(), &[])
+    }
+
+    #[test]
+    fn content_length_is_one_number_or_refused() {
+        for (values, want) in [
+            (&["5"][..], Ok(Some("5"))),
+            (&["5, 5"][..], Ok(Some("5"))),
+            (&["5", "5"][..], Ok(Some("5"))),
+            (&["5, 6"][..], Err(Refusal::ContentLength)),
+            (&["5", "6"][..], Err(Refusal::ContentLength)),
+            (&["five", "five"][..], Err(Refusal::ContentLength)),
+            (&["-1, -1"][..], Err(Refusal::ContentLength)),
+            (&["5,"][..], Err(Refusal::ContentLength)),
+            (
+                &["99999999999999999999999, 1"][..],
+                Err(Refusal::ContentLength),
+            ),
+            // A single value is left to Pingora's parser, which refuses a bad one itself.
+            (&["five"][..], Ok(Some("five"))),
+        ] {
+            let headers: Vec<(&str, &str)> =
+                values.iter().map(|v| ("content-length", *v)).collect();
+            let mut r = req("/x", &headers);
+            let got = edge().clean(&mut r).map(|_| {
+                let all: Vec<&str> = r
+                    .headers
+                    .get_all("content-length")
+                    .iter()
+                    .map(|v| v.to_str().unwrap())
+                    .collect();
+                (all.len() == 1).then(|| all[0])
+            });
+            assert_eq!(got, want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn odd_targets_and_hosts_are_refused() {
+        for (target, host, want) in [
+            (
+                "*",
+                Some("a.example"),
+                Refusal::Path(PathError::NotAbsolute),
+            ),
+            (
+                "?q=/../admin",
+                Some("a.example"),
+                Refusal::Path(PathError::NotAbsolute),
+            ),
+            (
+                "/x",
+                Some("a.example:99999"),
+                Refusal::Host(HostError::BadPort),
+            ),
+            ("/x", Some("a b"), Refusal::Host(HostError::Invalid)),
+            ("/x", None, Refusal::MissingHost),
+        ] {
+            let mut r = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+            if let Some(h) = host {
+                r.insert_header("host", h).unwrap();
+            }
+            assert_eq!(edge().clean(&mut r), Err(want), "{target} {host:?}");
+        }
     }
 }

@@ -16,27 +16,18 @@ use crate::config::{EscapedSlashes, PathConfig, PathParameters};
 use std::borrow::Cow;
 
 /// Why a path is refused (the client gets a 400).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
-    #[error("path must start with '/'")]
     NotAbsolute,
-    #[error("malformed percent-encoding in path")]
     BadEscape,
-    #[error("encoded slash or backslash in path")]
     EncodedSlash,
-    #[error("backslash in path")]
     Backslash,
-    #[error("control character in path")]
     ControlByte,
-    #[error("path climbs above the root")]
     AboveRoot,
     /// `..;x` or `.;x`: Tomcat and Jetty read these as dot segments, others do not.
-    #[error("dot segment with parameters in path")]
     DotSegmentParams,
-    #[error("path is not valid UTF-8")]
     NotUtf8,
     /// A literal `;` (`edge.path.parameters: reject`).
-    #[error("path parameter (';') in path")]
     Parameters,
 }
 
@@ -56,18 +47,29 @@ impl PathError {
         }
     }
 
-    pub const ALL: [PathError; 9] = [
-        PathError::NotAbsolute,
-        PathError::BadEscape,
-        PathError::EncodedSlash,
-        PathError::Backslash,
-        PathError::ControlByte,
-        PathError::AboveRoot,
-        PathError::DotSegmentParams,
-        PathError::NotUtf8,
-        PathError::Parameters,
-    ];
+    /// The text a client reads in the 400 body (and `Display`).
+    pub fn message(self) -> &'static str {
+        match self {
+            PathError::NotAbsolute => "path must start with '/'",
+            PathError::BadEscape => "malformed percent-encoding in path",
+            PathError::EncodedSlash => "encoded slash or backslash in path",
+            PathError::Backslash => "backslash in path",
+            PathError::ControlByte => "control character in path",
+            PathError::AboveRoot => "path climbs above the root",
+            PathError::DotSegmentParams => "dot segment with parameters in path",
+            PathError::NotUtf8 => "path is not valid UTF-8",
+            PathError::Parameters => "path parameter (';') in path",
+        }
+    }
 }
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for PathError {}
 
 fn is_control(b: u8) -> bool {
     b < 0x20 || b == 0x7f

@@ -145,8 +145,7 @@ impl ProxyHttp for Gateway {
         match outcome {
             Outcome::Continue => Ok(false),
             Outcome::Respond(reply) => {
-                let header = ctx.snapshot.correlation.header.clone();
-                respond::respond(session, ctx, &header, &reply).await?;
+                respond::respond(session, ctx, &reply).await?;
                 Ok(true) // Pingora: true = "a response was already sent"
             }
         }
@@ -343,7 +342,7 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         // Again here: draining may have started while the upstream was answering.
         self.close_if_draining(session);
-        respond::gateway_headers(resp, ctx, &ctx.snapshot.correlation.header)
+        respond::gateway_headers(resp, ctx)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -364,9 +363,7 @@ impl ProxyHttp for Gateway {
                 if ctx.request_id.is_none() {
                     ctx.request_id = Some(correlation::mint_request_id());
                 }
-                if let Err(we) =
-                    respond::respond(session, ctx, &ctx.snapshot.correlation.header, &reply).await
-                {
+                if let Err(we) = respond::respond(session, ctx, &reply).await {
                     log::debug!(
                         "request_id={} cannot send error response: {we}",
                         ctx.request_id()

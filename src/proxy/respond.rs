@@ -3,7 +3,6 @@
 
 use super::ctx::Ctx;
 use bytes::Bytes;
-use http::HeaderName;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -126,13 +125,9 @@ pub fn reply_for(e: &Error, retry_after: Duration) -> Option<Reply> {
 
 /// The headers every response to the client carries, proxied or the gateway's own: the
 /// request id, and the RateLimit headers once the limiter decided.
-pub fn gateway_headers(
-    resp: &mut ResponseHeader,
-    ctx: &Ctx,
-    id_header: &HeaderName,
-) -> pingora::Result<()> {
+pub fn gateway_headers(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora::Result<()> {
     if let Some(id) = &ctx.request_id {
-        resp.insert_header(id_header.clone(), id.clone())?;
+        resp.insert_header(ctx.snapshot.correlation.header.clone(), id.clone())?;
     }
     if let Some((policy, state)) = &ctx.rate_limit {
         resp.insert_header("ratelimit-policy", policy.clone())?;
@@ -142,17 +137,12 @@ pub fn gateway_headers(
 }
 
 /// Writes `reply` to the client. Keeps the connection alive (unlike `respond_error`).
-pub async fn respond(
-    session: &mut Session,
-    ctx: &Ctx,
-    id_header: &HeaderName,
-    reply: &Reply,
-) -> pingora::Result<()> {
+pub async fn respond(session: &mut Session, ctx: &Ctx, reply: &Reply) -> pingora::Result<()> {
     let body = reply.body(ctx.request_id());
     let mut resp = ResponseHeader::build(reply.status(), Some(4))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    gateway_headers(&mut resp, ctx, id_header)?;
+    gateway_headers(&mut resp, ctx)?;
     if let Reply::Unavailable { retry_after } | Reply::RateLimited { retry_after } = reply {
         // Round up: "Retry-After: 0" would invite an immediate retry storm.
         resp.insert_header(
