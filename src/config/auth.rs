@@ -1,11 +1,10 @@
 //! Validation of the `auth` section: tiers, JWT issuers and keys, API keys.
 
-use super::{raw, Range, Source, Validator};
+use super::keys::read_jwks;
+use super::{Range, Source, Validator};
 use http::HeaderName;
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 pub use raw::AuthMode;
@@ -89,24 +88,6 @@ pub struct AuthConfig {
     pub default_mode: AuthMode,
 }
 
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            tiers: vec![ANONYMOUS.to_string()],
-            jwt: None,
-            api_keys: None,
-            forward_identity: true,
-            strip_credentials: true,
-            realm: "gateway".into(),
-            cache_size: 10_000,
-            default_mode: AuthMode::None,
-        }
-    }
-}
-
-/// Minimum HMAC secret length: RFC 7518 asks for a key as long as the hash output.
-const MIN_SECRET: usize = 32;
-
 // Ranges of the `auth` section.
 /// Verified tokens remembered, a few hundred bytes each.
 const CACHE_SIZE: Range<usize> = Range::new(1, 1_000_000);
@@ -128,11 +109,30 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 
 impl Validator<'_> {
     pub(super) fn auth(&mut self, raw: Option<raw::Auth>) -> AuthConfig {
-        let Some(a) = raw else {
-            return AuthConfig::default();
-        };
+        let a = raw.unwrap_or_else(|| raw::Auth {
+            // No auth section: nothing could verify a credential, so routes are open.
+            default_mode: AuthMode::None,
+            ..raw::Auth::default()
+        });
+        let tiers = self.tiers(&a.tiers);
+        let jwt = a.jwt.map(|j| self.jwt(j, &tiers));
+        let api_keys = a.api_keys.map(|k| self.api_keys(k, &tiers));
+        AuthConfig {
+            jwt,
+            api_keys,
+            forward_identity: a.forward_identity,
+            strip_credentials: a.strip_credentials,
+            realm: a.realm,
+            cache_size: self.int("auth.cache_size", a.cache_size, CACHE_SIZE),
+            default_mode: a.default_mode,
+            tiers,
+        }
+    }
+
+    /// `anonymous` first, then the tiers listed.
+    fn tiers(&mut self, listed: &[String]) -> Vec<String> {
         let mut tiers = vec![ANONYMOUS.to_string()];
-        for (i, t) in a.tiers.iter().enumerate() {
+        for (i, t) in listed.iter().enumerate() {
             if t == ANONYMOUS || tiers.contains(t) {
                 self.problem(
                     format!("auth.tiers[{i}]"),
@@ -152,292 +152,265 @@ impl Validator<'_> {
             // Tier sets are bit sets of a u64.
             tiers.truncate(64);
         }
-        let tier_of = |v: &mut Self, at: String, name: &str| -> usize {
-            match tiers.iter().position(|t| t == name) {
-                Some(i) => i,
-                None => {
-                    v.problem(
-                        at,
-                        format!("unknown tier \"{name}\" (tiers: {})", tiers.join(", ")),
-                    );
-                    0
-                }
-            }
-        };
-        let jwt = a.jwt.map(|j| {
-            let from = match self.source("auth.jwt.from", &j.from) {
-                None | Some(Source::Word("bearer")) => TokenSource::Bearer,
-                Some(Source::Header(h)) => TokenSource::Header(h),
-                Some(Source::Cookie(name)) => TokenSource::Cookie(name.to_string()),
-                Some(Source::Word(f)) => {
-                    self.problem(
-                        "auth.jwt.from",
-                        format!("\"{f}\": expected bearer, header:<name> or cookie:<name>"),
-                    );
-                    TokenSource::Bearer
-                }
-            };
-            let listed = self.required("auth.jwt", "issuers", j.issuers);
-            if listed.as_ref().is_some_and(Vec::is_empty) {
-                self.problem("auth.jwt.issuers", "at least one issuer is required");
-            }
-            let issuers = listed
-                .unwrap_or_default()
-                .into_iter()
-                .enumerate()
-                .map(|(i, iss)| {
-                    let at = format!("auth.jwt.issuers[{i}]");
-                    let issuer = self.required(&at, "issuer", iss.issuer);
-                    let audience = self.required(&at, "audience", iss.audience);
-                    if audience.as_ref().is_some_and(Vec::is_empty) {
-                        self.problem(
-                            format!("{at}.audience"),
-                            "at least one audience is required",
-                        );
-                    }
-                    if iss.keys.is_empty() && iss.jwks_file.is_none() {
-                        self.problem(format!("{at}.keys"), "give keys, a jwks_file, or both");
-                    }
-                    let keys = iss
-                        .keys
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(k, key)| self.jwt_key(&format!("{at}.keys[{k}]"), key))
-                        .collect();
-                    if let Some(f) = &iss.jwks_file {
-                        if let Err(e) = read_jwks(Path::new(f)) {
-                            self.problem(format!("{at}.jwks_file"), e.to_string());
-                        }
-                    }
-                    let tier_values = iss
-                        .tier_values
-                        .iter()
-                        .map(|(value, tier)| {
-                            (
-                                value.clone(),
-                                tier_of(self, format!("{at}.tier_values.{value}"), tier),
-                            )
-                        })
-                        .collect();
-                    let default_tier = self
-                        .required(&at, "default_tier", iss.default_tier)
-                        .map_or(0, |t| tier_of(self, format!("{at}.default_tier"), &t));
-                    let leeway = iss.leeway.map_or(Duration::from_secs(30), |d| {
-                        self.duration(&format!("{at}.leeway"), d.0, LEEWAY)
-                    });
-                    IssuerConfig {
-                        issuer: issuer.unwrap_or_default(),
-                        audience: audience.unwrap_or_default(),
-                        keys,
-                        jwks_file: iss.jwks_file.map(PathBuf::from),
-                        leeway,
-                        consumer_claim: iss.consumer_claim,
-                        tier_claim: iss.tier_claim,
-                        tier_values,
-                        default_tier,
-                    }
-                })
-                .collect();
-            JwtConfig { from, issuers }
-        });
-        let api_keys = a.api_keys.map(|k| {
-            let header = match HeaderName::from_bytes(k.header.as_bytes()) {
-                Ok(h) => h,
-                Err(_) => {
-                    self.problem("auth.api_keys.header", format!("\"{}\" is not a valid header name", k.header));
-                    HeaderName::from_static("x-api-key")
-                }
-            };
-            let mut keys: Vec<ApiKeyConfig> = Vec::new();
-            let listed = self.required("auth.api_keys", "keys", k.keys);
-            for (i, key) in listed.unwrap_or_default().into_iter().enumerate() {
-                let at = format!("auth.api_keys.keys[{i}]");
-                let consumer = self.required(&at, "consumer", key.consumer);
-                let tier = self
-                    .required(&at, "tier", key.tier)
-                    .map_or(0, |t| tier_of(self, format!("{at}.tier"), &t));
-                let Some(sha256) = self.required(&at, "sha256", key.sha256) else {
-                    continue;
-                };
-                match parse_hex32(&sha256) {
-                    Some(sha256) if keys.iter().any(|o| o.sha256 == sha256) => {
-                        self.problem(format!("{at}.sha256"), "the same key is listed twice");
-                    }
-                    Some(sha256) => keys.push(ApiKeyConfig {
-                        consumer: consumer.unwrap_or_default(),
-                        tier,
-                        sha256,
-                    }),
-                    None => self.problem(
-                        format!("{at}.sha256"),
-                        "must be the 64-hex-digit SHA-256 of the key (see `gateway hash-key`), never the key itself",
-                    ),
-                }
-            }
-            ApiKeysConfig { header, keys }
-        });
-        let cache_size = self.int("auth.cache_size", a.cache_size, CACHE_SIZE);
-        AuthConfig {
-            tiers,
-            jwt,
-            api_keys,
-            forward_identity: a.forward_identity,
-            strip_credentials: a.strip_credentials,
-            realm: a.realm,
-            cache_size,
-            default_mode: a.default_mode,
-        }
+        tiers
     }
 
-    fn jwt_key(&mut self, at: &str, k: &raw::JwtKey) -> Option<JwtKeyConfig> {
-        let name = self.required(at, "algorithm", k.algorithm.as_deref())?;
-        let algorithm = match Algorithm::from_str(name) {
-            Ok(a) => a,
-            Err(_) => {
-                self.problem(
-                    format!("{at}.algorithm"),
-                    format!("unknown algorithm \"{name}\" (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA)"),
-                );
-                return None;
-            }
-        };
-        let hmac = matches!(
-            algorithm,
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-        );
-        let sources = [
-            k.secret.is_some(),
-            k.secret_env.is_some(),
-            k.secret_file.is_some(),
-            k.public_key.is_some(),
-            k.public_key_file.is_some(),
-        ];
-        if sources.iter().filter(|s| **s).count() != 1 {
+    /// The index of tier `name`, or a problem at `at` (and anonymous).
+    pub(super) fn tier_of(&mut self, tiers: &[String], at: &str, name: &str) -> usize {
+        tiers.iter().position(|t| t == name).unwrap_or_else(|| {
             self.problem(
                 at,
-                "give exactly one of secret, secret_env, secret_file, public_key, public_key_file",
+                format!("unknown tier \"{name}\" (tiers: {})", tiers.join(", ")),
             );
-            return None;
-        }
-        let material: Result<Vec<u8>, String> = if let Some(s) = &k.secret {
-            Ok(s.as_bytes().to_vec())
-        } else if let Some(var) = &k.secret_env {
-            std::env::var(var)
-                .map(String::into_bytes)
-                .map_err(|_| format!("environment variable {var} is not set"))
-        } else if let Some(f) = k.secret_file.as_ref().or(k.public_key_file.as_ref()) {
-            std::fs::read(f).map_err(|e| format!("cannot read {f}: {e}"))
-        } else {
-            Ok(k.public_key.clone().unwrap_or_default().into_bytes())
-        };
-        let material = match material {
-            Ok(m) => m,
-            Err(e) => {
-                self.problem(at, e);
-                return None;
-            }
-        };
-        let is_secret = k.secret.is_some() || k.secret_env.is_some() || k.secret_file.is_some();
-        if hmac != is_secret {
-            // Algorithm confusion is refused here: an HMAC key is only ever a secret, and a
-            // public key only ever verifies its own asymmetric algorithm.
-            self.problem(
-                format!("{at}.algorithm"),
-                if hmac {
-                    "HS* keys take a secret (secret, secret_env or secret_file)"
-                } else {
-                    "asymmetric algorithms take a PEM public key (public_key or public_key_file)"
-                },
-            );
-            return None;
-        }
-        let mut signing = None;
-        let key = if hmac {
-            let secret = if k.secret_file.is_some() {
-                trim_newline(material)
-            } else {
-                material
-            };
-            if secret.len() < MIN_SECRET {
-                self.problem(
-                    at,
-                    format!(
-                        "HMAC secrets must be at least {MIN_SECRET} bytes, got {}",
-                        secret.len()
-                    ),
-                );
-                return None;
-            }
-            signing = Some(EncodingKey::from_secret(&secret));
-            Ok(DecodingKey::from_secret(&secret))
-        } else {
-            match algorithm {
-                Algorithm::RS256
-                | Algorithm::RS384
-                | Algorithm::RS512
-                | Algorithm::PS256
-                | Algorithm::PS384
-                | Algorithm::PS512 => DecodingKey::from_rsa_pem(&material),
-                Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&material),
-                _ => DecodingKey::from_ed_pem(&material),
-            }
-        };
-        match key {
-            Ok(key) => Some(JwtKeyConfig {
-                kid: k.kid.clone(),
-                algorithm,
-                key,
-                signing,
-            }),
-            Err(e) => {
-                self.problem(at, format!("not a valid {:?} public key: {e}", algorithm));
-                None
-            }
-        }
-    }
-}
-
-fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {
-    while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        v.pop();
-    }
-    v
-}
-
-/// Reads a JWKS file. Every key must name its `alg` (keys are pinned to one algorithm)
-/// and its `kid` (the file is searched by `kid`).
-pub fn read_jwks(path: &Path) -> Result<Vec<JwtKeyConfig>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let set: JwkSet = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a JWKS: {e}", path.display()))?;
-    set.keys
-        .iter()
-        .enumerate()
-        .map(|(i, jwk)| {
-            let alg = jwk
-                .common
-                .key_algorithm
-                .ok_or_else(|| format!("{}: keys[{i}] has no \"alg\"", path.display()))?;
-            let algorithm = Algorithm::from_str(&alg.to_string()).map_err(|_| {
-                format!(
-                    "{}: keys[{i}]: \"{alg}\" is not a signature algorithm",
-                    path.display()
-                )
-            })?;
-            let kid = jwk
-                .common
-                .key_id
-                .clone()
-                .ok_or_else(|| format!("{}: keys[{i}] has no \"kid\"", path.display()))?;
-            let key = DecodingKey::from_jwk(jwk)
-                .map_err(|e| format!("{}: keys[{i}]: {e}", path.display()))?;
-            Ok(JwtKeyConfig {
-                kid: Some(kid),
-                algorithm,
-                key,
-                signing: None,
-            })
+            0
         })
-        .collect()
+    }
+
+    fn jwt(&mut self, j: raw::Jwt, tiers: &[String]) -> JwtConfig {
+        let from = match self.source("auth.jwt.from", &j.from) {
+            None | Some(Source::Word("bearer")) => TokenSource::Bearer,
+            Some(Source::Header(h)) => TokenSource::Header(h),
+            Some(Source::Cookie(name)) => TokenSource::Cookie(name.to_string()),
+            Some(Source::Word(f)) => {
+                self.problem(
+                    "auth.jwt.from",
+                    format!("\"{f}\": expected bearer, header:<name> or cookie:<name>"),
+                );
+                TokenSource::Bearer
+            }
+        };
+        let listed = self.required("auth.jwt", "issuers", j.issuers);
+        if listed.as_ref().is_some_and(Vec::is_empty) {
+            self.problem("auth.jwt.issuers", "at least one issuer is required");
+        }
+        let issuers = listed
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, iss)| self.issuer(&format!("auth.jwt.issuers[{i}]"), iss, tiers))
+            .collect();
+        JwtConfig { from, issuers }
+    }
+
+    fn issuer(&mut self, at: &str, iss: raw::Issuer, tiers: &[String]) -> IssuerConfig {
+        let issuer = self.required(at, "issuer", iss.issuer);
+        let audience = self.required(at, "audience", iss.audience);
+        if audience.as_ref().is_some_and(Vec::is_empty) {
+            self.problem(
+                format!("{at}.audience"),
+                "at least one audience is required",
+            );
+        }
+        if iss.keys.is_empty() && iss.jwks_file.is_none() {
+            self.problem(format!("{at}.keys"), "give keys, a jwks_file, or both");
+        }
+        let keys = iss
+            .keys
+            .iter()
+            .enumerate()
+            .filter_map(|(k, key)| self.jwt_key(&format!("{at}.keys[{k}]"), key))
+            .collect();
+        if let Some(f) = &iss.jwks_file {
+            if let Err(e) = read_jwks(Path::new(f)) {
+                self.problem(format!("{at}.jwks_file"), e);
+            }
+        }
+        let tier_values = iss
+            .tier_values
+            .iter()
+            .map(|(value, tier)| {
+                let tier = self.tier_of(tiers, &format!("{at}.tier_values.{value}"), tier);
+                (value.clone(), tier)
+            })
+            .collect();
+        let default_tier = self
+            .required(at, "default_tier", iss.default_tier)
+            .map_or(0, |t| {
+                self.tier_of(tiers, &format!("{at}.default_tier"), &t)
+            });
+        IssuerConfig {
+            // Stand-ins for missing required fields: reported above, so never used.
+            issuer: issuer.unwrap_or_default(),
+            audience: audience.unwrap_or_default(),
+            keys,
+            jwks_file: iss.jwks_file.map(PathBuf::from),
+            leeway: self.duration(&format!("{at}.leeway"), iss.leeway.0, LEEWAY),
+            consumer_claim: iss.consumer_claim,
+            tier_claim: iss.tier_claim,
+            tier_values,
+            default_tier,
+        }
+    }
+
+    fn api_keys(&mut self, k: raw::ApiKeys, tiers: &[String]) -> ApiKeysConfig {
+        let header = match HeaderName::from_bytes(k.header.as_bytes()) {
+            Ok(h) => h,
+            Err(_) => {
+                self.problem(
+                    "auth.api_keys.header",
+                    format!("\"{}\" is not a valid header name", k.header),
+                );
+                HeaderName::from_static("x-api-key")
+            }
+        };
+        let mut keys: Vec<ApiKeyConfig> = Vec::new();
+        let listed = self.required("auth.api_keys", "keys", k.keys);
+        for (i, key) in listed.unwrap_or_default().into_iter().enumerate() {
+            let at = format!("auth.api_keys.keys[{i}]");
+            let consumer = self.required(&at, "consumer", key.consumer);
+            let tier = self
+                .required(&at, "tier", key.tier)
+                .map_or(0, |t| self.tier_of(tiers, &format!("{at}.tier"), &t));
+            let Some(sha256) = self.required(&at, "sha256", key.sha256) else {
+                continue;
+            };
+            match parse_hex32(&sha256) {
+                Some(sha256) if keys.iter().any(|o| o.sha256 == sha256) => {
+                    self.problem(format!("{at}.sha256"), "the same key is listed twice");
+                }
+                Some(sha256) => keys.push(ApiKeyConfig {
+                    consumer: consumer.unwrap_or_default(),
+                    tier,
+                    sha256,
+                }),
+                None => self.problem(
+                    format!("{at}.sha256"),
+                    "must be the 64-hex-digit SHA-256 of the key (see `gateway hash-key`), never the key itself",
+                ),
+            }
+        }
+        ApiKeysConfig { header, keys }
+    }
+}
+
+/// The section as written: serde structs that reject unknown keys, and the one home of
+/// every default of the section (validation checks ranges and never invents a value).
+pub(super) mod raw {
+    use super::super::values::{HumanDuration, Int};
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+    #[serde(rename_all = "snake_case")]
+    pub enum AuthMode {
+        /// No authentication: every client is anonymous (credentials are not even read).
+        None,
+        /// Verify a credential if one is sent (a bad one is 401); without one, anonymous.
+        Optional,
+        /// A valid credential is required (401 without).
+        Required,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Auth {
+        /// Tier names besides `anonymous`, e.g. [free, premium].
+        pub tiers: Vec<String>,
+        pub jwt: Option<Jwt>,
+        pub api_keys: Option<ApiKeys>,
+        /// Send X-Consumer-ID and X-Consumer-Tier upstream.
+        pub forward_identity: bool,
+        /// Remove the credential (Authorization / API-key header) before proxying.
+        pub strip_credentials: bool,
+        pub realm: String,
+        /// Verified tokens remembered (by SHA-256), each no longer than it is valid.
+        pub cache_size: Int,
+        /// Mode of routes that do not set `auth`.
+        pub default_mode: AuthMode,
+    }
+
+    impl Default for Auth {
+        fn default() -> Self {
+            Self {
+                tiers: Vec::new(),
+                jwt: None,
+                api_keys: None,
+                forward_identity: true,
+                strip_credentials: true,
+                realm: "gateway".into(),
+                cache_size: Int(10_000),
+                default_mode: AuthMode::Optional,
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Jwt {
+        /// Where the token is: `bearer` (Authorization: Bearer, the default),
+        /// `header:<name>` or `cookie:<name>`.
+        #[serde(default = "bearer")]
+        pub from: String,
+        pub issuers: Option<Vec<Issuer>>,
+    }
+
+    fn bearer() -> String {
+        "bearer".into()
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Issuer {
+        /// The required `iss` claim.
+        pub issuer: Option<String>,
+        /// Accepted `aud` values (one must match).
+        pub audience: Option<Vec<String>>,
+        #[serde(default)]
+        pub keys: Vec<JwtKey>,
+        /// A JWKS file (keys selected by `kid`), re-read when it changes.
+        pub jwks_file: Option<String>,
+        /// Clock skew allowed on `exp` and `nbf`.
+        #[serde(default = "leeway")]
+        pub leeway: HumanDuration,
+        #[serde(default = "sub")]
+        pub consumer_claim: String,
+        /// The claim that names the tier; its values map to tiers through `tier_values`.
+        pub tier_claim: Option<String>,
+        #[serde(default)]
+        pub tier_values: BTreeMap<String, String>,
+        /// The tier of a token without a (mapped) tier claim.
+        pub default_tier: Option<String>,
+    }
+
+    fn leeway() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+
+    fn sub() -> String {
+        "sub".into()
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct JwtKey {
+        pub kid: Option<String>,
+        pub algorithm: Option<String>,
+        pub secret: Option<String>,
+        pub secret_env: Option<String>,
+        pub secret_file: Option<String>,
+        pub public_key: Option<String>,
+        pub public_key_file: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ApiKeys {
+        #[serde(default = "api_key_header")]
+        pub header: String,
+        pub keys: Option<Vec<ApiKey>>,
+    }
+
+    fn api_key_header() -> String {
+        "X-API-Key".into()
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ApiKey {
+        pub consumer: Option<String>,
+        pub tier: Option<String>,
+        /// Hex SHA-256 of the key (`gateway hash-key`); the key itself is never in config.
+        pub sha256: Option<String>,
+    }
 }

@@ -1,5 +1,5 @@
 //! The circuit breaker's settings (`upstreams.<name>.circuit_breaker`), validated, with
-//! their defaults (Envoy's and Traefik's beside them in the README).
+//! their defaults in `upstreams.rs`'s raw section (Envoy's and Traefik's beside them in the README).
 
 use std::time::Duration;
 
@@ -21,20 +21,4 @@ pub struct BreakerConfig {
     pub close_after: u32,
     /// Whether upstream 5xx responses count as failures.
     pub count_5xx: bool,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        Self {
-            consecutive_failures: 5,
-            failure_ratio: 0.5,
-            window: Duration::from_secs(10),
-            min_requests: 20,
-            open_duration: Duration::from_secs(5),
-            max_open: Duration::from_secs(60),
-            half_open_trials: 3,
-            close_after: 3,
-            count_5xx: true,
-        }
-    }
 }

@@ -81,3 +81,47 @@ impl Validator<'_> {
         nets
     }
 }
+
+/// The section as written: serde structs that reject unknown keys, and the one home of
+/// every default of the section (validation checks ranges and never invents a value).
+pub(super) mod raw {
+    use super::super::values::Int;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Correlation {
+        pub header: String,
+        pub trust_incoming: bool,
+        pub traceparent: bool,
+    }
+
+    impl Default for Correlation {
+        fn default() -> Self {
+            Self {
+                header: "X-Request-ID".into(),
+                trust_incoming: true,
+                traceparent: true,
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct AccessLog {
+        pub enabled: bool,
+        /// `stdout`, or a file path.
+        pub destination: String,
+        pub buffer_lines: Int,
+    }
+
+    impl Default for AccessLog {
+        fn default() -> Self {
+            Self {
+                enabled: true,
+                destination: "stdout".into(),
+                buffer_lines: Int(65_536),
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The `rate_limits` section: policies and the Redis lease settings, with their ranges.
 
 use super::*;
+pub use raw::{ColdStart, OnRedisError};
 
 /// What identifies a client to a rate-limit policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,122 +72,118 @@ const EXPECTED_INSTANCES: Range<u32> = Range::new(1, 10_000);
 
 impl Validator<'_> {
     pub(super) fn rate_limits(&mut self, r: raw::RateLimits) -> RateLimitConfig {
-        let mut policies = Vec::new();
-        for (name, p) in r.policies {
-            let at = format!("rate_limits.policies.{name}");
-            if !valid_name(&name) {
-                self.problem(
-                    &at,
-                    format!("policy name \"{name}\" may use only letters, digits, '-' and '_'"),
-                );
-            }
-            let before = self.problems.len();
-            let rate = self
-                .required(&at, "rate", p.rate)
-                .map(|n| self.int(&format!("{at}.rate"), n, RATE));
-            let per = self
-                .required(&at, "per", p.per)
-                .map(|d| self.duration(&format!("{at}.per"), d.0, PER));
-            if let (Some(rate), Some(per), true) = (rate, per, self.problems.len() == before) {
-                let per_second = rate as f64 / per.as_secs_f64();
-                if per_second > MAX_PER_SECOND {
-                    self.problem(
-                        format!("{at}.rate"),
-                        format!(
-                            "rate / per must be at most {MAX_PER_SECOND} per second, got {per_second:.0} per second ({rate} per {})",
-                            humantime::format_duration(per)
-                        ),
-                    );
-                }
-            }
-            let rate = rate.unwrap_or(1);
-            let burst = match p.burst {
-                Some(n) => self.int(&format!("{at}.burst"), n, BURST),
-                None => rate.min(BURST.max),
-            };
-            let key_at = format!("{at}.key");
-            let key = match self.source(&key_at, &p.key) {
-                None | Some(Source::Word("client_ip")) => LimitKey::ClientIp,
-                Some(Source::Word("consumer")) => LimitKey::Consumer,
-                Some(Source::Header(h)) => LimitKey::Header(h),
-                Some(_) => {
-                    let k = &p.key;
-                    self.problem(
-                        format!("{at}.key"),
-                        format!(
-                            "unknown key \"{k}\", expected client_ip, consumer or header:<name>"
-                        ),
-                    );
-                    LimitKey::ClientIp
-                }
-            };
-            policies.push(PolicyConfig {
-                name,
-                rate,
-                per: per.unwrap_or(Duration::from_secs(1)),
-                burst,
-                key,
-                on_redis_error: p.on_redis_error,
-            });
-        }
-        let max_keys = self.int("rate_limits.max_keys", r.max_keys, MAX_KEYS);
-        let redis = r.redis.map(|x| {
-            let at = |key: &str| format!("rate_limits.redis.{key}");
-            if let Err(e) = redis::Client::open(x.url.as_str()) {
-                self.problem(at("url"), format!("\"{}\" is not a Redis URL: {e}", x.url));
-            }
-            let lease_min = self.int(&at("lease_min"), x.lease_min, LEASE);
-            let lease_max = self.int(&at("lease_max"), x.lease_max, LEASE);
-            if lease_min > lease_max {
-                self.problem(
-                    at("lease_min"),
-                    format!("must be at most lease_max ({lease_max}), got {lease_min}"),
-                );
-            }
-            RedisConfig {
-                url: x.url,
-                connect_timeout: self.duration(
-                    &at("connect_timeout"),
-                    x.connect_timeout.0,
-                    REDIS_TIMEOUT,
-                ),
-                command_timeout: self.duration(
-                    &at("command_timeout"),
-                    x.command_timeout.0,
-                    REDIS_TIMEOUT,
-                ),
-                sync_interval: self.duration(
-                    &at("sync_interval"),
-                    x.sync_interval.0,
-                    SYNC_INTERVAL,
-                ),
-                lease_horizon: self.duration(
-                    &at("lease_horizon"),
-                    x.lease_horizon.0,
-                    LEASE_HORIZON,
-                ),
-                lease_min,
-                lease_max: lease_max.max(lease_min),
-                lease_wait: self.duration(&at("lease_wait"), x.lease_wait.0, LEASE_WAIT),
-                cold_start: x.cold_start,
-                cold_start_allowance: self.int(
-                    &at("cold_start_allowance"),
-                    x.cold_start_allowance,
-                    COLD_START_ALLOWANCE,
-                ),
-                idle_return: self.duration(&at("idle_return"), x.idle_return.0, IDLE_RETURN),
-                expected_instances: self.int(
-                    &at("expected_instances"),
-                    x.expected_instances,
-                    EXPECTED_INSTANCES,
-                ),
-                key_prefix: x.key_prefix,
-            }
-        });
+        let policies = r
+            .policies
+            .into_iter()
+            .map(|(name, p)| self.policy(name, p))
+            .collect();
         RateLimitConfig {
-            redis,
+            redis: r.redis.map(|x| self.redis(x)),
             policies,
-            max_keys,
+            max_keys: self.int("rate_limits.max_keys", r.max_keys, MAX_KEYS),
+        }
+    }
+
+    fn policy(&mut self, name: String, p: raw::Policy) -> PolicyConfig {
+        let at = format!("rate_limits.policies.{name}");
+        if !valid_name(&name) {
+            self.problem(
+                &at,
+                format!("policy name \"{name}\" may use only letters, digits, '-' and '_'"),
+            );
+        }
+        let before = self.problems.len();
+        let rate = self
+            .required(&at, "rate", p.rate)
+            .map(|n| self.int(&format!("{at}.rate"), n, RATE));
+        let per = self
+            .required(&at, "per", p.per)
+            .map(|d| self.duration(&format!("{at}.per"), d.0, PER));
+        if let (Some(rate), Some(per), true) = (rate, per, self.problems.len() == before) {
+            let per_second = rate as f64 / per.as_secs_f64();
+            if per_second > MAX_PER_SECOND {
+                self.problem(
+                    format!("{at}.rate"),
+                    format!(
+                        "rate / per must be at most {MAX_PER_SECOND} per second, got {per_second:.0} per second ({rate} per {})",
+                        humantime::format_duration(per)
+                    ),
+                );
+            }
+        }
+        // A missing rate or per is reported above; a config with problems is never used.
+        let rate = rate.unwrap_or(1);
+        let burst = match p.burst {
+            Some(n) => self.int(&format!("{at}.burst"), n, BURST),
+            None => rate.min(BURST.max),
+        };
+        let key_at = format!("{at}.key");
+        let key = match self.source(&key_at, &p.key) {
+            None | Some(Source::Word("client_ip")) => LimitKey::ClientIp,
+            Some(Source::Word("consumer")) => LimitKey::Consumer,
+            Some(Source::Header(h)) => LimitKey::Header(h),
+            Some(_) => {
+                let k = &p.key;
+                self.problem(
+                    format!("{at}.key"),
+                    format!("unknown key \"{k}\", expected client_ip, consumer or header:<name>"),
+                );
+                LimitKey::ClientIp
+            }
+        };
+        PolicyConfig {
+            name,
+            rate,
+            per: per.unwrap_or(Duration::from_secs(1)),
+            burst,
+            key,
+            on_redis_error: p.on_redis_error,
+        }
+    }
+
+    fn redis(&mut self, x: raw::Redis) -> RedisConfig {
+        let at = |key: &str| format!("rate_limits.redis.{key}");
+        if let Err(e) = redis::Client::open(x.url.as_str()) {
+            self.problem(at("url"), format!("\"{}\" is not a Redis URL: {e}", x.url));
+        }
+        let lease_min = self.int(&at("lease_min"), x.lease_min, LEASE);
+        let lease_max = self.int(&at("lease_max"), x.lease_max, LEASE);
+        if lease_min > lease_max {
+            self.problem(
+                at("lease_min"),
+                format!("must be at most lease_max ({lease_max}), got {lease_min}"),
+            );
+        }
+        RedisConfig {
+            url: x.url,
+            connect_timeout: self.duration(
+                &at("connect_timeout"),
+                x.connect_timeout.0,
+                REDIS_TIMEOUT,
+            ),
+            command_timeout: self.duration(
+                &at("command_timeout"),
+                x.command_timeout.0,
+                REDIS_TIMEOUT,
+            ),
+            sync_interval: self.duration(&at("sync_interval"), x.sync_interval.0, SYNC_INTERVAL),
+            lease_horizon: self.duration(&at("lease_horizon"), x.lease_horizon.0, LEASE_HORIZON),
+            lease_min,
+            lease_max: lease_max.max(lease_min),
+            lease_wait: self.duration(&at("lease_wait"), x.lease_wait.0, LEASE_WAIT),
+            cold_start: x.cold_start,
+            cold_start_allowance: self.int(
+                &at("cold_start_allowance"),
+                x.cold_start_allowance,
+                COLD_START_ALLOWANCE,
+            ),
+            idle_return: self.duration(&at("idle_return"), x.idle_return.0, IDLE_RETURN),
+            expected_instances: self.int(
+                &at("expected_instances"),
+                x.expected_instances,
+                EXPECTED_INSTANCES,
+            ),
+            key_prefix: x.key_prefix,
         }
     }
 
@@ -208,5 +205,112 @@ impl Validator<'_> {
             );
         }
         found
+    }
+}
+
+/// The section as written: serde structs that reject unknown keys, and the one home of
+/// every default of the section (validation checks ranges and never invents a value).
+pub(super) mod raw {
+    use super::super::values::{HumanDuration, Int};
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+    #[serde(rename_all = "snake_case")]
+    pub enum OnRedisError {
+        #[default]
+        Local,
+        Open,
+        Closed,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Policy {
+        pub rate: Option<Int>,
+        pub per: Option<HumanDuration>,
+        pub burst: Option<Int>,
+        /// `client_ip`, `consumer` or `header:<name>`.
+        #[serde(default = "client_ip")]
+        pub key: String,
+        #[serde(default)]
+        pub on_redis_error: OnRedisError,
+    }
+
+    fn client_ip() -> String {
+        "client_ip".into()
+    }
+
+    #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ColdStart {
+        /// Wait (up to `lease_wait`) for the first lease: exact.
+        #[default]
+        Wait,
+        /// Admit `cold_start_allowance` requests at once, before the first lease.
+        Allowance,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Redis {
+        pub url: String,
+        pub connect_timeout: HumanDuration,
+        pub command_timeout: HumanDuration,
+        pub sync_interval: HumanDuration,
+        pub lease_horizon: HumanDuration,
+        pub lease_min: Int,
+        pub lease_max: Int,
+        pub lease_wait: HumanDuration,
+        pub cold_start: ColdStart,
+        pub cold_start_allowance: Int,
+        pub idle_return: HumanDuration,
+        pub expected_instances: Int,
+        pub key_prefix: String,
+    }
+
+    impl Default for Redis {
+        fn default() -> Self {
+            Self {
+                url: "redis://127.0.0.1:6379/".into(),
+                connect_timeout: HumanDuration(Duration::from_millis(250)),
+                command_timeout: HumanDuration(Duration::from_millis(250)),
+                sync_interval: HumanDuration(Duration::from_millis(10)),
+                lease_horizon: HumanDuration(Duration::from_millis(50)),
+                lease_min: Int(1),
+                lease_max: Int(1000),
+                lease_wait: HumanDuration(Duration::from_millis(100)),
+                cold_start: ColdStart::Wait,
+                cold_start_allowance: Int(1),
+                idle_return: HumanDuration(Duration::from_secs(1)),
+                expected_instances: Int(1),
+                key_prefix: "gw:rl:".into(),
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RateLimits {
+        pub redis: Option<Redis>,
+        #[serde(default)]
+        pub policies: BTreeMap<String, Policy>,
+        #[serde(default = "max_keys")]
+        pub max_keys: Int,
+    }
+
+    fn max_keys() -> Int {
+        Int(100_000)
+    }
+
+    impl Default for RateLimits {
+        fn default() -> Self {
+            Self {
+                redis: None,
+                policies: BTreeMap::new(),
+                max_keys: max_keys(),
+            }
+        }
     }
 }

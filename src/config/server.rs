@@ -99,3 +99,63 @@ impl Validator<'_> {
         }
     }
 }
+
+/// The section as written: serde structs that reject unknown keys, and the one home of
+/// every default of the section (validation checks ranges and never invents a value).
+pub(super) mod raw {
+    use super::super::values::{HumanDuration, Int};
+    use serde::Deserialize;
+    use std::time::Duration;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Listen {
+        pub proxy: String,
+        pub admin: String,
+    }
+
+    impl Default for Listen {
+        fn default() -> Self {
+            Self {
+                proxy: "0.0.0.0:8000".into(),
+                admin: "127.0.0.1:9100".into(),
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Server {
+        pub threads: Int,
+        pub work_stealing: bool,
+        pub grace_period: HumanDuration,
+        pub graceful_shutdown_timeout: HumanDuration,
+        pub upstream_keepalive_pool: Int,
+        pub upstream_idle_timeout: Option<HumanDuration>,
+        pub pid_file: String,
+        pub upgrade_sock: String,
+        pub client_header_timeout: HumanDuration,
+        pub keepalive_timeout: HumanDuration,
+        pub max_connections: Int,
+        pub max_header_bytes: Int,
+    }
+
+    impl Default for Server {
+        fn default() -> Self {
+            Self {
+                threads: Int(2),
+                work_stealing: false,
+                grace_period: HumanDuration(Duration::from_secs(1)),
+                graceful_shutdown_timeout: HumanDuration(Duration::from_secs(2)),
+                upstream_keepalive_pool: Int(256),
+                upstream_idle_timeout: None,
+                pid_file: "/tmp/gateway.pid".into(),
+                upgrade_sock: "/tmp/gateway_upgrade.sock".into(),
+                client_header_timeout: HumanDuration(Duration::from_secs(10)),
+                keepalive_timeout: HumanDuration(Duration::from_secs(60)),
+                max_connections: Int(10_000),
+                max_header_bytes: Int(64 * 1024),
+            }
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! The YAML text as a [`serde_yaml::Value`], read so that nothing in it hides the rest of
 //! the file: an integer too large for 64 bits is kept (tagged [`BIG_INT_TAG`], for
-//! [`super::raw::Int`] to report as out of range at its own path), and of a duplicated
+//! [`super::values::Int`] to report as out of range at its own path), and of a duplicated
 //! key the first value is kept (the index in [`super::locate`] reports the second with
 //! its line). serde_yaml's own `Value` refuses both for the whole document.
 

@@ -2,6 +2,7 @@
 //! their ranges.
 
 use super::*;
+pub use raw::{HealthCheckKind, Selection};
 
 /// A backend address as configured: an IP literal, or a DNS name resolved at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +170,7 @@ impl Validator<'_> {
             .health_check
             .map(|hc| self.health_check(&format!("{at}.health_check"), hc));
         let circuit_breaker = match raw.circuit_breaker {
-            None => Some(BreakerConfig::default()),
+            None => self.circuit_breaker(&format!("{at}.circuit_breaker"), Default::default()),
             Some(cb) => self.circuit_breaker(&format!("{at}.circuit_breaker"), cb),
         };
         PoolConfig {
@@ -187,59 +188,37 @@ impl Validator<'_> {
         at: &str,
         cb: raw::CircuitBreaker,
     ) -> Option<BreakerConfig> {
-        let d = BreakerConfig::default();
         let at = |key: &str| format!("{at}.{key}");
-        let int = |v: &mut Self, key: &str, n: Option<raw::Int>, default: u32, range| {
-            n.map_or(default, |n| v.int(&at(key), n, range))
-        };
-        let duration = |v: &mut Self, key: &str, d: Option<raw::HumanDuration>, default| {
-            d.map_or(default, |d| v.duration(&at(key), d.0, OPEN_DURATION))
-        };
-        let mut failure_ratio = cb.failure_ratio.unwrap_or(d.failure_ratio);
-        if !self.in_range(
+        // Out of range (or NaN) is a problem, and a config with problems is never used.
+        let failure_ratio = cb.failure_ratio;
+        self.in_range(
             &at("failure_ratio"),
             &failure_ratio,
             &FAILURE_RATIO,
             f64::to_string,
-        ) {
-            failure_ratio = d.failure_ratio;
-        }
+        );
         let c = BreakerConfig {
-            consecutive_failures: int(
-                self,
-                "consecutive_failures",
+            consecutive_failures: self.int(
+                &at("consecutive_failures"),
                 cb.consecutive_failures,
-                d.consecutive_failures,
                 CONSECUTIVE_FAILURES,
             ),
             failure_ratio,
-            window: cb.window.map_or(d.window, |x| {
-                self.duration(&at("window"), x.0, BREAKER_WINDOW)
-            }),
-            min_requests: int(
-                self,
-                "min_requests",
-                cb.min_requests,
-                d.min_requests,
-                MIN_REQUESTS,
+            window: self.duration(&at("window"), cb.window.0, BREAKER_WINDOW),
+            min_requests: self.int(&at("min_requests"), cb.min_requests, MIN_REQUESTS),
+            open_duration: self.duration(&at("open_duration"), cb.open_duration.0, OPEN_DURATION),
+            max_open: self.duration(
+                &at("max_open_duration"),
+                cb.max_open_duration.0,
+                OPEN_DURATION,
             ),
-            open_duration: duration(self, "open_duration", cb.open_duration, d.open_duration),
-            max_open: duration(self, "max_open_duration", cb.max_open_duration, d.max_open),
-            half_open_trials: int(
-                self,
-                "half_open_trials",
+            half_open_trials: self.int(
+                &at("half_open_trials"),
                 cb.half_open_trials,
-                d.half_open_trials,
                 HALF_OPEN_TRIALS,
             ),
-            close_after: int(
-                self,
-                "close_after",
-                cb.close_after,
-                d.close_after,
-                CLOSE_AFTER,
-            ),
-            count_5xx: cb.count_5xx.unwrap_or(d.count_5xx),
+            close_after: self.int(&at("close_after"), cb.close_after, CLOSE_AFTER),
+            count_5xx: cb.count_5xx,
         };
         if c.max_open < c.open_duration {
             self.problem(
@@ -253,9 +232,10 @@ impl Validator<'_> {
         cb.enabled.then_some(c)
     }
 
-    pub(super) fn health_check(&mut self, at: &str, hc: raw::HealthCheck) -> HealthCheckConfig {
+    pub(super) fn health_check(&mut self, hc_at: &str, hc: raw::HealthCheck) -> HealthCheckConfig {
+        let at = |key: &str| format!("{hc_at}.{key}");
         let kind = self
-            .required(at, "type", hc.kind)
+            .required(hc_at, "type", hc.kind)
             .unwrap_or(HealthCheckKind::Http);
         if kind == HealthCheckKind::Tcp {
             for (set, key) in [
@@ -264,40 +244,33 @@ impl Validator<'_> {
                 (hc.expected_status.is_some(), "expected_status"),
             ] {
                 if set {
-                    self.problem(format!("{at}.{key}"), "only used with type: http");
+                    self.problem(at(key), "only used with type: http");
                 }
             }
         }
-        let path = hc.path.unwrap_or_else(|| "/".into());
+        let path = hc.path.unwrap_or_else(|| raw::HealthCheck::PATH.into());
         if !path.starts_with('/') {
-            self.problem(
-                format!("{at}.path"),
-                format!("must start with '/', got \"{path}\""),
-            );
+            self.problem(at("path"), format!("must start with '/', got \"{path}\""));
         }
-        let expected_status = hc.expected_status.map_or(200, |n| {
-            self.int(&format!("{at}.expected_status"), n, EXPECTED_STATUS)
-        });
-        let interval = hc.interval.map_or(Duration::from_secs(5), |d| {
-            self.duration(&format!("{at}.interval"), d.0, HEALTH_INTERVAL)
-        });
-        let timeout = hc.timeout.map_or(Duration::from_secs(1), |d| {
-            self.duration(&format!("{at}.timeout"), d.0, HEALTH_TIMEOUT)
-        });
-        let mut threshold = |key: &str, n: Option<raw::Int>| {
-            n.map_or(1, |n| self.int(&format!("{at}.{key}"), n, HEALTH_THRESHOLD))
-        };
-        let healthy_threshold = threshold("healthy_threshold", hc.healthy_threshold);
-        let unhealthy_threshold = threshold("unhealthy_threshold", hc.unhealthy_threshold);
         HealthCheckConfig {
             kind,
             path,
-            host: hc.host.unwrap_or_else(|| "localhost".into()),
-            expected_status,
-            interval,
-            timeout,
-            healthy_threshold,
-            unhealthy_threshold,
+            host: hc.host.unwrap_or_else(|| raw::HealthCheck::HOST.into()),
+            expected_status: hc.expected_status.map_or(raw::HealthCheck::STATUS, |n| {
+                self.int(&at("expected_status"), n, EXPECTED_STATUS)
+            }),
+            interval: self.duration(&at("interval"), hc.interval.0, HEALTH_INTERVAL),
+            timeout: self.duration(&at("timeout"), hc.timeout.0, HEALTH_TIMEOUT),
+            healthy_threshold: self.int(
+                &at("healthy_threshold"),
+                hc.healthy_threshold,
+                HEALTH_THRESHOLD,
+            ),
+            unhealthy_threshold: self.int(
+                &at("unhealthy_threshold"),
+                hc.unhealthy_threshold,
+                HEALTH_THRESHOLD,
+            ),
         }
     }
 }
@@ -340,4 +313,130 @@ pub fn parse_backend_addr(s: &str) -> Result<BackendAddr, String> {
         host: host.to_string(),
         port,
     })
+}
+
+/// The section as written: serde structs that reject unknown keys, and the one home of
+/// every default of the section (validation checks ranges and never invents a value).
+pub(super) mod raw {
+    use super::super::values::{HumanDuration, Int};
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Selection {
+        #[default]
+        RoundRobin,
+        Weighted,
+        ConsistentHash,
+        Random,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Pool {
+        /// Required (like every `Option` below without a default): checked in validation, so
+        /// that a field that could not be read is not also reported missing.
+        pub backends: Option<Vec<Backend>>,
+        #[serde(default)]
+        pub selection: Selection,
+        /// What consistent hashing hashes: `client_ip`, `path` or `header:<name>`.
+        pub hash_key: Option<String>,
+        pub health_check: Option<HealthCheck>,
+        /// On with its defaults when absent.
+        pub circuit_breaker: Option<CircuitBreaker>,
+    }
+
+    /// Envoy's and Traefik's defaults are beside these in the README.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct CircuitBreaker {
+        pub enabled: bool,
+        pub consecutive_failures: Int,
+        pub failure_ratio: f64,
+        pub window: HumanDuration,
+        pub min_requests: Int,
+        pub open_duration: HumanDuration,
+        pub max_open_duration: HumanDuration,
+        pub half_open_trials: Int,
+        pub close_after: Int,
+        pub count_5xx: bool,
+    }
+
+    impl Default for CircuitBreaker {
+        fn default() -> Self {
+            Self {
+                enabled: true,
+                consecutive_failures: Int(5),
+                failure_ratio: 0.5,
+                window: HumanDuration(Duration::from_secs(10)),
+                min_requests: Int(20),
+                open_duration: HumanDuration(Duration::from_secs(5)),
+                max_open_duration: HumanDuration(Duration::from_secs(60)),
+                half_open_trials: Int(3),
+                close_after: Int(3),
+                count_5xx: true,
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Backend {
+        pub addr: Option<String>,
+        #[serde(default = "one")]
+        pub weight: Int,
+    }
+
+    fn one() -> Int {
+        Int(1)
+    }
+
+    #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+    #[serde(rename_all = "snake_case")]
+    pub enum HealthCheckKind {
+        Http,
+        Tcp,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct HealthCheck {
+        #[serde(rename = "type")]
+        pub kind: Option<HealthCheckKind>,
+        /// These three are only for `type: http`; defaults in the constants below.
+        pub path: Option<String>,
+        pub host: Option<String>,
+        pub expected_status: Option<Int>,
+        #[serde(default = "HealthCheck::interval")]
+        pub interval: HumanDuration,
+        #[serde(default = "HealthCheck::timeout")]
+        pub timeout: HumanDuration,
+        #[serde(default = "HealthCheck::threshold")]
+        pub healthy_threshold: Int,
+        #[serde(default = "HealthCheck::threshold")]
+        pub unhealthy_threshold: Int,
+    }
+
+    impl HealthCheck {
+        pub const PATH: &'static str = "/";
+        pub const HOST: &'static str = "localhost";
+        pub const STATUS: u16 = 200;
+
+        fn interval() -> HumanDuration {
+            HumanDuration(Duration::from_secs(5))
+        }
+
+        fn timeout() -> HumanDuration {
+            HumanDuration(Duration::from_secs(1))
+        }
+
+        fn threshold() -> Int {
+            Int(1)
+        }
+    }
+
+    /// Upstream pools by name (a map keeps names unique).
+    pub type Pools = BTreeMap<String, serde_yaml::Value>;
 }
