@@ -177,53 +177,12 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
     // The --bare baseline stays plain Pingora: its own signals and connection loop.
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(config, !options.bare));
     server.bootstrap();
-
     if options.bare {
-        let backend = config
-            .routes
-            .first()
-            .and_then(|r| addrs.get(r.pool))
-            .and_then(|a| a.first())
-            .copied()
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 80)));
-        let mut proxy = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            BareProxy { backend },
-            "bare proxy",
-        );
-        proxy.add_tcp(&config.listen.proxy.to_string());
-        server.add_service(proxy);
-        return Ok(App {
-            server,
-            signals: Box::new(UnixShutdownSignalWatch),
-        });
+        return Ok(bare(server, config, &addrs));
     }
 
     let metrics = Arc::new(Metrics::for_gateway(&config.rate_limits)?);
-    let snapshot = Snapshot::build(config, &addrs, &metrics, None);
-    // A reload that changes the policies starts the new limiter's service itself.
-    server.add_service(background_service(
-        "rate-limit sync",
-        snapshot.limiter.service(),
-    ));
-    if !config.rate_limits.policies.is_empty() && !snapshot.limiter.is_distributed() {
-        // The default config is meant to run alone: news, not a warning.
-        log::info!(
-            "rate limiting: no rate_limits.redis section, limits are enforced by this instance alone"
-        );
-    }
-    // Build each pool's backend list now, so requests can be served before the
-    // health checks have run once.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(BuildError::Runtime)?;
-    rt.block_on(async {
-        for p in &snapshot.pools {
-            p.prime().await;
-        }
-    });
-    let state = Arc::new(ArcSwap::from_pointee(snapshot));
+    let state = first_snapshot(&mut server, config, &addrs, &metrics)?;
     if let Some(path) = &options.config_path {
         if let Ok(bytes) = std::fs::read(path) {
             metrics.set_config_hash(&crate::reload::file_hash(&bytes));
@@ -240,25 +199,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
             metrics: metrics.clone(),
         },
     ));
-
-    let access_log = match &config.access_log.destination {
-        None => None,
-        Some(dest) => Some(
-            AccessLog::start(
-                dest,
-                config.access_log.buffer_lines,
-                metrics.access_log_dropped.clone(),
-            )
-            .map_err(|source| BuildError::AccessLog {
-                path: match dest {
-                    LogDestination::Stdout => "stdout".into(),
-                    LogDestination::File(p) => p.display().to_string(),
-                },
-                source,
-            })?,
-        ),
-    };
-
+    let access_log = open_access_log(config, &metrics)?;
     let jwks_state = state.clone();
     server.add_service(background_service(
         "jwks reload",
@@ -266,20 +207,9 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
             current: Box::new(move || jwks_state.load().auth.clone()),
         },
     ));
+
     let drain = Arc::new(Drain::new());
-    let admin_state = state.clone();
-    let admin = Admin {
-        metrics: metrics.clone(),
-        pools: Box::new(move || {
-            admin_state
-                .load()
-                .pools
-                .iter()
-                .map(|p| p.health.clone())
-                .collect()
-        }),
-        drain: drain.clone(),
-    };
+    let admin = admin(&metrics, &state, &drain);
     let gateway = Gateway {
         state,
         metrics: metrics.clone(),
@@ -287,12 +217,125 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
         upstream_idle_timeout: config.server.upstream_idle_timeout,
         drain: drain.clone(),
     };
-    // Our connection loop around Pingora's proxy: header deadlines, idle timeout, cap.
+    add_listeners(&mut server, config, gateway, admin, &drain, metrics);
+    let signals = Signals::new(
+        drain,
+        config.server.grace_period,
+        config.server.graceful_shutdown_timeout,
+    );
+    Ok(App {
+        server,
+        signals: Box::new(signals),
+    })
+}
+
+/// The featureless pass-through of `--bare`, to the first route's first backend.
+fn bare(mut server: Server, config: &Config, addrs: &[Vec<SocketAddr>]) -> App {
+    let backend = config
+        .routes
+        .first()
+        .and_then(|r| addrs.get(r.pool))
+        .and_then(|a| a.first())
+        .copied()
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 80)));
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        BareProxy { backend },
+        "bare proxy",
+    );
+    proxy.add_tcp(&config.listen.proxy.to_string());
+    server.add_service(proxy);
+    App {
+        server,
+        signals: Box::new(UnixShutdownSignalWatch),
+    }
+}
+
+/// The snapshot of the config at start-up, with its limiter's service added to `server`
+/// and every pool's backend list built, so requests can be served before the health
+/// checks have run once.
+fn first_snapshot(
+    server: &mut Server,
+    config: &Config,
+    addrs: &[Vec<SocketAddr>],
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<ArcSwap<Snapshot>>, BuildError> {
+    let snapshot = Snapshot::build(config, addrs, metrics, None);
+    // A reload that changes the policies starts the new limiter's service itself.
+    server.add_service(background_service(
+        "rate-limit sync",
+        snapshot.limiter.service(),
+    ));
+    if !config.rate_limits.policies.is_empty() && !snapshot.limiter.is_distributed() {
+        // The default config is meant to run alone: news, not a warning.
+        log::info!(
+            "rate limiting: no rate_limits.redis section, limits are enforced by this instance alone"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BuildError::Runtime)?;
+    rt.block_on(async {
+        for p in &snapshot.pools {
+            p.prime().await;
+        }
+    });
+    Ok(Arc::new(ArcSwap::from_pointee(snapshot)))
+}
+
+/// The access-log writer, when the config has a destination.
+fn open_access_log(config: &Config, metrics: &Metrics) -> Result<Option<AccessLog>, BuildError> {
+    let Some(dest) = &config.access_log.destination else {
+        return Ok(None);
+    };
+    AccessLog::start(
+        dest,
+        config.access_log.buffer_lines,
+        metrics.access_log_dropped.clone(),
+    )
+    .map(Some)
+    .map_err(|source| BuildError::AccessLog {
+        path: match dest {
+            LogDestination::Stdout => "stdout".into(),
+            LogDestination::File(p) => p.display().to_string(),
+        },
+        source,
+    })
+}
+
+/// The admin endpoints, reading pool health from the snapshot in force.
+fn admin(metrics: &Arc<Metrics>, state: &Arc<ArcSwap<Snapshot>>, drain: &Arc<Drain>) -> Admin {
+    let state = state.clone();
+    Admin {
+        metrics: metrics.clone(),
+        pools: Box::new(move || {
+            state
+                .load()
+                .pools
+                .iter()
+                .map(|p| p.health.clone())
+                .collect()
+        }),
+        drain: drain.clone(),
+    }
+}
+
+/// The proxy listener, inside our connection loop (header deadlines, idle timeout, cap),
+/// and the admin listener on one thread.
+fn add_listeners(
+    server: &mut Server,
+    config: &Config,
+    gateway: Gateway,
+    admin: Admin,
+    drain: &Arc<Drain>,
+    metrics: Arc<Metrics>,
+) {
     let connections = Connections::new(
         pingora::proxy::http_proxy(&server.configuration, gateway),
         Limits::from_config(&config.server),
         drain.clone(),
-        metrics.clone(),
+        metrics,
         config.correlation.header.clone(),
     );
     let mut proxy = Service::new("proxy".to_string(), connections);
@@ -303,13 +346,4 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
     admin.add_tcp(&config.listen.admin.to_string());
     admin.threads = Some(1);
     server.add_service(admin);
-    let signals = Signals::new(
-        drain,
-        config.server.grace_period,
-        config.server.graceful_shutdown_timeout,
-    );
-    Ok(App {
-        server,
-        signals: Box::new(signals),
-    })
 }

@@ -1,9 +1,9 @@
 //! The `gateway` binary: command line -> config::load -> app::build -> run. No logic here.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use gateway::app::{self, RunOptions};
 use gateway::config;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[cfg(feature = "mimalloc")]
@@ -39,23 +39,27 @@ enum Command {
     /// Print a test JWT that the config (-c) accepts, signed with its HMAC key: to try
     /// authenticated routes and tiers, e.g.
     /// `curl -H "Authorization: Bearer $(gateway -c conf/auth.yaml token --tier premium)"`.
-    Token {
-        /// The subject (the consumer).
-        #[arg(long, default_value = "test-user")]
-        sub: String,
-        /// A tier name: the issuer's tier claim is set to a value that maps to it.
-        #[arg(long)]
-        tier: Option<String>,
-        /// How long the token is valid.
-        #[arg(long, default_value = "1h")]
-        ttl: humantime::Duration,
-        /// Which issuer (its `issuer` value); the first with an HMAC key by default.
-        #[arg(long)]
-        issuer: Option<String>,
-        /// More claims, NAME=VALUE (repeatable).
-        #[arg(long = "claim", value_name = "NAME=VALUE")]
-        claims: Vec<String>,
-    },
+    Token(TokenArgs),
+}
+
+/// The options of `gateway token`.
+#[derive(Args, Debug)]
+struct TokenArgs {
+    /// The subject (the consumer).
+    #[arg(long, default_value = "test-user")]
+    sub: String,
+    /// A tier name: the issuer's tier claim is set to a value that maps to it.
+    #[arg(long)]
+    tier: Option<String>,
+    /// How long the token is valid.
+    #[arg(long, default_value = "1h")]
+    ttl: humantime::Duration,
+    /// Which issuer (its `issuer` value); the first with an HMAC key by default.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// More claims, NAME=VALUE (repeatable).
+    #[arg(long = "claim", value_name = "NAME=VALUE")]
+    claims: Vec<String>,
 }
 
 /// Replaces SIGHUP's default action (terminate) before anything else runs: tokio's handler
@@ -78,7 +82,7 @@ fn handle_sighup_from_now_on() {
 
 /// Loads the config, printing every problem (and, for a missing file at a relative
 /// path, what to pass instead).
-fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+fn load(path: &Path) -> Result<config::Config, ExitCode> {
     config::load(path).map_err(|e| {
         eprintln!("{e}");
         if let config::ConfigError::Read { source, .. } = &e {
@@ -97,107 +101,114 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
 /// Exit code for a bad config or command line.
 const EXIT_CONFIG: u8 = 2;
 
+/// What a command came to: `Err` carries the exit code of a failure already reported on
+/// standard error.
+type Done = Result<(), ExitCode>;
+
 fn main() -> ExitCode {
     handle_sighup_from_now_on();
     let cli = Cli::parse();
     gateway::observability::logger::Logger::install("warn,gateway=info");
-
-    if let Some(Command::HashKey { key }) = &cli.command {
-        let key = match key {
-            Some(k) => k.clone(),
-            None => {
-                let mut line = String::new();
-                if std::io::stdin().read_line(&mut line).is_err() {
-                    eprintln!("cannot read the key from standard input");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-                line
-            }
-        };
-        if key.trim().is_empty() {
-            eprintln!("the key is empty");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-        println!("{}", gateway::auth::hash_key(&key));
-        return ExitCode::SUCCESS;
-    }
-
-    if let Some(Command::Token {
-        sub,
-        tier,
-        ttl,
-        issuer,
-        claims,
-    }) = &cli.command
-    {
-        let config = match load(&cli.config) {
-            Ok(c) => c,
-            Err(code) => return code,
-        };
-        let mut pairs = Vec::new();
-        for c in claims {
-            match c.split_once('=') {
-                Some((k, v)) => pairs.push((k.to_string(), v.to_string())),
-                None => {
-                    eprintln!("--claim {c}: write it as NAME=VALUE");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            }
-        }
-        let request = gateway::auth::TokenRequest {
-            issuer: issuer.as_deref(),
-            subject: sub,
-            tier: tier.as_deref(),
-            claims: &pairs,
-            lifetime: (*ttl).into(),
-            now: gateway::auth::unix_now(),
-        };
-        return match gateway::auth::mint(&config.auth, &request) {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", cli.config.display());
-                ExitCode::from(EXIT_CONFIG)
-            }
-        };
-    }
-
-    if let Some(path) = &cli.check_config {
-        let config = match load(path) {
-            Ok(c) => c,
-            Err(code) => return code,
-        };
-        // What start-up would also refuse: backend names that do not resolve.
-        let unresolved = app::unresolvable_backends(&config);
-        if unresolved.is_empty() {
-            println!("ok");
-            return ExitCode::SUCCESS;
-        }
-        eprintln!("{}: {} problem(s):", path.display(), unresolved.len());
-        for problem in unresolved {
-            eprintln!("  {problem}");
-        }
-        return ExitCode::from(EXIT_CONFIG);
-    }
-
-    let config = match load(&cli.config) {
-        Ok(c) => c,
-        Err(code) => return code,
+    // A subcommand wins over the options; `--check-config` over running.
+    let done = match (&cli.command, &cli.check_config) {
+        (Some(Command::HashKey { key }), _) => hash_key(key.as_deref()),
+        (Some(Command::Token(args)), _) => token(&cli.config, args),
+        (None, Some(path)) => check_config(path),
+        (None, None) => run(&cli),
     };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+/// `gateway hash-key [KEY]`: the key's digest, the key read from standard input when not given.
+fn hash_key(key: Option<&str>) -> Done {
+    let key = match key {
+        Some(k) => k.to_string(),
+        None => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("cannot read the key from standard input");
+                return Err(ExitCode::from(EXIT_CONFIG));
+            }
+            line
+        }
+    };
+    if key.trim().is_empty() {
+        eprintln!("the key is empty");
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    println!("{}", gateway::auth::hash_key(&key));
+    Ok(())
+}
+
+/// `gateway token`: a test JWT that the config at `config_path` accepts.
+fn token(config_path: &Path, args: &TokenArgs) -> Done {
+    let config = load(config_path)?;
+    let claims = claim_pairs(&args.claims)?;
+    let request = gateway::auth::TokenRequest {
+        issuer: args.issuer.as_deref(),
+        subject: &args.sub,
+        tier: args.tier.as_deref(),
+        claims: &claims,
+        lifetime: args.ttl.into(),
+        now: gateway::auth::unix_now(),
+    };
+    match gateway::auth::mint(&config.auth, &request) {
+        Ok(token) => {
+            println!("{token}");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", config_path.display());
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+/// The `--claim NAME=VALUE` options as pairs.
+fn claim_pairs(claims: &[String]) -> Result<Vec<(String, String)>, ExitCode> {
+    claims
+        .iter()
+        .map(|c| match c.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => {
+                eprintln!("--claim {c}: write it as NAME=VALUE");
+                Err(ExitCode::from(EXIT_CONFIG))
+            }
+        })
+        .collect()
+}
+
+/// `--check-config FILE`: "ok", or every problem start-up would also refuse.
+fn check_config(path: &Path) -> Done {
+    let config = load(path)?;
+    // What start-up would also refuse: backend names that do not resolve.
+    let unresolved = app::unresolvable_backends(&config);
+    if unresolved.is_empty() {
+        println!("ok");
+        return Ok(());
+    }
+    eprintln!("{}: {} problem(s):", path.display(), unresolved.len());
+    for problem in unresolved {
+        eprintln!("  {problem}");
+    }
+    Err(ExitCode::from(EXIT_CONFIG))
+}
+
+/// Runs the gateway (or the `--bare` baseline) until a signal ends it.
+fn run(cli: &Cli) -> Done {
+    let config = load(&cli.config)?;
     let options = RunOptions {
         upgrade: cli.upgrade,
         bare: cli.bare,
         config_path: Some(cli.config.clone()),
     };
-    let app = match app::build(&config, &options) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{}: {e}", cli.config.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+    let app = app::build(&config, &options).map_err(|e| {
+        eprintln!("{}: {e}", cli.config.display());
+        ExitCode::from(EXIT_CONFIG)
+    })?;
     if cli.bare {
         log::info!(
             "bare proxy listening on {} (no admin listener, no features)",
@@ -213,5 +224,5 @@ fn main() -> ExitCode {
         );
     }
     app.run();
-    ExitCode::SUCCESS
+    Ok(())
 }

@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -118,11 +119,39 @@ impl Reloader {
     }
 
     async fn try_reload(&self, shutdown: &ShutdownWatch) -> ReloadOutcome {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) => return ReloadOutcome::Invalid(format!("{}: {e}", self.path.display())),
+        let (bytes, next) = match self.read() {
+            Ok(read) => read,
+            Err(why) => return ReloadOutcome::Invalid(why),
         };
-        // Parsed from the bytes hashed above, so the hash names exactly what is applied.
+        let changed = {
+            let now = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            restart_only_changes(&now, &next)
+        };
+        if !changed.is_empty() {
+            return ReloadOutcome::Refused(changed);
+        }
+        let addrs = match resolve(&next).await {
+            Ok(a) => a,
+            Err(why) => return ReloadOutcome::Invalid(why),
+        };
+        let added = self.swap_in(&next, &addrs, shutdown).await;
+        self.metrics.set_config_hash(&file_hash(&bytes));
+        log::info!(
+            "reload: applied {}: {} route(s), {} pool(s) ({} new)",
+            self.path.display(),
+            next.routes.len(),
+            next.upstreams.len(),
+            added
+        );
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        ReloadOutcome::Applied
+    }
+
+    /// The file's bytes and the config they validate to, or why not.
+    fn read(&self) -> Result<(Vec<u8>, Config), String> {
+        let bytes =
+            std::fs::read(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        // Parsed from the bytes that are hashed, so the hash names exactly what is applied.
         let parsed = std::str::from_utf8(&bytes)
             .map_err(|e| {
                 vec![config::Problem {
@@ -132,35 +161,27 @@ impl Reloader {
                 }]
             })
             .and_then(config::parse);
-        let next = match parsed {
-            Ok(c) => c,
-            Err(problems) => {
-                let e = config::ConfigError::Invalid {
-                    path: self.path.clone(),
-                    problems,
-                };
-                return ReloadOutcome::Invalid(e.to_string());
+        match parsed {
+            Ok(next) => Ok((bytes, next)),
+            Err(problems) => Err(config::ConfigError::Invalid {
+                path: self.path.clone(),
+                problems,
             }
-        };
-        let changed = {
-            let now = self.current.lock().unwrap_or_else(|e| e.into_inner());
-            restart_only_changes(&now, &next)
-        };
-        if !changed.is_empty() {
-            return ReloadOutcome::Refused(changed);
+            .to_string()),
         }
-        let for_dns = next.clone();
-        let addrs = match tokio::task::spawn_blocking(move || resolve_backends(&for_dns)).await {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => return ReloadOutcome::Invalid(e.to_string()),
-            Err(e) => {
-                return ReloadOutcome::Invalid(
-                    BuildError::Runtime(std::io::Error::other(e)).to_string(),
-                )
-            }
-        };
+    }
+
+    /// Builds the snapshot of `next` and swaps it in: new pools primed and their health
+    /// checks started before, pools and a limiter that are gone retired after. Returns how
+    /// many pools are new.
+    async fn swap_in(
+        &self,
+        next: &Config,
+        addrs: &[Vec<SocketAddr>],
+        shutdown: &ShutdownWatch,
+    ) -> usize {
         let old = self.state.load_full();
-        let snapshot = Snapshot::build(&next, &addrs, &self.metrics, Some(&old));
+        let snapshot = Snapshot::build(next, addrs, &self.metrics, Some(&old));
         let added: Vec<_> = snapshot.pools_not_in(&old).cloned().collect();
         // Backend lists first, so the new pools can serve from the first request.
         for pool in &added {
@@ -179,11 +200,18 @@ impl Reloader {
             // Requests still holding the old snapshot finish on it; its leases go back.
             old.limiter.retire();
         }
-        for pool in old.pools_not_in(&snapshot) {
+        self.retire_pools(&old, &snapshot);
+        added.len()
+    }
+
+    /// Stops the pools of `old` that `new` does not hold, and drops the series of their
+    /// backends that no pool of `new` has.
+    fn retire_pools(&self, old: &Snapshot, new: &Snapshot) {
+        for pool in old.pools_not_in(new) {
             pool.retire();
             let (name, addrs) = pool.backends();
             for addr in addrs {
-                let still_there = snapshot.pools.iter().any(|p| {
+                let still_there = new.pools.iter().any(|p| {
                     let (n, a) = p.backends();
                     n == name && a.contains(addr)
                 });
@@ -192,16 +220,16 @@ impl Reloader {
                 }
             }
         }
-        self.metrics.set_config_hash(&file_hash(&bytes));
-        log::info!(
-            "reload: applied {}: {} route(s), {} pool(s) ({} new)",
-            self.path.display(),
-            next.routes.len(),
-            next.upstreams.len(),
-            added.len()
-        );
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = next;
-        ReloadOutcome::Applied
+    }
+}
+
+/// Resolves the backends of `next` off the async threads (DNS blocks), or says why not.
+async fn resolve(next: &Config) -> Result<Vec<Vec<SocketAddr>>, String> {
+    let next = next.clone();
+    match tokio::task::spawn_blocking(move || resolve_backends(&next)).await {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(BuildError::Runtime(std::io::Error::other(e)).to_string()),
     }
 }
 
