@@ -88,7 +88,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(correlation::mint_traceparent()))
     });
 
-    let metrics = match Metrics::new(&[]) {
+    let metrics = match Metrics::new() {
         Ok(m) => m,
         Err(e) => panic!("metrics: {e}"),
     };

@@ -28,7 +28,7 @@ fn limiter_with(rate_limits: &str, beyond: impl FnOnce(&mut config::RedisConfig)
     if let Some(redis) = cfg.rate_limits.redis.as_mut() {
         beyond(redis);
     }
-    let metrics = match Metrics::new(&["p"]) {
+    let metrics = match Metrics::new() {
         Ok(m) => Arc::new(m),
         Err(e) => panic!("{e}"),
     };

@@ -181,7 +181,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
         return Ok(bare(server, config, &addrs));
     }
 
-    let metrics = Arc::new(Metrics::for_gateway(&config.rate_limits)?);
+    let metrics = Arc::new(Metrics::new()?);
     let state = first_snapshot(&mut server, config, &addrs, &metrics)?;
     if let Some(path) = &options.config_path {
         if let Ok(bytes) = std::fs::read(path) {

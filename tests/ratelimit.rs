@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::relay::DelayRelay;
 use common::{get, wait_for, Gateway, RedisServer, Upstream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -63,7 +64,10 @@ fn quick_start_without_redis() {
         gw.stderr()
     );
     assert!(
-        gw.metric("gateway_ratelimit_decisions_total{outcome=\"limited\",policy=\"p\"}") >= 1.0
+        gw.metric_sum(
+            "gateway_ratelimit_decisions_total",
+            &["outcome=\"limited\"", "policy=\"p\""]
+        ) >= 1.0
     );
 }
 
@@ -74,7 +78,10 @@ fn quick_start_through_redis() {
     let gw = Gateway::start(&config(&up, QUICK, Some(&redis_section(&redis, "")), ""));
     quick_start(&gw);
     assert_eq!(
-        gw.metric("gateway_ratelimit_decisions_total{outcome=\"fallback\",policy=\"p\"}"),
+        gw.metric_sum(
+            "gateway_ratelimit_decisions_total",
+            &["outcome=\"fallback\"", "policy=\"p\""]
+        ),
         0.0
     );
     assert!(redis.calls("evalsha") >= 1);
@@ -171,46 +178,68 @@ fn flood_on_an_exhausted_key_costs_redis_almost_nothing() {
     );
 }
 
+/// What a [`hammer`] run saw.
+struct Load {
+    ok: usize,
+    limited: usize,
+    other: usize,
+    elapsed: Duration,
+    /// Every request's latency, sorted.
+    latencies: Vec<Duration>,
+}
+
+impl Load {
+    fn percentile(&self, p: f64) -> Duration {
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies.get(i).copied().unwrap_or_default()
+    }
+}
+
+/// Load tests take turns: on a small machine two at once would measure each other.
+static LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Requests spread over several gateways as fast as `threads` clients can send them.
-fn hammer(
-    urls: &[String],
-    threads: usize,
-    duration: Duration,
-    header: (&str, &str),
-) -> (usize, usize, usize, Duration) {
-    let ok = Arc::new(AtomicUsize::new(0));
-    let limited = Arc::new(AtomicUsize::new(0));
-    let other = Arc::new(AtomicUsize::new(0));
+fn hammer(urls: &[String], threads: usize, duration: Duration, header: (&str, &str)) -> Load {
+    let _turn = LOAD.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let (ok, limited, other) = (ok.clone(), limited.clone(), other.clone());
             let urls = urls.to_vec();
             let (k, v) = (header.0.to_string(), header.1.to_string());
             std::thread::spawn(move || {
+                let (mut counts, mut latencies) = ([0usize; 3], Vec::new());
                 let mut i = t;
                 while started.elapsed() < duration {
+                    let sent = Instant::now();
                     let r = get(&urls[i % urls.len()], &[(&k, &v)]);
-                    match r.status {
-                        200 => ok.fetch_add(1, Ordering::Relaxed),
-                        429 => limited.fetch_add(1, Ordering::Relaxed),
-                        _ => other.fetch_add(1, Ordering::Relaxed),
-                    };
+                    latencies.push(sent.elapsed());
+                    counts[match r.status {
+                        200 => 0,
+                        429 => 1,
+                        _ => 2,
+                    }] += 1;
                     i += 1;
                 }
+                (counts, latencies)
             })
         })
         .collect();
+    let mut load = Load {
+        ok: 0,
+        limited: 0,
+        other: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
     for h in handles {
-        h.join().unwrap();
+        let (c, l) = h.join().unwrap();
+        (load.ok, load.limited, load.other) =
+            (load.ok + c[0], load.limited + c[1], load.other + c[2]);
+        load.latencies.extend(l);
     }
-    let elapsed = started.elapsed();
-    (
-        ok.load(Ordering::Relaxed),
-        limited.load(Ordering::Relaxed),
-        other.load(Ordering::Relaxed),
-        elapsed,
-    )
+    load.elapsed = started.elapsed();
+    load.latencies.sort();
+    load
 }
 
 #[test]
@@ -227,8 +256,13 @@ fn four_instances_share_one_bucket_exactly() {
         .map(|_| Gateway::start(&config(&up, policy, Some(&section), "")))
         .collect();
     let urls: Vec<String> = gws.iter().map(|g| g.url("/")).collect();
-    let (ok, limited, other, elapsed) =
-        hammer(&urls, 8, Duration::from_secs(4), ("X-Client", "hot"));
+    let Load {
+        ok,
+        limited,
+        other,
+        elapsed,
+        ..
+    } = hammer(&urls, 8, Duration::from_secs(4), ("X-Client", "hot"));
     let allowed = 20.0 + 100.0 * elapsed.as_secs_f64();
     let ratio = ok as f64 / allowed;
     eprintln!("four instances: admitted {ok}, limited {limited}, other {other}, in {elapsed:?}; allowed {allowed:.0}; admitted/allowed {ratio:.3}");
@@ -241,11 +275,17 @@ fn four_instances_share_one_bucket_exactly() {
     assert!(ratio >= 0.95, "under-admission: {ratio:.3}");
     for g in &gws {
         assert!(
-            g.metric("gateway_ratelimit_decisions_total{outcome=\"allowed\",policy=\"p\"}") > 0.0,
+            g.metric_sum(
+                "gateway_ratelimit_decisions_total",
+                &["outcome=\"allowed\"", "policy=\"p\""]
+            ) > 0.0,
             "every instance admitted some"
         );
         assert_eq!(
-            g.metric("gateway_ratelimit_decisions_total{outcome=\"fallback\",policy=\"p\"}"),
+            g.metric_sum(
+                "gateway_ratelimit_decisions_total",
+                &["outcome=\"fallback\"", "policy=\"p\""]
+            ),
             0.0
         );
     }
@@ -285,20 +325,21 @@ fn redis_dying_mid_load_causes_no_5xx_and_recovers_by_itself() {
             })
         })
         .collect();
-    let allowed = "gateway_ratelimit_decisions_total{outcome=\"allowed\",policy=\"p\"}";
-    let fallback = "gateway_ratelimit_decisions_total{outcome=\"fallback\",policy=\"p\"}";
+    let decisions = "gateway_ratelimit_decisions_total";
+    let allowed: &[&str] = &["outcome=\"allowed\"", "policy=\"p\""];
+    let fallback: &[&str] = &["outcome=\"fallback\"", "policy=\"p\""];
     wait_for("leased decisions", Duration::from_secs(10), || {
-        (gw.metric(allowed) > 50.0).then_some(())
+        (gw.metric_sum(decisions, allowed) > 50.0).then_some(())
     });
     redis.kill();
     wait_for("fallback decisions", Duration::from_secs(10), || {
-        (gw.metric(fallback) > 50.0).then_some(())
+        (gw.metric_sum(decisions, fallback) > 50.0).then_some(())
     });
     assert!(gw.metric("gateway_ratelimit_redis_errors_total") >= 1.0);
     redis.restart();
-    let before = gw.metric(allowed);
+    let before = gw.metric_sum(decisions, allowed);
     wait_for("leases to resume", Duration::from_secs(10), || {
-        (gw.metric(allowed) > before + 50.0).then_some(())
+        (gw.metric_sum(decisions, allowed) > before + 50.0).then_some(())
     });
     stop.store(true, Ordering::Relaxed);
     for h in load {
@@ -314,5 +355,100 @@ fn redis_dying_mid_load_causes_no_5xx_and_recovers_by_itself() {
         gw.stderr().contains("Redis is reachable again"),
         "{}",
         gw.stderr()
+    );
+}
+
+/// Two gateways share one key through a Redis `one_way` away (a relay that delays every
+/// byte). Only what Redis granted is ever spent, so admitted/allowed stays at most 1 at any
+/// distance; leases sized from the measured round trip keep the key fed.
+fn exact_at_a_distance(one_way: Duration) {
+    let up = Upstream::start("app");
+    let redis = RedisServer::start();
+    let relay = DelayRelay::start(format!("127.0.0.1:{}", redis.port), one_way);
+    let policy =
+        "    p:\n      rate: 100\n      per: 1s\n      burst: 20\n      key: header:X-Client\n";
+    let section = format!(
+        "    url: redis://127.0.0.1:{}/\n    sync_interval: 5ms\n    expected_instances: 2\n    lease_wait: 1s\n    command_timeout: 2s\n    connect_timeout: 2s\n",
+        relay.port
+    );
+    let gws: Vec<Gateway> = (0..2)
+        .map(|_| Gateway::start(&config(&up, policy, Some(&section), "")))
+        .collect();
+    let urls: Vec<String> = gws.iter().map(|g| g.url("/")).collect();
+    let load = hammer(&urls, 16, Duration::from_secs(4), ("X-Client", "far"));
+    let allowed = 20.0 + 100.0 * load.elapsed.as_secs_f64();
+    let ratio = load.ok as f64 / allowed;
+    let decisions = "gateway_ratelimit_decisions_total";
+    let fallbacks: f64 = gws
+        .iter()
+        .map(|g| g.metric_sum(decisions, &["outcome=\"fallback\""]))
+        .sum();
+    let by_reason = |r: &str| -> f64 {
+        gws.iter()
+            .map(|g| g.metric_sum(decisions, &[&format!("reason=\"{r}\"")]))
+            .sum()
+    };
+    let (lease, empty, no_lease) = (
+        by_reason("lease"),
+        by_reason("empty"),
+        by_reason("no_lease"),
+    );
+    eprintln!(
+        "{one_way:?} one way: admitted {}, limited {}, other {}, in {:?}; allowed {allowed:.0}; admitted/allowed {ratio:.3}; fallback {fallbacks}, lease {lease}, empty {empty}, no_lease {no_lease}; latency p50 {:?} p99 {:?}",
+        load.ok, load.limited, load.other, load.elapsed, load.percentile(0.5), load.percentile(0.99)
+    );
+    assert_eq!(load.other, 0, "no 5xx");
+    assert!(
+        (load.ok + load.limited) as f64 > 1.5 * allowed,
+        "the load must exceed the limit"
+    );
+    assert!(ratio <= 1.0, "over-admission at {one_way:?}: {ratio:.3}");
+    assert_eq!(fallbacks, 0.0, "Redis was reachable throughout");
+}
+
+#[test]
+fn exact_with_redis_nearby() {
+    exact_at_a_distance(Duration::ZERO);
+}
+
+#[test]
+fn exact_with_redis_25ms_away() {
+    exact_at_a_distance(Duration::from_millis(25));
+}
+
+#[test]
+fn exact_with_redis_50ms_away() {
+    exact_at_a_distance(Duration::from_millis(50));
+}
+
+#[test]
+fn a_redis_that_lost_its_data_hands_out_no_fresh_burst() {
+    // Redis restarted without persistence, was flushed, or failed over to a replica that
+    // had not seen the bucket: the key is missing. It is recreated from what this gateway
+    // last saw of it, not full.
+    let up = Upstream::start("app");
+    let redis = RedisServer::start();
+    let policy =
+        "    p:\n      rate: 1\n      per: 1m\n      burst: 5\n      key: header:X-Client\n";
+    let gw = Gateway::start(&config(
+        &up,
+        policy,
+        Some(&redis_section(&redis, "    lease_wait: 2s\n")),
+        "",
+    ));
+    let url = gw.url("/");
+    let send = |n: usize| -> Vec<u16> {
+        (0..n)
+            .map(|_| get(&url, &[("X-Client", "spent")]).status)
+            .collect()
+    };
+    assert_eq!(send(3), [200, 200, 200]);
+    assert!(redis.command("FLUSHALL").contains("OK"));
+    let after = send(5);
+    let admitted = after.iter().filter(|s| **s == 200).count();
+    assert!(after.iter().all(|s| *s == 200 || *s == 429), "{after:?}");
+    assert_eq!(
+        admitted, 2,
+        "5 in the burst, 3 spent before the loss: 2 left, not a fresh 5 ({after:?})"
     );
 }

@@ -231,7 +231,10 @@ fn policies_change_on_reload_and_unchanged_ones_keep_their_buckets() {
     assert_eq!(statuses("/a", 2), vec![200, 429], "one token was left of 3");
     assert_eq!(statuses("/b", 2), vec![200, 429], "the new policy applies");
     assert!(
-        gw.metric("gateway_ratelimit_decisions_total{outcome=\"limited\",policy=\"new\"}") >= 1.0
+        gw.metric_sum(
+            "gateway_ratelimit_decisions_total",
+            &["outcome=\"limited\"", "policy=\"new\""]
+        ) >= 1.0
     );
 
     // Changing `keep` gives it a fresh bucket of the new size.

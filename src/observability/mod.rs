@@ -8,4 +8,4 @@ mod metrics;
 
 pub use access_log::{AccessLog, AccessRecord, DRAIN_INTERVAL as ACCESS_LOG_INTERVAL};
 pub use admin::Admin;
-pub use metrics::{ConnClose, Metrics, RouteLabel, RouteMetrics};
+pub use metrics::{ConnClose, DecisionCounters, DecisionReason, Metrics, RouteLabel, RouteMetrics};

@@ -18,7 +18,7 @@ correlation:
 
 fn gateway(text: &str) -> Gateway {
     let cfg = config::parse(text).unwrap();
-    let metrics = Arc::new(Metrics::for_gateway(&cfg.rate_limits).unwrap());
+    let metrics = Arc::new(Metrics::new().unwrap());
     let addrs = crate::app::resolve_backends(&cfg).unwrap();
     let snapshot = Snapshot::build(&cfg, &addrs, &metrics, None);
     Gateway {

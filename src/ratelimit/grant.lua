@@ -1,19 +1,32 @@
 -- Grants up to ARGV[3] tokens from the bucket at KEYS[1], refilled by Redis's own clock.
 -- ARGV: 1 = tokens per millisecond, 2 = burst, 3 = tokens wanted (0 = none),
---       4 = tokens given back (added before granting), 5 = key TTL in milliseconds.
--- Returns {granted, milli-tokens left, milliseconds until the next whole token}.
+--       4 = tokens given back (added before granting), 5 = key TTL in milliseconds,
+--       6 = the asking instance's last-known level of this bucket in tokens, or -1.
+-- A missing bucket is new, or was lost (Redis restarted without persistence, flushed,
+-- evicted, failed over to a lagging replica): it is created at the asker's last-known
+-- level rather than full, so a lost bucket does not hand a spent key a fresh burst,
+-- and given a new epoch (its creation time) so instances drop leases of the old one.
+-- Returns {granted, milli-tokens left, milliseconds until the next whole token, epoch}.
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local back = tonumber(ARGV[4])
+local seed = tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'epoch')
 local tokens = tonumber(b[1])
 local ts = tonumber(b[2])
-if tokens == nil or ts == nil then
+local epoch = tonumber(b[3])
+if tokens == nil or ts == nil or epoch == nil then
   tokens = burst
+  if seed >= 0 then
+    tokens = math.min(burst, seed)
+    -- Tokens handed back belong to the lost bucket's epoch: not added to the new one.
+    back = 0
+  end
   ts = now
+  epoch = now
 end
 if now > ts then
   tokens = math.min(burst, tokens + (now - ts) * rate)
@@ -21,10 +34,10 @@ end
 tokens = math.min(burst, tokens + back)
 local granted = math.min(want, math.floor(tokens))
 tokens = tokens - granted
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(math.max(now, ts)))
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(math.max(now, ts)), 'epoch', tostring(epoch))
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
 local wait = 0
 if tokens < 1 then
   wait = math.ceil((1 - tokens) / rate)
 end
-return {granted, math.floor(tokens * 1000), wait}
+return {granted, math.floor(tokens * 1000), wait, epoch}

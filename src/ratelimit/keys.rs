@@ -31,6 +31,11 @@ pub struct KeyState {
     pub queued: AtomicBool,
     /// Whole tokens Redis still held after the last grant (for the `RateLimit` header).
     pub redis_left: AtomicU64,
+    /// When the last grant arrived (clock nanos; 0: never): `redis_left` was true then.
+    pub seen_at: AtomicU64,
+    /// The epoch of the Redis bucket the lease came from (0: none yet); a new epoch means
+    /// Redis lost the bucket and what is left of an older lease must not be spent.
+    pub epoch: AtomicU64,
     /// The local bucket: the whole limit without Redis, the `local` fallback with it.
     pub local: Mutex<Bucket>,
     /// Wakes requests waiting for this key's lease.
@@ -51,6 +56,8 @@ impl KeyState {
             low_water: AtomicI64::new(0),
             queued: AtomicBool::new(false),
             redis_left: AtomicU64::new(0),
+            seen_at: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             local: Mutex::new(local),
             notify: Notify::new(),
         }

@@ -27,12 +27,12 @@ pub use keys::KeyState;
 pub use sync::{LeaseSync, LimiterService};
 
 use crate::config::{ColdStart, LimitKey, OnRedisError, RateLimitConfig, RedisConfig};
-use crate::observability::Metrics;
+use crate::observability::{DecisionReason, Metrics};
 use http::HeaderValue;
 use keys::KeyTable;
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -104,6 +104,58 @@ pub fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// Why the limiter decided as it did: the `reason` label of its decisions metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A token of a lease Redis granted (or of the cold-start allowance).
+    Lease,
+    /// Redis had no token left: refused locally until one is due.
+    Empty,
+    /// No lease arrived within `lease_wait` while Redis was reachable. Refused: a slow
+    /// Redis is never a reason to admit on local guesswork (that admission would be spent
+    /// again when the late lease arrives).
+    NoLease,
+    /// The instance's own bucket: no Redis configured.
+    Local,
+    /// Redis is unreachable (as judged by the sync service): the policy's `on_redis_error`.
+    RedisUnreachable,
+    /// The key table is full: no state to decide with.
+    Untracked,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::Lease,
+        Reason::Empty,
+        Reason::NoLease,
+        Reason::Local,
+        Reason::RedisUnreachable,
+        Reason::Untracked,
+    ];
+
+    /// The reasons as the decisions metric labels them, in [`Reason`] order.
+    fn metric_labels() -> Vec<DecisionReason> {
+        Reason::ALL
+            .iter()
+            .map(|r| DecisionReason {
+                label: r.as_str(),
+                fallback: matches!(r, Reason::RedisUnreachable | Reason::Untracked),
+            })
+            .collect()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Lease => "lease",
+            Reason::Empty => "empty",
+            Reason::NoLease => "no_lease",
+            Reason::Local => "local",
+            Reason::RedisUnreachable => "redis_unreachable",
+            Reason::Untracked => "untracked",
+        }
+    }
+}
+
 /// What the limiter decided for one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Decision {
@@ -114,43 +166,44 @@ pub struct Decision {
     pub retry_after: Duration,
     /// Until the bucket would be full again.
     pub reset: Duration,
-    /// Decided without Redis while Redis is unreachable (or the key table is full).
-    pub fallback: bool,
+    pub reason: Reason,
 }
 
 impl Decision {
-    fn allowed(remaining: u64, reset: Duration) -> Self {
+    fn allowed(remaining: u64, reset: Duration, reason: Reason) -> Self {
         Self {
             allowed: true,
             remaining,
             retry_after: Duration::ZERO,
             reset,
-            fallback: false,
+            reason,
         }
     }
 
-    fn limited(retry_after: Duration) -> Self {
+    fn limited(retry_after: Duration, reason: Reason) -> Self {
         Self {
             allowed: false,
             remaining: 0,
             retry_after,
             reset: retry_after,
-            fallback: false,
+            reason,
         }
     }
 
-    fn from_take(t: Take, reset: Duration) -> Self {
+    fn from_take(t: Take, reset: Duration, reason: Reason) -> Self {
         match t {
-            Take::Allowed { remaining } => Self::allowed(remaining, reset),
-            Take::Limited { retry_after } => Self::limited(retry_after),
+            Take::Allowed { remaining } => Self::allowed(remaining, reset, reason),
+            Take::Limited { retry_after } => Self::limited(retry_after, reason),
         }
     }
 
-    fn as_fallback(mut self) -> Self {
-        self.fallback = true;
-        self
+    /// Decided without Redis although Redis is configured (unreachable, or no state).
+    pub fn fallback(&self) -> bool {
+        matches!(self.reason, Reason::RedisUnreachable | Reason::Untracked)
     }
 }
+
+const UNREACHABLE: Reason = Reason::RedisUnreachable;
 
 /// State shared between the request path and the [`LeaseSync`] service.
 pub(crate) struct Shared {
@@ -161,9 +214,38 @@ pub(crate) struct Shared {
     pub wake: Notify,
     /// False while Redis is unreachable: decisions use the fallback.
     pub redis_ok: AtomicBool,
+    /// A moving average of the lease round trip (nanoseconds; 0 before the first).
+    rtt_ns: AtomicU64,
 }
 
 impl Shared {
+    /// The round trip to Redis as measured so far (zero before the first).
+    pub fn round_trip(&self) -> Duration {
+        Duration::from_nanos(self.rtt_ns.load(Ordering::Relaxed))
+    }
+
+    /// How long before a grant arrives once asked for: a round trip and a tick.
+    pub fn lead(&self) -> Duration {
+        self.round_trip() + self.config.sync_interval
+    }
+
+    fn lead_nanos(&self) -> u64 {
+        self.rtt_ns.load(Ordering::Relaxed) + self.config.sync_interval.as_nanos() as u64
+    }
+
+    /// Folds one measured round trip into the average (weight 1/8: a few ticks to follow a
+    /// change, steady under jitter). Only the sync service writes it.
+    pub fn measured_round_trip(&self, took: Duration) {
+        let sample = took.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let old = self.rtt_ns.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.rtt_ns.store(new, Ordering::Relaxed);
+    }
+
     fn enqueue(&self, st: &Arc<KeyState>, urgent: bool) {
         if !st.queued.swap(true, Ordering::AcqRel) {
             self.queue
@@ -186,8 +268,8 @@ pub struct Limiter {
     shared: Option<Arc<Shared>>,
     pub clock: Clock,
     metrics: Arc<Metrics>,
-    /// Per policy: [allowed, limited, fallback] decision counters.
-    decisions: Vec<[prometheus::IntCounter; 3]>,
+    /// Per policy: decision counters by [`Reason`] (index) and allowed/limited.
+    decisions: Vec<crate::observability::DecisionCounters>,
     /// What it was built from.
     config: RateLimitConfig,
     /// Set when a reload replaces this limiter: its service returns its leases and stops.
@@ -252,17 +334,31 @@ impl Limiter {
                 // Optimistic until the first round trip says otherwise; requests wait
                 // at most `lease_wait` for it.
                 redis_ok: AtomicBool::new(true),
+                rtt_ns: AtomicU64::new(0),
             })
         });
+        let reasons = Reason::metric_labels();
+        let decisions = config
+            .policies
+            .iter()
+            .map(|p| {
+                let c = metrics.limit_decision_counters(&p.name, &reasons);
+                let usual = if config.redis.is_some() {
+                    [(Reason::Lease, true), (Reason::Empty, false)]
+                } else {
+                    [(Reason::Local, true), (Reason::Local, false)]
+                };
+                for (r, allowed) in usual {
+                    c.touch(r as usize, allowed);
+                }
+                c
+            })
+            .collect();
         Self {
             tables: (0..config.policies.len())
                 .map(|i| kept(i).unwrap_or_else(|| Arc::new(KeyTable::new(config.max_keys))))
                 .collect(),
-            decisions: config
-                .policies
-                .iter()
-                .map(|p| metrics.limit_decision_counters(&p.name))
-                .collect(),
+            decisions,
             policies,
             shared,
             clock: Clock::new(),
@@ -289,12 +385,7 @@ impl Limiter {
 
     fn observe(&self, p: usize, d: &Decision) {
         if let Some(c) = self.decisions.get(p) {
-            let i = match (d.fallback, d.allowed) {
-                (true, _) => 2,
-                (false, true) => 0,
-                (false, false) => 1,
-            };
-            c[i].inc();
+            c.count(d.reason as usize, d.allowed);
         }
     }
 
@@ -322,7 +413,7 @@ impl Limiter {
         let (policy, table) = (self.policies.get(p)?, self.tables.get(p)?);
         let d = table
             .peek(key, |st| match &self.shared {
-                None => Some(self.local(st, &policy.shape, self.clock.now())),
+                None => Some(self.local(st, &policy.shape, self.clock.now(), Reason::Local)),
                 Some(shared) => {
                     // Coarse time is enough here: idle tracking works in seconds, and an
                     // "empty until" read a tick late only rejects a tick longer.
@@ -351,7 +442,7 @@ impl Limiter {
     /// The slow path: new keys, empty leases, fallbacks.
     async fn decide(&self, p: usize, key: &[u8]) -> Decision {
         let (Some(policy), Some(table)) = (self.policies.get(p), self.tables.get(p)) else {
-            return Decision::allowed(0, Duration::ZERO);
+            return Decision::allowed(0, Duration::ZERO, Reason::Untracked);
         };
         let now = self.clock.now();
         let allowance = match &self.shared {
@@ -375,7 +466,7 @@ impl Limiter {
         };
         st.last_used.store(now, Ordering::Relaxed);
         let Some(shared) = &self.shared else {
-            return self.local(&st, &policy.shape, now);
+            return self.local(&st, &policy.shape, now, Reason::Local);
         };
         st.hits.fetch_add(1, Ordering::Relaxed);
         if created {
@@ -387,27 +478,62 @@ impl Limiter {
         if !shared.redis_ok.load(Ordering::Acquire) {
             return self.fallback(&st, policy, now);
         }
-        // No lease and no word from Redis yet: wait for the sync service, at most
-        // `lease_wait` in all (a grant may go to other waiters first; then wait again).
-        let deadline = tokio::time::Instant::now() + shared.config.lease_wait;
+        // A cold key waits for its first lease, at most `lease_wait`, however many round
+        // trips that takes. A warm key whose lease ran dry waits for one round trip only:
+        // if the refill it asked for does not cover it, its demand outran what Redis can
+        // grant (over its limit), and more waiting would only add latency to a 429.
+        let warm = st.seen_at.load(Ordering::Acquire) != 0;
+        let started = tokio::time::Instant::now();
+        let d = self
+            .wait_for_lease(
+                shared,
+                &st,
+                policy,
+                started,
+                if warm { 1 } else { usize::MAX },
+            )
+            .await;
+        self.metrics
+            .observe_lease_wait(started.elapsed().as_secs_f64());
+        d
+    }
+
+    /// No lease and no word from Redis yet: waits for the sync service, at most
+    /// `lease_wait` in all (a grant may go to other waiters first; then it waits again).
+    async fn wait_for_lease(
+        &self,
+        shared: &Shared,
+        st: &Arc<KeyState>,
+        policy: &Policy,
+        started: tokio::time::Instant,
+        mut rounds: usize,
+    ) -> Decision {
+        let deadline = started + shared.config.lease_wait;
         loop {
             let notified = st.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let now = self.clock.now();
-            if let Some(d) = self.spend_lease(shared, &st, policy, now) {
+            if let Some(d) = self.spend_lease(shared, st, policy, self.clock.now()) {
                 return d;
             }
-            if !shared.redis_ok.load(Ordering::Acquire) || tokio::time::Instant::now() >= deadline {
+            if !shared.redis_ok.load(Ordering::Acquire)
+                || tokio::time::Instant::now() >= deadline
+                || rounds == 0
+            {
                 break;
             }
-            shared.enqueue(&st, true);
+            rounds -= 1;
+            shared.enqueue(st, true);
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 break;
             }
         }
-        // Redis did not answer within lease_wait, or is down: the policy's fallback.
-        self.fallback(&st, policy, self.clock.now())
+        if !shared.redis_ok.load(Ordering::Acquire) {
+            return self.fallback(st, policy, self.clock.now());
+        }
+        // Redis is up but its lease did not arrive in time: refused, not guessed. The
+        // lease still arrives and serves the next requests.
+        Decision::limited(shared.config.lease_wait, Reason::NoLease)
     }
 
     /// The decision a lease or a known-empty bucket gives, if any.
@@ -424,10 +550,21 @@ impl Limiter {
             }
             let remaining = left as u64 + st.redis_left.load(Ordering::Relaxed);
             let reset = policy.shape.time_for(policy.shape.burst - remaining as f64);
-            return Some(Decision::allowed(remaining, reset));
+            return Some(Decision::allowed(remaining, reset, Reason::Lease));
         }
         let until = st.empty_until.load(Ordering::Acquire);
-        (now < until).then(|| Decision::limited(Duration::from_nanos(until - now)))
+        if now >= until {
+            return None;
+        }
+        // Still wanted near the end of the empty spell: ask now, so that the refill
+        // arrives as the spell ends instead of a round trip after it.
+        if until - now <= shared.lead_nanos() {
+            shared.enqueue(st, false);
+        }
+        Some(Decision::limited(
+            Duration::from_nanos(until - now),
+            Reason::Empty,
+        ))
     }
 
     fn local_shape<'a>(&self, policy: &'a Policy) -> &'a Shape {
@@ -438,24 +575,24 @@ impl Limiter {
         }
     }
 
-    fn local(&self, st: &KeyState, shape: &Shape, now: u64) -> Decision {
+    fn local(&self, st: &KeyState, shape: &Shape, now: u64, reason: Reason) -> Decision {
         let mut b = st.local.lock().unwrap_or_else(|e| e.into_inner());
         let take = b.take(shape, now);
-        Decision::from_take(take, b.time_to_full(shape))
+        Decision::from_take(take, b.time_to_full(shape), reason)
     }
 
     fn fallback(&self, st: &KeyState, policy: &Policy, now: u64) -> Decision {
         match policy.on_redis_error {
-            OnRedisError::Local => self.local(st, &policy.fallback_shape, now).as_fallback(),
-            OnRedisError::Open => Decision::allowed(0, Duration::ZERO).as_fallback(),
-            OnRedisError::Closed => Decision::limited(Duration::from_secs(1)).as_fallback(),
+            OnRedisError::Local => self.local(st, &policy.fallback_shape, now, UNREACHABLE),
+            OnRedisError::Open => Decision::allowed(0, Duration::ZERO, UNREACHABLE),
+            OnRedisError::Closed => Decision::limited(Duration::from_secs(1), UNREACHABLE),
         }
     }
 
     fn without_state(&self, policy: &Policy) -> Decision {
         match policy.on_redis_error {
-            OnRedisError::Closed => Decision::limited(Duration::from_secs(1)).as_fallback(),
-            _ => Decision::allowed(0, Duration::ZERO).as_fallback(),
+            OnRedisError::Closed => Decision::limited(Duration::from_secs(1), Reason::Untracked),
+            _ => Decision::allowed(0, Duration::ZERO, Reason::Untracked),
         }
     }
 

@@ -22,6 +22,10 @@ pub struct LeaseSync {
     script: redis::Script,
 }
 
+/// The script's reply for one key: granted, milli-tokens left, milliseconds until the next
+/// token, the bucket's epoch.
+type Reply = (u64, i64, u64, u64);
+
 /// One key's request in a round trip.
 struct Ask {
     key: Arc<super::KeyState>,
@@ -54,8 +58,12 @@ impl LeaseSync {
         k
     }
 
-    /// How many tokens to ask for: enough for `lease_horizon` of this key's demand, never
-    /// more than the policy itself allows in that time, within [lease_min, lease_max].
+    /// How many tokens to ask for, and when to ask again (the low-water mark). A grant
+    /// arrives a round trip (plus up to a tick) after it is asked for: `lead`. The lease
+    /// covers the key's demand for twice that, or `lease_horizon` if longer, and more is
+    /// asked for while what is left still covers `lead`, so a key with steady demand is
+    /// refilled before it runs dry however far Redis is. Never more than the policy
+    /// itself allows in that time, within [lease_min, lease_max] and the burst.
     fn lease_size(&self, st: &super::KeyState, now: u64) -> (u64, i64) {
         let cfg = &self.shared.config;
         let Some(policy) = self.limiter.policies.get(st.policy) else {
@@ -68,16 +76,36 @@ impl LeaseSync {
         let lease_now = st.lease.load(Ordering::Acquire);
         let spent = (st.granted_mark.load(Ordering::Acquire) - lease_now).max(0) as f64;
         let hits = st.hits.swap(0, Ordering::AcqRel) as f64;
-        let observed = (spent + hits) / (since as f64 / 1e9);
-        let horizon = cfg.lease_horizon.as_secs_f64();
-        let target = (observed.min(policy.shape.per_second) * horizon).ceil() as u64;
-        let target = target
+        let demand = ((spent + hits) / (since as f64 / 1e9)).min(policy.shape.per_second);
+        let lead = self.shared.lead();
+        let cover = cfg.lease_horizon.max(lead * 2).as_secs_f64();
+        let target = ((demand * cover).ceil() as u64)
             .clamp(cfg.lease_min, cfg.lease_max)
             .min(policy.shape.burst as u64)
             .max(1);
-        let have = st.lease.load(Ordering::Acquire).max(0) as u64;
-        // Ask again when half of the target is left.
-        (target.saturating_sub(have).max(1), (target / 2) as i64)
+        let low = ((demand * lead.as_secs_f64()).ceil() as u64).max(target / 2);
+        let have = lease_now.max(0) as u64;
+        (
+            target.saturating_sub(have).max(1),
+            low.min(target.saturating_sub(1)) as i64,
+        )
+    }
+
+    /// What this instance last knew of the key's bucket in Redis, brought forward by the
+    /// refill since: the seed of a bucket Redis lost (see grant.lua). -1: nothing known.
+    fn last_known_level(&self, st: &super::KeyState, now: u64) -> f64 {
+        let Some(policy) = self.limiter.policies.get(st.policy) else {
+            return -1.0;
+        };
+        let seen = st.seen_at.load(Ordering::Acquire);
+        if seen == 0 {
+            return -1.0;
+        }
+        if st.empty_until.load(Ordering::Acquire) > now {
+            return 0.0;
+        }
+        let refill = policy.shape.per_second * (now.saturating_sub(seen) as f64 / 1e9);
+        (st.redis_left.load(Ordering::Relaxed) as f64 + refill).min(policy.shape.burst)
     }
 
     async fn connect(&self) -> Result<ConnectionManager, redis::RedisError> {
@@ -90,35 +118,19 @@ impl LeaseSync {
         ConnectionManager::new_with_config(client, mc).await
     }
 
-    /// One pipelined round trip for every ask. Applies the grants; on error nothing is applied.
+    /// One pipelined round trip for every ask. Applies the grants; on error nothing is
+    /// applied (a grant Redis made for a round trip that timed out is lost: under-admission,
+    /// never over-admission).
     async fn round_trip(
         &self,
         conn: &mut ConnectionManager,
         asks: &[Ask],
     ) -> Result<(), redis::RedisError> {
         let metrics: &Metrics = self.limiter.metrics();
-        let mut pipe = redis::pipe();
-        for a in asks {
-            let Some(policy) = self.limiter.policies.get(a.key.policy) else {
-                continue;
-            };
-            let per_ms = policy.shape.per_second / 1000.0;
-            // The bucket key lives while it could still differ from a full bucket.
-            let ttl_ms =
-                (policy.shape.time_for(policy.shape.burst).as_millis() as u64).max(1000) * 2;
-            pipe.cmd("EVALSHA")
-                .arg(self.script.get_hash())
-                .arg(1)
-                .arg(self.redis_key(&a.key))
-                .arg(per_ms)
-                .arg(policy.shape.burst)
-                .arg(a.want)
-                .arg(a.back)
-                .arg(ttl_ms);
-        }
+        let pipe = self.pipeline(asks);
         let started = Instant::now();
         metrics.limit_redis_round_trip();
-        let result: Result<Vec<(u64, i64, u64)>, redis::RedisError> =
+        let result: Result<Vec<Reply>, redis::RedisError> =
             match tokio::time::timeout(self.shared.config.command_timeout, pipe.query_async(conn))
                 .await
             {
@@ -137,34 +149,84 @@ impl LeaseSync {
             }
             Err(e) => return Err(e),
         };
-        metrics.observe_lease_fetch(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics.observe_lease_fetch(took.as_secs_f64());
+        self.shared.measured_round_trip(took);
+        metrics.set_limit_redis_round_trip(self.shared.round_trip().as_secs_f64());
         let now = self.limiter.clock.now();
-        for (a, (granted, milli_left, wait_ms)) in asks.iter().zip(replies) {
-            let st = &a.key;
-            let lease = st.lease.fetch_add(granted as i64, Ordering::AcqRel) + granted as i64;
-            st.granted_mark.store(lease, Ordering::Release);
-            st.redis_left
-                .store((milli_left.max(0) / 1000) as u64, Ordering::Relaxed);
-            if a.want > 0 && granted < a.want {
-                // Redis gave all it had: the bucket is empty. Spend what was granted, then
-                // reject locally until a whole lease has refilled, so that a key over its
-                // limit costs one round trip per lease, not one per trickle of tokens.
-                // Capped at half the time to fill the burst, so that no refill is lost to
-                // the cap while nobody asks; at least a tick, at least until a token is due.
-                let Some(policy) = self.limiter.policies.get(st.policy) else {
-                    continue;
-                };
-                let refill = policy.shape.time_for((a.want - granted) as f64);
-                let cap = policy.shape.time_for(policy.shape.burst) / 2;
-                let wait = refill
-                    .min(cap)
-                    .max(Duration::from_millis(wait_ms))
-                    .max(self.shared.config.sync_interval);
-                st.empty_until
-                    .store(now + wait.as_nanos() as u64, Ordering::Release);
-            }
+        for (a, reply) in asks.iter().zip(replies) {
+            self.apply(a, reply, now);
         }
         Ok(())
+    }
+
+    fn pipeline(&self, asks: &[Ask]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        let now = self.limiter.clock.now();
+        for a in asks {
+            let Some(policy) = self.limiter.policies.get(a.key.policy) else {
+                continue;
+            };
+            let per_ms = policy.shape.per_second / 1000.0;
+            // The bucket key lives while it could still differ from a full bucket.
+            let ttl_ms =
+                (policy.shape.time_for(policy.shape.burst).as_millis() as u64).max(1000) * 2;
+            pipe.cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(1)
+                .arg(self.redis_key(&a.key))
+                .arg(per_ms)
+                .arg(policy.shape.burst)
+                .arg(a.want)
+                .arg(a.back)
+                .arg(ttl_ms)
+                .arg(self.last_known_level(&a.key, now));
+        }
+        pipe
+    }
+
+    /// Applies one key's reply: the grant, the bucket's level, and "empty until".
+    fn apply(&self, a: &Ask, (granted, milli_left, wait_ms, epoch): Reply, now: u64) {
+        let st = &a.key;
+        let Some(policy) = self.limiter.policies.get(st.policy) else {
+            return;
+        };
+        let before = st.epoch.swap(epoch, Ordering::AcqRel);
+        let lease = if before != 0 && before != epoch {
+            // Redis lost the bucket and made a new one: what is left of the old lease was
+            // granted by a bucket that no longer counts it. Dropped, never spent twice.
+            st.lease.store(granted as i64, Ordering::Release);
+            granted as i64
+        } else {
+            st.lease.fetch_add(granted as i64, Ordering::AcqRel) + granted as i64
+        };
+        st.granted_mark.store(lease, Ordering::Release);
+        let left = (milli_left.max(0) / 1000) as u64;
+        st.redis_left.store(left, Ordering::Relaxed);
+        st.seen_at.store(now, Ordering::Release);
+        // Should Redis become unreachable, this instance's share of what Redis holds is
+        // where the `local` fallback starts, not a full bucket.
+        {
+            let mut b = st.local.lock().unwrap_or_else(|e| e.into_inner());
+            b.tokens = (left as f64 / f64::from(self.shared.config.expected_instances))
+                .min(policy.fallback_shape.burst);
+            b.updated = now;
+        }
+        if a.want > 0 && granted < a.want {
+            // Redis gave all it had: the bucket is empty. Spend what was granted, then
+            // reject locally until a whole lease has refilled, so that a key over its
+            // limit costs one round trip per lease, not one per trickle of tokens.
+            // Capped at half the time to fill the burst, so that no refill is lost to
+            // the cap while nobody asks; at least a tick, at least until a token is due.
+            let refill = policy.shape.time_for((a.want - granted) as f64);
+            let cap = policy.shape.time_for(policy.shape.burst) / 2;
+            let wait = refill
+                .min(cap)
+                .max(Duration::from_millis(wait_ms))
+                .max(self.shared.config.sync_interval);
+            st.empty_until
+                .store(now + wait.as_nanos() as u64, Ordering::Release);
+        }
     }
 
     /// Lets everyone waiting on these keys re-check (after a grant or a failure).
@@ -211,7 +273,9 @@ impl LeaseSync {
         let mut ticker = tokio::time::interval(cfg.sync_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sweep = Instant::now();
-        let mut pending_returns: Vec<Ask> = Vec::new();
+        // Returns not yet sent. Sent first in each round trip, so that a key's own
+        // returned tokens are in the bucket before its grant is computed.
+        let mut returns: Vec<Ask> = Vec::new();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -221,60 +285,22 @@ impl LeaseSync {
             let now = self.limiter.clock.now();
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
-                pending_returns.extend(self.idle_returns(now));
+                returns.extend(self.idle_returns(now));
                 self.limiter
                     .evict_idle(now, cfg.idle_return.max(SWEEP_EVERY) * 2);
             }
-            let queued: Vec<Arc<super::KeyState>> =
-                std::mem::take(&mut *self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()));
-            let mut asks: Vec<Ask> = queued
-                .into_iter()
-                .filter(|key| {
-                    // Known empty: asking now would get a trickle. The first request after
-                    // `empty_until` queues the key again.
-                    let empty = key.empty_until.load(Ordering::Acquire) > now;
-                    if empty {
-                        key.queued.store(false, Ordering::Release);
-                        key.notify.notify_waiters();
-                    }
-                    !empty
-                })
-                .map(|key| {
-                    let (want, low) = self.lease_size(&key, now);
-                    key.low_water.store(low, Ordering::Relaxed);
-                    Ask { key, want, back: 0 }
-                })
-                .collect();
-            asks.append(&mut pending_returns);
+            let mut asks = std::mem::take(&mut returns);
+            asks.extend(self.grant_asks(now));
             if asks.is_empty() && self.shared.redis_ok.load(Ordering::Acquire) {
                 continue;
             }
-            if conn.is_none() {
-                match tokio::time::timeout(cfg.connect_timeout * 2, self.connect()).await {
-                    Ok(Ok(c)) => conn = Some(c),
-                    Ok(Err(e)) => self.failed(&asks, &e.to_string()),
-                    Err(_) => self.failed(&asks, "connect timeout"),
-                }
-            }
-            let Some(c) = conn.as_mut() else {
-                pending_returns = keep_returns(asks);
+            let Some(c) = self.connection(&mut conn, &asks).await else {
+                // Never sent: the returns are kept for the next round trip.
+                returns = keep_returns(asks);
                 continue;
             };
             if asks.is_empty() {
-                // Down and idle: probe so that recovery does not wait for traffic.
-                let ping: Result<String, _> = match tokio::time::timeout(
-                    cfg.command_timeout,
-                    redis::cmd("PING").query_async(c),
-                )
-                .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout"))),
-                };
-                match ping {
-                    Ok(_) => self.recovered(),
-                    Err(e) => self.failed(&[], &e.to_string()),
-                }
+                self.probe(c).await;
                 continue;
             }
             match self.round_trip(c, &asks).await {
@@ -282,35 +308,110 @@ impl LeaseSync {
                     self.recovered();
                     self.release(&asks);
                 }
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    // Nothing was applied: the returns go again with the script loaded.
+                    self.release(&asks);
+                    returns = keep_returns(asks);
+                }
                 Err(e) => {
-                    if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
-                        self.failed(&asks, &e.to_string());
-                    } else {
-                        self.release(&asks);
-                    }
-                    pending_returns = keep_returns(asks);
+                    // Redis may have applied the round trip before failing (a timeout):
+                    // its returns are not sent again, so they can never count twice.
+                    // The tokens they held are lost: under-admission, not over.
+                    self.failed(&asks, &e.to_string());
                 }
             }
         }
-        // Shutting down: give every lease back so other instances can use it.
-        if let Some(c) = conn.as_mut() {
-            let returns: Vec<Ask> = self
-                .limiter
-                .tables()
-                .iter()
-                .flat_map(|t| t.all())
-                .filter_map(|st| {
-                    let back = st.lease.swap(0, Ordering::AcqRel);
-                    (back > 0).then_some(Ask {
-                        key: st,
-                        want: 0,
-                        back: back as u64,
-                    })
-                })
-                .chain(pending_returns)
-                .collect();
-            if !returns.is_empty() {
-                let _ = self.round_trip(c, &returns).await;
+        self.return_all(conn.as_mut(), returns).await;
+    }
+
+    /// The queued keys that need a lease, with their sizes.
+    fn grant_asks(&self, now: u64) -> Vec<Ask> {
+        let lead = self.shared.lead().as_nanos() as u64;
+        let queued: Vec<Arc<super::KeyState>> =
+            std::mem::take(&mut *self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        queued
+            .into_iter()
+            .filter(|key| {
+                // Known empty until further than a grant takes to arrive: asking now
+                // would get a trickle. A request near the end of the spell queues the key
+                // again (see `Limiter::spend_lease`).
+                let empty = key.empty_until.load(Ordering::Acquire) > now + lead;
+                if empty {
+                    key.queued.store(false, Ordering::Release);
+                    key.notify.notify_waiters();
+                }
+                !empty
+            })
+            .map(|key| {
+                let (want, low) = self.lease_size(&key, now);
+                key.low_water.store(low, Ordering::Relaxed);
+                Ask { key, want, back: 0 }
+            })
+            .collect()
+    }
+
+    /// The connection, made if there is none yet; `None` (and the asks released) when
+    /// Redis cannot be reached.
+    async fn connection<'c>(
+        &self,
+        conn: &'c mut Option<ConnectionManager>,
+        asks: &[Ask],
+    ) -> Option<&'c mut ConnectionManager> {
+        if conn.is_none() {
+            let timeout = self.shared.config.connect_timeout * 2;
+            match tokio::time::timeout(timeout, self.connect()).await {
+                Ok(Ok(c)) => *conn = Some(c),
+                Ok(Err(e)) => self.failed(asks, &e.to_string()),
+                Err(_) => self.failed(asks, "connect timeout"),
+            }
+        }
+        conn.as_mut()
+    }
+
+    /// Down and idle: a PING, so that recovery does not wait for traffic.
+    async fn probe(&self, c: &mut ConnectionManager) {
+        let ping: Result<String, _> = match tokio::time::timeout(
+            self.shared.config.command_timeout,
+            redis::cmd("PING").query_async(c),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout"))),
+        };
+        match ping {
+            Ok(_) => self.recovered(),
+            Err(e) => self.failed(&[], &e.to_string()),
+        }
+    }
+
+    /// Shutting down: every lease goes back so other instances can use it (one try).
+    async fn return_all(&self, conn: Option<&mut ConnectionManager>, pending: Vec<Ask>) {
+        let Some(c) = conn else {
+            return;
+        };
+        let returns: Vec<Ask> = pending
+            .into_iter()
+            .chain(
+                self.limiter
+                    .tables()
+                    .iter()
+                    .flat_map(|t| t.all())
+                    .filter_map(|st| {
+                        let back = st.lease.swap(0, Ordering::AcqRel);
+                        (back > 0).then_some(Ask {
+                            key: st,
+                            want: 0,
+                            back: back as u64,
+                        })
+                    }),
+            )
+            .collect();
+        if !returns.is_empty() {
+            if let Err(e) = self.round_trip(c, &returns).await {
+                log::info!("rate limiting: leases not returned at shutdown ({e})");
             }
         }
     }

@@ -6,13 +6,7 @@ fn limiter(yaml: &str) -> Limiter {
         "upstreams:\n  a:\n    backends:\n      - addr: 127.0.0.1:1\nroutes:\n  - upstream: a\nrate_limits:\n{yaml}"
     );
     let cfg = config::parse(&text).unwrap();
-    let names: Vec<&str> = cfg
-        .rate_limits
-        .policies
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect();
-    let metrics = Arc::new(Metrics::new(&names).unwrap());
+    let metrics = Arc::new(Metrics::new().unwrap());
     Limiter::new(&cfg.rate_limits, metrics)
 }
 
@@ -24,7 +18,7 @@ async fn local_mode_is_a_token_bucket_per_key() {
         let d = l.check(0, b"client-a").await;
         assert!(d.allowed);
         assert_eq!(d.remaining, left);
-        assert!(!d.fallback);
+        assert!(!d.fallback());
     }
     let d = l.check(0, b"client-a").await;
     assert!(!d.allowed);
@@ -60,7 +54,7 @@ async fn full_table_decides_without_state() {
     assert!(l.check(0, b"b").await.allowed);
     let d = l.check(0, b"c").await;
     assert!(
-        !d.allowed && d.fallback,
+        !d.allowed && d.fallback(),
         "closed policy rejects keys it cannot track"
     );
 }
@@ -78,12 +72,23 @@ async fn idle_full_buckets_are_evicted() {
     assert_eq!(l.keys(), 0);
 }
 
+/// Starts the limiter's sync service; it stops when the returned sender is dropped.
+fn run_sync(l: &Arc<Limiter>) -> tokio::sync::watch::Sender<bool> {
+    use pingora::services::background::BackgroundService;
+    let (stop, watch) = tokio::sync::watch::channel(false);
+    let svc = l.service();
+    tokio::spawn(async move { svc.start(watch).await });
+    stop
+}
+
 #[tokio::test]
 async fn redis_down_falls_back_per_policy() {
-    // Nothing listens on port 1: the first wait times out and the fallback decides.
-    let l = limiter(
-        "  redis:\n    url: redis://127.0.0.1:1/\n    lease_wait: 20ms\n    expected_instances: 2\n  policies:\n    local:\n      rate: 4\n      per: 1m\n    open:\n      rate: 1\n      per: 1h\n      on_redis_error: open\n    closed:\n      rate: 100\n      per: 1s\n      on_redis_error: closed\n",
-    );
+    // Nothing listens on port 1: the sync service finds Redis unreachable, and the
+    // waiting request is decided by the fallback.
+    let l = Arc::new(limiter(
+        "  redis:\n    url: redis://127.0.0.1:1/\n    lease_wait: 5s\n    expected_instances: 2\n  policies:\n    local:\n      rate: 4\n      per: 1m\n    open:\n      rate: 1\n      per: 1h\n      on_redis_error: open\n    closed:\n      rate: 100\n      per: 1s\n      on_redis_error: closed\n",
+    ));
+    let _sync = run_sync(&l);
     assert!(l.is_distributed());
     let idx = |name: &str| l.policies.iter().position(|p| p.name == name).unwrap();
     // `local` with 2 instances: 2 per instance.
@@ -91,13 +96,42 @@ async fn redis_down_falls_back_per_policy() {
     let b = l.check(idx("local"), b"k").await;
     let c = l.check(idx("local"), b"k").await;
     assert!(
-        a.allowed && a.fallback && b.allowed && !c.allowed && c.fallback,
+        a.allowed && a.fallback() && b.allowed && !c.allowed && c.fallback(),
         "{a:?} {b:?} {c:?}"
     );
     for _ in 0..3 {
         let d = l.check(idx("open"), b"k").await;
-        assert!(d.allowed && d.fallback);
+        assert!(d.allowed && d.fallback());
     }
     let d = l.check(idx("closed"), b"k").await;
-    assert!(!d.allowed && d.fallback);
+    assert!(!d.allowed && d.fallback());
+}
+
+#[tokio::test]
+async fn a_slow_redis_is_never_a_reason_to_admit() {
+    // A "Redis" that accepts connections and never answers: reachable as far as anyone
+    // knows when lease_wait runs out. The answer is 429 "no lease", not a local guess,
+    // whatever on_redis_error says.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let l = Arc::new(limiter(&format!(
+        "  redis:\n    url: redis://127.0.0.1:{port}/\n    lease_wait: 30ms\n    connect_timeout: 5s\n    command_timeout: 5s\n  policies:\n    open:\n      rate: 100\n      per: 1s\n      on_redis_error: open\n"
+    )));
+    let _sync = run_sync(&l);
+    let started = std::time::Instant::now();
+    let d = l.check(0, b"k").await;
+    assert!(!d.allowed, "{d:?}");
+    assert_eq!(d.reason, Reason::NoLease);
+    assert!(!d.fallback());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited at most lease_wait"
+    );
+    held.abort();
 }

@@ -2,6 +2,7 @@
 //! upstreams that echo what they received, and `redis-server` processes, each stopped on drop.
 #![allow(dead_code)]
 
+pub mod relay;
 pub mod upstream;
 
 use std::io::{Read, Write};
@@ -271,6 +272,22 @@ impl Gateway {
                     .and_then(|rest| rest.trim().parse().ok())
             })
             .unwrap_or(0.0)
+    }
+
+    /// The sum of every series of metric `name` that has all of these `label="value"` pairs.
+    pub fn metric_sum(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = self.admin("/metrics").body;
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+                let (set, value) = rest.split_once("} ")?;
+                labels
+                    .iter()
+                    .all(|want| set.split(',').any(|have| have == *want))
+                    .then(|| value.trim().parse::<f64>().ok())
+                    .flatten()
+            })
+            .sum()
     }
 
     pub fn stderr(&self) -> String {

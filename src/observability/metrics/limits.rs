@@ -1,10 +1,55 @@
-//! Rate limiting: decisions by policy and outcome, and the lease sync's work with Redis.
+//! Rate limiting: decisions by policy, outcome and reason, and the lease sync's work with
+//! Redis (round trips, their measured duration, errors, how long requests waited).
 
 use super::{Metrics, Registrar};
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{Gauge, Histogram, IntCounter, IntCounterVec, IntGauge};
+use std::sync::OnceLock;
 
-/// The `outcome` label values of `gateway_ratelimit_decisions_total`, in counter order.
-const DECISION_OUTCOMES: [&str; 3] = ["allowed", "limited", "fallback"];
+/// One reason a limiter gives for its decisions: its label, and whether it means the
+/// decision was made without Redis (`outcome="fallback"`).
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionReason {
+    pub label: &'static str,
+    pub fallback: bool,
+}
+
+/// The decision counters of one policy, by reason (in the order the limiter gave) and
+/// allowed or limited. Each series is made at its first decision, so that only the
+/// combinations that happen are exported.
+pub struct DecisionCounters {
+    family: IntCounterVec,
+    policy: String,
+    reasons: Vec<DecisionReason>,
+    /// `[allowed, limited]` per reason.
+    slots: Vec<[OnceLock<IntCounter>; 2]>,
+}
+
+impl DecisionCounters {
+    pub fn count(&self, reason: usize, allowed: bool) {
+        if let Some(c) = self.series(reason, allowed) {
+            c.inc();
+        }
+    }
+
+    /// Makes a series exist (at 0) before its first decision, so that dashboards see the
+    /// policy from the start.
+    pub fn touch(&self, reason: usize, allowed: bool) {
+        self.series(reason, allowed);
+    }
+
+    fn series(&self, reason: usize, allowed: bool) -> Option<&IntCounter> {
+        let (r, slots) = (self.reasons.get(reason)?, self.slots.get(reason)?);
+        Some(slots[usize::from(!allowed)].get_or_init(|| {
+            let outcome = match (r.fallback, allowed) {
+                (true, _) => "fallback",
+                (false, true) => "allowed",
+                (false, false) => "limited",
+            };
+            self.family
+                .with_label_values(&[self.policy.as_str(), outcome, r.label])
+        }))
+    }
+}
 
 pub(super) struct Limits {
     /// Rate-limit decisions by policy and outcome; each limiter resolves its own handles.
@@ -12,22 +57,18 @@ pub(super) struct Limits {
     redis_round_trips: IntCounter,
     redis_errors: IntCounter,
     lease_fetch: Histogram,
+    redis_round_trip: Gauge,
+    lease_wait: Histogram,
     keys: IntGauge,
 }
 
 impl Limits {
-    pub(super) fn register(r: &Registrar<'_>, policy_names: &[&str]) -> prometheus::Result<Self> {
+    pub(super) fn register(r: &Registrar<'_>) -> prometheus::Result<Self> {
         let decisions = r.counter_vec(
             "gateway_ratelimit_decisions_total",
-            "Rate-limit decisions by policy and outcome (fallback: decided without Redis)",
-            &["policy", "outcome"],
+            "Rate-limit decisions by policy, outcome (fallback: decided without Redis) and reason (lease, empty, no_lease, local, redis_unreachable, untracked)",
+            &["policy", "outcome", "reason"],
         )?;
-        // The series of the configured policies exist (at 0) from the start.
-        for p in policy_names {
-            for outcome in DECISION_OUTCOMES {
-                decisions.with_label_values(&[p, outcome]);
-            }
-        }
         Ok(Self {
             decisions,
             redis_round_trips: r.counter(
@@ -42,6 +83,14 @@ impl Limits {
                 "gateway_ratelimit_lease_fetch_seconds",
                 "Duration of one lease round trip to Redis",
             )?,
+            redis_round_trip: r.float_gauge(
+                "gateway_ratelimit_redis_round_trip_seconds",
+                "The lease round trip to Redis, a moving average: what lease sizes are made for",
+            )?,
+            lease_wait: r.histogram(
+                "gateway_ratelimit_lease_wait_seconds",
+                "How long requests of keys without a lease waited for one (hot keys never wait)",
+            )?,
             keys: r.gauge(
                 "gateway_ratelimit_keys",
                 "Client keys tracked by the limiter",
@@ -51,10 +100,27 @@ impl Limits {
 }
 
 impl Metrics {
-    /// Decision counters of a policy: [allowed, limited, fallback], resolved once by the
-    /// limiter that uses them (a reload builds its own).
-    pub fn limit_decision_counters(&self, policy: &str) -> [IntCounter; 3] {
-        DECISION_OUTCOMES.map(|outcome| self.limits.decisions.with_label_values(&[policy, outcome]))
+    /// The decision counters of a policy, resolved once by the limiter that uses them (a
+    /// reload builds its own).
+    pub fn limit_decision_counters(
+        &self,
+        policy: &str,
+        reasons: &[DecisionReason],
+    ) -> DecisionCounters {
+        DecisionCounters {
+            family: self.limits.decisions.clone(),
+            policy: policy.to_string(),
+            reasons: reasons.to_vec(),
+            slots: reasons.iter().map(|_| Default::default()).collect(),
+        }
+    }
+
+    pub fn set_limit_redis_round_trip(&self, seconds: f64) {
+        self.limits.redis_round_trip.set(seconds);
+    }
+
+    pub fn observe_lease_wait(&self, seconds: f64) {
+        self.limits.lease_wait.observe(seconds);
     }
 
     pub fn limit_redis_round_trip(&self) {

@@ -13,6 +13,7 @@ mod requests;
 mod upstreams;
 
 pub use connections::ConnClose;
+pub use limits::{DecisionCounters, DecisionReason};
 pub use requests::{RouteLabel, RouteMetrics};
 
 use prometheus::core::Collector;
@@ -68,6 +69,10 @@ impl Registrar<'_> {
         self.register(IntGauge::new(name, help)?)
     }
 
+    fn float_gauge(&self, name: &str, help: &str) -> prometheus::Result<prometheus::Gauge> {
+        self.register(prometheus::Gauge::new(name, help)?)
+    }
+
     fn gauge_vec(
         &self,
         name: &str,
@@ -99,10 +104,10 @@ impl Registrar<'_> {
 }
 
 impl Metrics {
-    /// Creates the metrics of a gateway with these rate-limit policies. Route handles are
-    /// made per config with [`Metrics::route_metrics`].
+    /// Creates the metrics of a gateway. Route handles are made per config with
+    /// [`Metrics::route_metrics`], rate-limit handles by each limiter.
     /// Fails only on an invalid metric definition, which the unit tests rule out.
-    pub fn new(policy_names: &[&str]) -> prometheus::Result<Self> {
+    pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -116,7 +121,7 @@ impl Metrics {
                 "gateway_access_log_dropped_total",
                 "Access-log lines dropped because the writer fell behind",
             )?,
-            limits: limits::Limits::register(&r, policy_names)?,
+            limits: limits::Limits::register(&r)?,
             connections: connections::Connections::register(&r)?,
             edge: edge::Edge::register(&r)?,
             reloads: reloads::Reloads::register(&r)?,
@@ -126,12 +131,6 @@ impl Metrics {
             metrics.registry.register(Box::new(races.clone()))?;
         }
         Ok(metrics)
-    }
-
-    /// The metrics for a gateway with these rate-limit policies.
-    pub fn for_gateway(limits: &crate::config::RateLimitConfig) -> prometheus::Result<Self> {
-        let policies: Vec<&str> = limits.policies.iter().map(|p| p.name.as_str()).collect();
-        Self::new(&policies)
     }
 
     /// The Prometheus text exposition of every metric.
@@ -152,7 +151,7 @@ mod tests {
 
     #[test]
     fn counts_by_route_and_status() {
-        let m = Metrics::new(&["p"]).unwrap();
+        let m = Metrics::new().unwrap();
         let routes = [m.route_metrics("api"), m.route_metrics("web")];
         let at = |label| m.route(label, &routes);
         m.observe_request(at(RouteLabel::Route(0)), 200, 0.001);
