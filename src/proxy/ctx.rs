@@ -1,6 +1,6 @@
 //! The per-request context: what the stages of one request learned, for the later hooks.
 
-use super::Snapshot;
+use super::{Failure, Snapshot};
 use crate::observability::RouteLabel;
 use http::HeaderValue;
 use std::net::{IpAddr, SocketAddr};
@@ -24,8 +24,8 @@ pub struct Ctx {
     pub failed_backend: Option<SocketAddr>,
     /// The backend chosen last, for the access log.
     pub upstream: Option<SocketAddr>,
-    /// Why the request failed, for the access log.
-    pub error: Option<&'static str>,
+    /// Why the request failed, for the access log: the first stage or hook to know sets it.
+    pub error: Option<Failure>,
     /// The client address after `trusted_proxies`; set first thing in `request_filter`.
     pub client_ip: Option<IpAddr>,
     /// Who the client is, when it authenticated.
