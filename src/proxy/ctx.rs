@@ -13,9 +13,11 @@ pub struct Ctx {
     /// The config in force when the request started; it finishes on it, whatever a
     /// reload swaps meanwhile.
     pub snapshot: Arc<Snapshot>,
-    /// Set by the correlation stage, first thing in `request_filter`.
+    /// Set by the correlation stage, first thing in `request_filter` (`None` before, or
+    /// if no id could be minted: see [`crate::correlation::MintedId::header_value`]).
     pub request_id: Option<HeaderValue>,
-    /// A valid incoming or freshly minted `traceparent`; `None` when disabled.
+    /// A valid incoming or freshly minted `traceparent`; `None` when disabled (or if none
+    /// could be minted: see [`crate::correlation::mint_traceparent`]).
     pub traceparent: Option<HeaderValue>,
     pub route: RouteLabel,
     /// Upstream connection attempts made so far.

@@ -363,7 +363,7 @@ impl ProxyHttp for Gateway {
         if let Some(reply) = reply {
             if session.response_written().is_none() {
                 if ctx.request_id.is_none() {
-                    ctx.request_id = Some(correlation::mint_request_id());
+                    ctx.request_id = correlation::mint_request_id();
                 }
                 if let Err(we) = respond::respond(session, ctx, &reply).await {
                     log::debug!(

@@ -32,16 +32,16 @@ impl Gateway {
 
     /// Stage 1: keep a sane request id or mint one; the same for traceparent.
     pub(super) fn correlate(snap: &Snapshot, req: &RequestHeader, ctx: &mut Ctx) {
-        let (id, _) = correlation::assign(
+        ctx.request_id = correlation::assign(
             req.headers.get(&snap.correlation.header),
             snap.correlation.trust_incoming,
-        );
-        ctx.request_id = Some(id);
+        )
+        .map(|(id, _)| id);
         if snap.correlation.traceparent {
-            ctx.traceparent = Some(match req.headers.get("traceparent") {
-                Some(tp) if correlation::is_valid_traceparent(tp.as_bytes()) => tp.clone(),
+            ctx.traceparent = match req.headers.get("traceparent") {
+                Some(tp) if correlation::is_valid_traceparent(tp.as_bytes()) => Some(tp.clone()),
                 _ => correlation::mint_traceparent(),
-            });
+            };
         }
     }
 
