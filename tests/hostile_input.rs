@@ -69,7 +69,7 @@ proptest! {
     #[test]
     fn request_ids_are_kept_only_when_safe(bytes in header_bytes()) {
         let Ok(v) = HeaderValue::from_bytes(&bytes) else { return Ok(()) };
-        let (id, source) = correlation::assign(Some(&v), true);
+        let (id, source) = correlation::assign(Some(&v), true).unwrap();
         prop_assert!(correlation::is_valid_request_id(id.as_bytes()));
         if correlation::is_valid_request_id(&bytes) {
             prop_assert_eq!(source, IdSource::Kept);
@@ -77,7 +77,7 @@ proptest! {
         } else {
             prop_assert_eq!(source, IdSource::Minted);
         }
-        let (_, untrusted) = correlation::assign(Some(&v), false);
+        let (_, untrusted) = correlation::assign(Some(&v), false).unwrap();
         prop_assert_eq!(untrusted, IdSource::Minted);
     }
 

@@ -1,6 +1,6 @@
 //! The per-request context: what the stages of one request learned, for the later hooks.
 
-use super::Snapshot;
+use super::{Failure, Snapshot};
 use crate::observability::RouteLabel;
 use http::HeaderValue;
 use std::net::{IpAddr, SocketAddr};
@@ -13,9 +13,11 @@ pub struct Ctx {
     /// The config in force when the request started; it finishes on it, whatever a
     /// reload swaps meanwhile.
     pub snapshot: Arc<Snapshot>,
-    /// Set by the correlation stage, first thing in `request_filter`.
+    /// Set by the correlation stage, first thing in `request_filter` (`None` before, or
+    /// if no id could be minted: see [`crate::correlation::MintedId::header_value`]).
     pub request_id: Option<HeaderValue>,
-    /// A valid incoming or freshly minted `traceparent`; `None` when disabled.
+    /// A valid incoming or freshly minted `traceparent`; `None` when disabled (or if none
+    /// could be minted: see [`crate::correlation::mint_traceparent`]).
     pub traceparent: Option<HeaderValue>,
     pub route: RouteLabel,
     /// Upstream connection attempts made so far.
@@ -24,8 +26,8 @@ pub struct Ctx {
     pub failed_backend: Option<SocketAddr>,
     /// The backend chosen last, for the access log.
     pub upstream: Option<SocketAddr>,
-    /// Why the request failed, for the access log.
-    pub error: Option<&'static str>,
+    /// Why the request failed, for the access log: the first stage or hook to know sets it.
+    pub error: Option<Failure>,
     /// The client address after `trusted_proxies`; set first thing in `request_filter`.
     pub client_ip: Option<IpAddr>,
     /// Who the client is, when it authenticated.

@@ -16,6 +16,7 @@
 
 mod bare;
 mod ctx;
+mod failure;
 mod forward;
 mod respond;
 mod snapshot;
@@ -23,6 +24,7 @@ mod stages;
 
 pub use bare::BareProxy;
 pub use ctx::Ctx;
+pub use failure::Failure;
 pub use respond::Reply;
 pub use snapshot::Snapshot;
 
@@ -135,7 +137,7 @@ impl ProxyHttp for Gateway {
                     ctx.rate_limit = Some((policy.policy_header.clone(), state));
                 }
                 if !d.allowed {
-                    ctx.error = Some("rate limited");
+                    ctx.error = Some(Failure::RateLimited);
                     outcome = Outcome::Respond(Reply::RateLimited {
                         retry_after: d.retry_after,
                     });
@@ -181,7 +183,7 @@ impl ProxyHttp for Gateway {
             // A pool of one: retrying the same backend on a fresh connection is all there is.
             .or_else(|| ctx.failed_backend.and_then(|_| pool.select(key, None)));
         let Some(addr) = selected else {
-            ctx.error = Some("no healthy upstream");
+            ctx.error = Some(Failure::NoHealthyUpstream);
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend");
         };
         ctx.attempts += 1;
@@ -351,7 +353,7 @@ impl ProxyHttp for Gateway {
         let reply = respond::reply_for(e, retry_after);
         let code = reply.as_ref().map_or(0, Reply::status);
         if ctx.error.is_none() {
-            ctx.error = reply.as_ref().map(Reply::message);
+            ctx.error = reply.as_ref().and_then(Reply::failure);
         }
         // Pingora never reuses a client connection after a failed proxy attempt (its
         // proxy loop ignores `can_reuse_downstream` there), so the reply must say
@@ -361,7 +363,7 @@ impl ProxyHttp for Gateway {
         if let Some(reply) = reply {
             if session.response_written().is_none() {
                 if ctx.request_id.is_none() {
-                    ctx.request_id = Some(correlation::mint_request_id());
+                    ctx.request_id = correlation::mint_request_id();
                 }
                 if let Err(we) = respond::respond(session, ctx, &reply).await {
                     log::debug!(
@@ -391,13 +393,10 @@ impl ProxyHttp for Gateway {
         let mut ip_buf = String::new();
         let upstream = ctx.upstream.map(|a| a.to_string());
         let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let error_text;
+        // Ours when we know why; else what Pingora says the error was.
         let error = match (ctx.error, e) {
-            (Some(s), _) => Some(s),
-            (None, Some(e)) => {
-                error_text = e.etype().as_str();
-                Some(error_text)
-            }
+            (Some(failure), _) => Some(failure.as_str()),
+            (None, Some(e)) => Some(e.etype().as_str()),
             (None, None) => None,
         };
         log.log(&AccessRecord {

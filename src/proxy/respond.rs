@@ -2,6 +2,8 @@
 //! the request id, written so that the client connection stays open.
 
 use super::ctx::Ctx;
+use super::Failure;
+use crate::edge::Refusal;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -33,7 +35,7 @@ pub enum Reply {
     /// The client's request could not be read or is malformed.
     BadRequest,
     /// The edge refuses the request as sent (a path or header it will not pass on): 400.
-    Refused(&'static str),
+    Refused(Refusal),
     /// The client did not send a whole request header within `server.client_header_timeout`.
     HeaderTimeout,
     /// The request header is larger than `server.max_header_bytes`.
@@ -60,23 +62,32 @@ impl Reply {
         }
     }
 
-    /// The `error` field of the JSON body.
+    /// The failure this reply answers; `None` for `/ping`'s.
+    pub fn failure(&self) -> Option<Failure> {
+        Some(match self {
+            Reply::Pong => return None,
+            Reply::NotFound => Failure::NoRoute,
+            Reply::Unauthorized { invalid: false, .. } => Failure::MissingCredential,
+            Reply::Unauthorized { invalid: true, .. } => Failure::InvalidCredential,
+            Reply::Forbidden => Failure::TierNotAllowed,
+            Reply::RateLimited { .. } => Failure::RateLimited,
+            Reply::Unavailable { .. } => Failure::NoHealthyUpstream,
+            Reply::BadGateway => Failure::UpstreamFailed,
+            Reply::GatewayTimeout => Failure::UpstreamTimeout,
+            Reply::BadRequest => Failure::BadRequest,
+            Reply::Refused(refusal) => Failure::Refused(*refusal),
+            Reply::HeaderTimeout => Failure::HeaderTimeout,
+            Reply::HeaderTooLarge => Failure::HeaderTooLarge,
+            Reply::Internal => Failure::Internal,
+        })
+    }
+
+    /// The `error` field of the JSON body: the text of its failure ("" for `/ping`).
     pub fn message(&self) -> &'static str {
         match self {
-            Reply::Pong => "",
-            Reply::NotFound => "no route for this host and path",
-            Reply::Unauthorized { invalid: false, .. } => "missing credential",
-            Reply::Unauthorized { invalid: true, .. } => "invalid credential",
-            Reply::Forbidden => "tier not allowed on this route",
+            // The access log has always said "rate limited"; clients have always read this.
             Reply::RateLimited { .. } => "rate limit exceeded",
-            Reply::Unavailable { .. } => "no healthy upstream",
-            Reply::BadGateway => "upstream connection failed",
-            Reply::GatewayTimeout => "upstream timed out",
-            Reply::BadRequest => "bad request",
-            Reply::Refused(why) => why,
-            Reply::HeaderTimeout => "request header timeout",
-            Reply::HeaderTooLarge => "request header too large",
-            Reply::Internal => "internal error",
+            _ => self.failure().map_or("", |f| f.as_str()),
         }
     }
 

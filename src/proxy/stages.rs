@@ -2,15 +2,16 @@
 //! a decision out, each a small method the hooks in `mod.rs` call in order.
 
 use super::*;
+use crate::edge::Refusal;
 
 impl Gateway {
     /// The request stages before proxying: plain values in, a decision out.
     pub fn admit(&self, req: &mut RequestHeader, ctx: &mut Ctx) -> Outcome {
         let snap = Arc::clone(&ctx.snapshot);
         Self::correlate(&snap, req, ctx);
-        if let Err(reply) = self.clean(&snap, req) {
-            ctx.error = Some(reply.message());
-            return Outcome::Respond(reply);
+        if let Err(refusal) = self.clean(&snap, req) {
+            ctx.error = Some(Failure::Refused(refusal));
+            return Outcome::Respond(Reply::Refused(refusal));
         }
         if Self::is_ping(&snap, req) {
             ctx.route = RouteLabel::Ping;
@@ -20,8 +21,9 @@ impl Gateway {
         match Self::route_and_authorize(&snap, req, ctx) {
             Ok(()) => Outcome::Continue,
             Err(reply) => {
+                // A bad credential has already said why; anything else is what the reply says.
                 if ctx.error.is_none() {
-                    ctx.error = Some(reply.message());
+                    ctx.error = reply.failure();
                 }
                 Outcome::Respond(reply)
             }
@@ -30,22 +32,22 @@ impl Gateway {
 
     /// Stage 1: keep a sane request id or mint one; the same for traceparent.
     pub(super) fn correlate(snap: &Snapshot, req: &RequestHeader, ctx: &mut Ctx) {
-        let (id, _) = correlation::assign(
+        ctx.request_id = correlation::assign(
             req.headers.get(&snap.correlation.header),
             snap.correlation.trust_incoming,
-        );
-        ctx.request_id = Some(id);
+        )
+        .map(|(id, _)| id);
         if snap.correlation.traceparent {
-            ctx.traceparent = Some(match req.headers.get("traceparent") {
-                Some(tp) if correlation::is_valid_traceparent(tp.as_bytes()) => tp.clone(),
+            ctx.traceparent = match req.headers.get("traceparent") {
+                Some(tp) if correlation::is_valid_traceparent(tp.as_bytes()) => Some(tp.clone()),
                 _ => correlation::mint_traceparent(),
-            });
+            };
         }
     }
 
     /// Stage 2: the path in its canonical spelling, header names without `_`: every later
     /// stage, the access log and the upstream see the request as cleaned here.
-    pub(super) fn clean(&self, snap: &Snapshot, req: &mut RequestHeader) -> Result<(), Reply> {
+    pub(super) fn clean(&self, snap: &Snapshot, req: &mut RequestHeader) -> Result<(), Refusal> {
         match snap.edge.clean(req) {
             Ok(cleaned) => {
                 self.metrics
@@ -54,7 +56,7 @@ impl Gateway {
             }
             Err(refusal) => {
                 self.metrics.observe_edge_refusal(refusal.label());
-                Err(Reply::Refused(refusal.message()))
+                Err(refusal)
             }
         }
     }
@@ -117,7 +119,7 @@ impl Gateway {
             Ok(None) => Ok(0),
             Err(e) => {
                 // The reason goes to the access log; no token or key material does.
-                ctx.error = Some(e.reason());
+                ctx.error = Some(Failure::Credential(e));
                 Err(Reply::Unauthorized {
                     challenge: auth.challenge_invalid.clone(),
                     invalid: true,

@@ -53,12 +53,14 @@ fn ping_is_answered_locally() {
     );
     assert_eq!(ctx.route, RouteLabel::Ping);
     assert!(ctx.request_id.is_some());
+    assert_eq!(ctx.error, None, "a pong is no failure");
     // Not GET: routed like anything else (here: no route).
     let mut ctx = new_ctx(&gw);
     assert_eq!(
         gw.admit(&mut req("POST", "/ping", &[]), &mut ctx),
         Outcome::Respond(Reply::NotFound)
     );
+    assert_eq!(ctx.error, Some(Failure::NoRoute));
 }
 
 #[test]
@@ -156,7 +158,12 @@ fn http11_without_host_is_refused_and_hosts_are_canonical() {
     r.remove_header("host");
     assert_eq!(
         gw.admit(&mut r, &mut ctx),
-        Outcome::Respond(Reply::Refused("missing Host header"))
+        Outcome::Respond(Reply::Refused(crate::edge::Refusal::MissingHost))
+    );
+    assert_eq!(
+        ctx.error,
+        Some(Failure::Refused(crate::edge::Refusal::MissingHost)),
+        "the access log says why"
     );
     let mut ctx = new_ctx(&gw);
     let mut r = req("GET", "/api/x", &[("host", "GW.Example.:8000")]);

@@ -244,9 +244,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> Connections<A> {
 
     /// Answers `reply` (408 or 431) as JSON with a fresh request id, then closes.
     async fn refuse(&self, stream: &mut Stream, reply: &Reply, accepted: Instant) {
-        let id = correlation::mint_request_id();
-        let id = id.to_str().unwrap_or("");
-        let body = reply.body(id);
+        let id = correlation::MintedId::mint().to_string();
+        let body = reply.body(&id);
         let status = reply.status();
         let reason = http::StatusCode::from_u16(status)
             .ok()
