@@ -18,190 +18,25 @@
 //! while it is unreachable, the policy's `on_redis_error` applies.
 
 pub mod bucket;
+mod decision;
 mod keys;
+mod policy;
 mod sync;
 
 pub use crate::clock::Clock;
 pub use bucket::{Bucket, Shape, Take};
+pub use decision::{ceil_secs, Decision, Reason};
 pub use keys::KeyState;
+pub use policy::{limit_key, Policy};
 pub use sync::{LeaseSync, LimiterService};
 
-use crate::config::{ColdStart, LimitKey, OnRedisError, RateLimitConfig, RedisConfig};
-use crate::observability::{DecisionReason, Metrics};
-use http::HeaderValue;
+use crate::config::{ColdStart, OnRedisError, RateLimitConfig, RedisConfig};
+use crate::observability::Metrics;
 use keys::KeyTable;
-use pingora::http::RequestHeader;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
-
-/// A policy, ready to decide.
-#[derive(Debug)]
-pub struct Policy {
-    pub name: String,
-    pub shape: Shape,
-    /// The shape each instance enforces alone when Redis is unreachable (`local`).
-    pub fallback_shape: Shape,
-    pub key: LimitKey,
-    pub on_redis_error: OnRedisError,
-    /// `RateLimit-Policy` value: `"name";q=<burst>;w=<period seconds>`.
-    pub policy_header: HeaderValue,
-    quoted_name: String,
-}
-
-impl Policy {
-    /// The `RateLimit` header value for a decision: `"name";r=<remaining>;t=<seconds>`.
-    /// `t` answers "when can I go on": with tokens left, when the bucket is full again;
-    /// with none left (the last allowed request, or a 429), when the next one is due, so
-    /// the response that spends the last token and the 429 after it agree.
-    pub fn header(&self, d: &Decision) -> Option<HeaderValue> {
-        let t = match (d.allowed, d.remaining) {
-            (true, 0) => self.shape.time_for(1.0),
-            (true, _) => d.reset,
-            (false, _) => d.retry_after,
-        };
-        HeaderValue::from_str(&format!(
-            "{};r={};t={}",
-            self.quoted_name,
-            d.remaining,
-            ceil_secs(t)
-        ))
-        .ok()
-    }
-}
-
-/// The key a policy limits by. IP keys are raw octets (4 or 16 bytes); header keys are
-/// prefixed with `h:` and consumer keys with `c:`, so they can never collide.
-pub fn limit_key<'a>(
-    key: &LimitKey,
-    req: &RequestHeader,
-    ip: Option<IpAddr>,
-    consumer: Option<&str>,
-    buf: &'a mut Vec<u8>,
-) -> &'a [u8] {
-    buf.clear();
-    if let (LimitKey::Consumer, Some(c)) = (key, consumer) {
-        buf.extend_from_slice(b"c:");
-        buf.extend_from_slice(c.as_bytes());
-        return buf;
-    }
-    match (key, ip) {
-        (LimitKey::Header(h), _) if req.headers.contains_key(h) => {
-            buf.extend_from_slice(b"h:");
-            buf.extend_from_slice(req.headers.get(h).map_or(&[][..], |v| v.as_bytes()));
-        }
-        (_, Some(IpAddr::V4(v4))) => buf.extend_from_slice(&v4.octets()),
-        (_, Some(IpAddr::V6(v6))) => buf.extend_from_slice(&v6.octets()),
-        (_, None) => {}
-    }
-    buf
-}
-
-/// Whole seconds, rounded up.
-pub fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-/// Why the limiter decided as it did: the `reason` label of its decisions metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// A token of a lease Redis granted (or of the cold-start allowance).
-    Lease,
-    /// Redis had no token left: refused locally until one is due.
-    Empty,
-    /// No lease arrived within `lease_wait` while Redis was reachable. Refused: a slow
-    /// Redis is never a reason to admit on local guesswork (that admission would be spent
-    /// again when the late lease arrives).
-    NoLease,
-    /// The instance's own bucket: no Redis configured.
-    Local,
-    /// Redis is unreachable (as judged by the sync service): the policy's `on_redis_error`.
-    RedisUnreachable,
-    /// The key table is full: no state to decide with.
-    Untracked,
-}
-
-impl Reason {
-    pub const ALL: [Reason; 6] = [
-        Reason::Lease,
-        Reason::Empty,
-        Reason::NoLease,
-        Reason::Local,
-        Reason::RedisUnreachable,
-        Reason::Untracked,
-    ];
-
-    /// The reasons as the decisions metric labels them, in [`Reason`] order.
-    fn metric_labels() -> Vec<DecisionReason> {
-        Reason::ALL
-            .iter()
-            .map(|r| DecisionReason {
-                label: r.as_str(),
-                fallback: matches!(r, Reason::RedisUnreachable | Reason::Untracked),
-            })
-            .collect()
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Lease => "lease",
-            Reason::Empty => "empty",
-            Reason::NoLease => "no_lease",
-            Reason::Local => "local",
-            Reason::RedisUnreachable => "redis_unreachable",
-            Reason::Untracked => "untracked",
-        }
-    }
-}
-
-/// What the limiter decided for one request.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Decision {
-    pub allowed: bool,
-    /// Tokens left (a lower bound across instances).
-    pub remaining: u64,
-    /// When limited: until a token is due.
-    pub retry_after: Duration,
-    /// Until the bucket would be full again.
-    pub reset: Duration,
-    pub reason: Reason,
-}
-
-impl Decision {
-    fn allowed(remaining: u64, reset: Duration, reason: Reason) -> Self {
-        Self {
-            allowed: true,
-            remaining,
-            retry_after: Duration::ZERO,
-            reset,
-            reason,
-        }
-    }
-
-    fn limited(retry_after: Duration, reason: Reason) -> Self {
-        Self {
-            allowed: false,
-            remaining: 0,
-            retry_after,
-            reset: retry_after,
-            reason,
-        }
-    }
-
-    fn from_take(t: Take, reset: Duration, reason: Reason) -> Self {
-        match t {
-            Take::Allowed { remaining } => Self::allowed(remaining, reset, reason),
-            Take::Limited { retry_after } => Self::limited(retry_after, reason),
-        }
-    }
-
-    /// Decided without Redis although Redis is configured (unreachable, or no state).
-    pub fn fallback(&self) -> bool {
-        matches!(self.reason, Reason::RedisUnreachable | Reason::Untracked)
-    }
-}
 
 const UNREACHABLE: Reason = Reason::RedisUnreachable;
 
@@ -306,25 +141,7 @@ impl Limiter {
         let policies = config
             .policies
             .iter()
-            .map(|p| {
-                let shape = Shape::new(p.rate, p.per, p.burst);
-                let quoted_name = format!("\"{}\"", p.name);
-                let policy_header = HeaderValue::from_str(&format!(
-                    "{quoted_name};q={};w={}",
-                    p.burst,
-                    ceil_secs(p.per)
-                ))
-                .unwrap_or_else(|_| HeaderValue::from_static("\"policy\""));
-                Policy {
-                    name: p.name.clone(),
-                    shape,
-                    fallback_shape: shape.split(instances),
-                    key: p.key.clone(),
-                    on_redis_error: p.on_redis_error,
-                    policy_header,
-                    quoted_name,
-                }
-            })
+            .map(|p| Policy::new(p, instances))
             .collect();
         let shared = config.redis.as_ref().map(|r| {
             Arc::new(Shared {

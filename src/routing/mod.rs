@@ -1,9 +1,11 @@
 //! Route matching (host + longest path prefix) and the upstream pools routes point at.
 
 pub mod breaker;
+mod health;
 mod pool;
 
-pub use pool::{BackendAttempt, Pool, PoolHealth};
+pub use health::{BackendAttempt, PoolHealth};
+pub use pool::Pool;
 
 use crate::config::{HashKey, RouteConfig};
 use pingora::http::RequestHeader;
