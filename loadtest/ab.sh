@@ -19,7 +19,7 @@ WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 require_positive ROUNDS DURATION CONNECTIONS WRK_THREADS
-require_tools wrk curl "$NGINX"
+require_tools wrk curl python3 "$NGINX"
 [[ -x $OLD && -x $NEW ]] || die "OLD and NEW must be executables"
 
 setup_tmp gateway-ab "configs, logs"
@@ -35,28 +35,24 @@ routes: [{path_prefix: /, upstream: app}]
 access_log: {enabled: false}
 Y
 
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime, clock ticks
-HZ=$(getconf CLK_TCK)
 echo "== A/B: OLD=$OLD NEW=$NEW, $ROUNDS rounds, wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s after ${WARMUP}s warm-up"
-show_load start
+report load start
 for round in $(seq "$ROUNDS"); do
     for which in old new; do
         bin=$OLD; [[ $which == new ]] && bin=$NEW
-        "$bin" -c "$TMP/gw.yaml" 2>"$TMP/stderr-$which-$round.log" &
+        log=$TMP/stderr-$which-$round.log
+        "$bin" -c "$TMP/gw.yaml" 2>"$log" &
         pid=$!
         started "gateway-$which" "$pid"
-        wait_ready "gateway-$which" "$pid" "http://127.0.0.1:$P_GW/" "" "$TMP/stderr-$which-$round.log"
+        wait_ready "gateway-$which" "$pid" "http://127.0.0.1:$P_GW/" "" "$log"
         if ((WARMUP > 0)); then wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:$P_GW/" >/dev/null; fi
-        t0=$(ticks "$pid")
+        t0=$(cpu_ticks "$pid")
         wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$P_GW/" >"$TMP/wrk-$which-$round.txt"
-        t1=$(ticks "$pid")
-        races=$(curl -s "http://127.0.0.1:$P_ADMIN/metrics" | awk '/^gateway_upstream_pool_reuse_races_total/ { print $2 }')
-        stop_pids "$pid"
-        n=$(awk '/requests in/ { print $1 }' "$TMP/wrk-$which-$round.txt")
-        rps=$(awk '/Requests\/sec/ { print $2 }' "$TMP/wrk-$which-$round.txt")
-        lines=$(grep -c 'failed to acquire reusable stream' "$TMP/stderr-$which-$round.log" || true)
-        us=$(calc "printf \"%.1f\", ($t1 - $t0) / $HZ * 1e6 / $n")
-        echo "round $round $which: ${rps} req/s, $n requests, ${us} us CPU/request, pool-race log lines $lines, pool-race metric ${races:-none}"
+        t1=$(cpu_ticks "$pid")
+        metrics_at "$P_ADMIN" >"$TMP/metrics-$which-$round.txt" 2>/dev/null || true
+        stop_named "gateway-$which"
+        report ab-round "$round" "$which" "$TMP/wrk-$which-$round.txt" "$log" "$TMP/metrics-$which-$round.txt" "$t0" "$t1"
     done
 done
-show_load end
+report ab-summary
+report load end

@@ -56,9 +56,7 @@ HC_INTERVAL=1s
 HC_TIMEOUT=500ms
 HC_UNHEALTHY=2
 
-# Targets.
-ALLDOWN_P99_MAX_MS=1   # p99 of the 503s
-ALLDOWN_CONNECTS_MAX=0 # connections to the dead upstreams during the run
+# (The targets, and what each scenario reports, are in report.py's cmd_breaker.)
 
 require_positive DURATION ALLDOWN_DURATION CONNECTIONS WRK_THREADS THREADS CONSECUTIVE HC_WAIT
 [[ $ALLDOWN_CONTROL == [01] ]] || die "ALLDOWN_CONTROL must be 0 or 1, got '$ALLDOWN_CONTROL'"
@@ -97,14 +95,9 @@ stop_prefix() { # prefix
 # ---------------------------------------------------------------- set-up
 echo "== circuit-breaker test: SCENARIOS='${SCENARIO_LIST[*]}' DURATION=${DURATION}s (3 x ${PHASE}s) ALLDOWN_DURATION=${ALLDOWN_DURATION}s CONNECTIONS=$CONNECTIONS WRK_THREADS=$WRK_THREADS THREADS=$THREADS"
 echo "== temp dir: $TMP"
-show_load start
-LOAD_START=$(load_avg)
+report begin breaker- "gateway circuit-breaker test" "scenarios=${SCENARIO_LIST[*]} duration_s=$DURATION phase_s=$PHASE alldown_duration_s=$ALLDOWN_DURATION connections=$CONNECTIONS wrk_threads=$WRK_THREADS gateway_threads=$THREADS kill_delay_s=$KILL_DELAY consecutive_failures=$CONSECUTIVE open_duration=$OPEN_DURATION hc_interval=$HC_INTERVAL hc_timeout=$HC_TIMEOUT hc_unhealthy=$HC_UNHEALTHY alldown_open=$ALLDOWN_OPEN sample_interval_s=$SAMPLE_INTERVAL" --versions nginx,wrk
 
 prepare_gateway
-
-TOOL=$TMP/breaker_tool.py
-cp "$SCRIPT_DIR/breaker-tool.py.tmpl" "$TOOL"
-tool() { python3 "$TOOL" "$@"; }
 
 # Four distinct free loopback ports per scenario (upstream 1, upstream 2, gateway,
 # admin), held open together while they are chosen.
@@ -141,7 +134,7 @@ master_of() { # upstream name -> master pid
 
 # Renders, validates and starts a gateway; waits for /readyz and a proxied "ok".
 start_gateway() { # name retries open_duration max_open [+HC]
-    local name=$1 conf=$TMP/$1.yaml log=$TMP/$1.log pid
+    local name=$1 conf=$TMP/$1.yaml log=$TMP/$1.log pid i body b
     render "$SCRIPT_DIR/breaker-gateway.yaml.tmpl" "$conf" DIR="$TMP" NAME="$name" \
         PORT="$P_GW" ADMIN_PORT="$P_ADMIN" THREADS="$THREADS" UP1_PORT="$P_UP1" UP2_PORT="$P_UP2" \
         RETRIES="$2" CONSECUTIVE="$CONSECUTIVE" OPEN_DURATION="$3" MAX_OPEN="$4" \
@@ -151,118 +144,61 @@ start_gateway() { # name retries open_duration max_open [+HC]
     pid=$GW_PID
     wait_ready "$name" "$pid" "http://127.0.0.1:$P_GW/" ok "$log"
     # Both backends answer through it (round robin), and both breakers are closed.
-    local i body
     for i in 1 2 3 4; do
         body=$(curl -sS --max-time 2 "http://127.0.0.1:$P_GW/check-$i") || die "$name: check request failed"
         [[ $body == ok ]] || die "$name: check request answered '$body', not 'ok'"
     done
     for b in "$P_UP1" "$P_UP2"; do
-        [[ $(breaker_state "127.0.0.1:$b") == 0 ]] || die "$name: breaker of 127.0.0.1:$b is not closed at start"
+        [[ $(report state "127.0.0.1:$P_ADMIN" "127.0.0.1:$b") == 0 ]] || die "$name: breaker of 127.0.0.1:$b is not closed at start"
     done
     echo "   $name: pid $pid on 127.0.0.1:$P_GW (admin $P_ADMIN), retries $2, open_duration $3${5:+, active health check}"
 }
 
-breaker_state() { # backend-label -> 0/1/2, or NA
-    metrics_at "$P_ADMIN" 2 2>/dev/null |
-        awk -v b="$1" '/^gateway_breaker_state\{/ && index($0, "backend=\"" b "\"") { v = $NF } END { print (v == "" ? "NA" : v) }'
-}
-snapshot() { tool snapshot "127.0.0.1:$P_ADMIN"; }
-statuses_except() { # status snapshot-line -> sum of the counts of every other status
-    local w n=0
-    for w in $2; do [[ $w =~ ^([0-9]+)=([0-9]+)$ && ${BASH_REMATCH[1]} != "$1" ]] && n=$(( n + BASH_REMATCH[2] )); done
-    echo "$n"
-}
-kv() { # key snapshot-line -> value (0 if absent)
-    local w
-    for w in $2; do [[ $w == "$1="* ]] && { echo "${w#*=}"; return; }; done
-    echo 0
-}
-
+snapshot() { metrics_at "$P_ADMIN" 2>/dev/null >"$1" || true; } # file: the gateway's /metrics
 # Starts wrk in the background (lib.sh's wrk_bg); WRK_PID is its pid.
 start_wrk() { # seconds url outfile
     wrk_bg "$1" "$3" -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1"s --latency "$2"
 }
 
-summary_init
-fmt_ms() { [[ $1 == NA ]] && echo NA || calc "printf \"%.3f\", $1"; }
-
 # ---------------------------------------------------------------- one of two dies
 scenario_one_dies() { # retries
-    local retries=$1 name=r$1 url b2 out rc p label
+    local retries=$1 name=r$1 rc p sampler kw line=()
     take_ports
     echo "== one of two dies, retries $retries, passive breaker (no health check): 3 x wrk -t$WRK_THREADS -c$CONNECTIONS -d${PHASE}s; upstream 2 SIGKILLed ${KILL_DELAY}s into DURING"
     start_upstream "$name-up1" "$P_UP1"
     start_upstream "$name-up2" "$P_UP2"
-    start_gateway "$name-gw" "$retries" "$OPEN_DURATION" "$(( $(sed 's/[a-z]*$//' <<<"$OPEN_DURATION") * 8 ))$(sed 's/^[0-9]*//' <<<"$OPEN_DURATION")"
-    url="http://127.0.0.1:$P_GW/"
-    b2="127.0.0.1:$P_UP2"
-    local samples=$TMP/$name-samples.jsonl sampler kw watch_out=$TMP/$name-killwatch.txt
-    # Background helpers run python3 directly (not through the tool function), so that
-    # $! is python itself and a SIGTERM reaches it.
-    python3 "$TOOL" sample "127.0.0.1:$P_ADMIN" "$samples" "$SAMPLE_INTERVAL" &
-    sampler=$!
-    bg_started "$sampler"
-    local snap0 snap1
-    snap0=$(snapshot)
-    declare -A RES=()
+    start_gateway "$name-gw" "$retries" "$OPEN_DURATION" "$(( ${OPEN_DURATION%%[a-z]*} * 8 ))${OPEN_DURATION##*[0-9]}"
+    report_bg "$TMP/$name-sampler.out" sample-metrics "127.0.0.1:$P_ADMIN" "$TMP/$name-samples.jsonl" "$SAMPLE_INTERVAL"
+    sampler=$BG
+    snapshot "$TMP/$name-snap0.metrics"
+    # The phases run back to back: each one's line is printed while the next one runs.
     for p in BEFORE DURING AFTER; do
-        out=$TMP/$name-wrk-$p.txt
-        start_wrk "$PHASE" "$url" "$out"
+        start_wrk "$PHASE" "http://127.0.0.1:$P_GW/" "$TMP/$name-wrk-$p.txt"
         if [[ $p == DURING ]]; then
             sleep "$KILL_DELAY"
             # shellcheck disable=SC2086
-            python3 "$TOOL" killwatch "127.0.0.1:$P_ADMIN" "$b2" "$(( PHASE + 2 ))" \
-                "$(master_of "$name-up2")" ${WORKERS[$name-up2]} >"$watch_out" 2>&1 &
-            kw=$!
-            bg_started "$kw"
+            report_bg "$TMP/$name-killwatch.txt" killwatch "127.0.0.1:$P_ADMIN" "127.0.0.1:$P_UP2" "$(( PHASE + 2 ))" \
+                "$(master_of "$name-up2")" ${WORKERS[$name-up2]}
+            kw=$BG
         fi
+        (( ${#line[@]} == 0 )) || report wrk-line --width 7 "${line[@]}"
         rc=0
         wait_bg "$WRK_PID" || rc=$?
-        (( rc == 0 )) || echo "   wrk exited $rc in $p (output in $out)" >&2
-        RES[$p]=$(parse_wrk "$out")
-        read -r rps p50 p99 non2xx sockerr reqs <<<"${RES[$p]}"
-        printf '   %-7s %10s req/s  p50 %8s ms  p99 %8s ms  non-2xx %6s  socket errors %s\n' \
-            "$p" "$rps" "$(fmt_ms "$p50")" "$(fmt_ms "$p99")" "$non2xx" "$sockerr"
+        (( rc == 0 )) || echo "   wrk exited $rc in $p (output in $TMP/$name-wrk-$p.txt)" >&2
+        line=("$p" "$TMP/$name-wrk-$p.txt" "$rc")
         if [[ $p == DURING ]]; then wait_bg "$kw" || true; fi
     done
     kill -TERM "$sampler" 2>/dev/null || true
     wait_bg "$sampler" || true
-    snap1=$(snapshot)
-    local watch open_ms after_ms kill_wall polls max_poll
-    watch=$(cat "$watch_out")
-    open_ms=$(sed -n 's/^open_ms=\([^ ]*\).*/\1/p' <<<"$watch")
-    after_ms=$(sed -n 's/.* after_ms=\([^ ]*\).*/\1/p' <<<"$watch")
-    kill_wall=$(sed -n 's/.* kill_wall=\([^ ]*\).*/\1/p' <<<"$watch")
-    polls=$(sed -n 's/.* polls=\([^ ]*\).*/\1/p' <<<"$watch")
-    max_poll=$(sed -n 's/.* max_poll_ms=\([^ ]*\).*/\1/p' <<<"$watch")
-    [[ -n $open_ms ]] || { open_ms=NA; echo "   killwatch failed: $watch" >&2; }
-
-    local s200 s502 s503 s504 s100 short
-    s100=$(( $(kv 0 "$snap1") - $(kv 0 "$snap0") ))
-    s200=$(( $(kv 200 "$snap1") - $(kv 200 "$snap0") ))
-    s502=$(( $(kv 502 "$snap1") - $(kv 502 "$snap0") ))
-    s503=$(( $(kv 503 "$snap1") - $(kv 503 "$snap0") ))
-    s504=$(( $(kv 504 "$snap1") - $(kv 504 "$snap0") ))
-    short=$(( $(kv short "$snap1") - $(kv short "$snap0") ))
-    sum "## one of two dies, route retries: $retries, passive breaker only (consecutive_failures $CONSECUTIVE, open_duration $OPEN_DURATION), wrk -t$WRK_THREADS -c$CONNECTIONS --latency, 3 x ${PHASE}s"
-    sum "   phase      req/s     p50 ms     p99 ms   non-2xx  socket-err  requests"
-    for p in BEFORE DURING AFTER; do
-        read -r rps p50 p99 non2xx sockerr reqs <<<"${RES[$p]}"
-        sum "$(printf '   %-7s %9s %10s %10s %9s %11s %9s' "$p" "$(calc "printf \"%.0f\", ${rps/NA/0}")" "$(fmt_ms "$p50")" "$(fmt_ms "$p99")" "$non2xx" "$sockerr" "$reqs")"
-    done
-    sum "   kill -> breaker of upstream 2 open (/metrics polled every 10 ms under load): ${open_ms} ms  (opened between ${after_ms} and ${open_ms} ms; $polls polls, slowest ${max_poll} ms)"
-    sum "   gateway counters over the 3 phases: 200 $s200, 502 $s502, 503 $s503, 504 $s504, no response (client gone, label status=\"0\") $s100; short-circuited (503 at once) $short"
-    sum "   breaker transitions: $(sed -n 's/.*trans=//p' <<<"$snap1" | tr ';' '\n' | sed "s/^127.0.0.1:$P_UP1 /up1 /; s/^127.0.0.1:$P_UP2 /up2 /" | paste -sd ',' | sed 's/,/, /g')"
-    if [[ -n $kill_wall ]]; then
-        sum "   per-second responses (gateway_requests_total, sampled every ${SAMPLE_INTERVAL}s; second 0 starts at the kill):"
-        tool timeline "$samples" "$kill_wall" "127.0.0.1:$P_UP1" "127.0.0.1:$P_UP2" | tee -a "$SUMMARY"
-    fi
+    report wrk-line --width 7 "${line[@]}"
+    snapshot "$TMP/$name-snap1.metrics"
+    report breaker one-dies "$name" retries="$retries" up1="127.0.0.1:$P_UP1" up2="127.0.0.1:$P_UP2"
     stop_prefix "$name-"
 }
 
 # ---------------------------------------------------------------- health check, no traffic
 scenario_hc() {
-    local name=hc watch open_ms after_ms polls max_poll
+    local name=hc
     take_ports
     echo "== one of two dies, active health check (interval $HC_INTERVAL, timeout $HC_TIMEOUT, unhealthy_threshold $HC_UNHEALTHY), no traffic"
     start_upstream "$name-up1" "$P_UP1"
@@ -270,113 +206,58 @@ scenario_hc() {
     start_gateway "$name-gw" 1 "$OPEN_DURATION" 60s +HC
     sleep 0.5 # no traffic from here on (the start-up checks were the last requests)
     # shellcheck disable=SC2086
-    watch=$(tool killwatch "127.0.0.1:$P_ADMIN" "127.0.0.1:$P_UP2" "$HC_WAIT" \
-        "$(master_of "$name-up2")" ${WORKERS[$name-up2]})
-    open_ms=$(sed -n 's/^open_ms=\([^ ]*\).*/\1/p' <<<"$watch")
-    after_ms=$(sed -n 's/.* after_ms=\([^ ]*\).*/\1/p' <<<"$watch")
-    polls=$(sed -n 's/.* polls=\([^ ]*\).*/\1/p' <<<"$watch")
-    max_poll=$(sed -n 's/.* max_poll_ms=\([^ ]*\).*/\1/p' <<<"$watch")
-    [[ -n $open_ms ]] || { open_ms=NA; echo "   killwatch failed: $watch" >&2; }
-    local snap up2_healthy
-    snap=$(snapshot)
-    up2_healthy=$(metrics_at "$P_ADMIN" 2 |
-        awk -v b="127.0.0.1:$P_UP2" '/^gateway_upstream_healthy\{/ && index($0, "backend=\"" b "\"") { v = $NF } END { print (v == "" ? "NA" : v) }')
-    sum "## one of two dies, active health check (interval $HC_INTERVAL, timeout $HC_TIMEOUT, unhealthy_threshold $HC_UNHEALTHY), no traffic"
-    sum "   kill -> breaker of upstream 2 open (/metrics polled every 10 ms): ${open_ms} ms  (opened between ${after_ms} and ${open_ms} ms; $polls polls, slowest ${max_poll} ms; expected: $(( HC_UNHEALTHY - 1 )) to $HC_UNHEALTHY check intervals of $HC_INTERVAL)"
-    sum "   afterwards: gateway_upstream_healthy of upstream 2 = $up2_healthy; transitions: $(sed -n 's/.*trans=//p' <<<"$snap" | tr ';' '\n' | sed "s/^127.0.0.1:$P_UP1 /up1 /; s/^127.0.0.1:$P_UP2 /up2 /" | paste -sd ',' | sed 's/,/, /g')"
+    report killwatch "127.0.0.1:$P_ADMIN" "127.0.0.1:$P_UP2" "$HC_WAIT" \
+        "$(master_of "$name-up2")" ${WORKERS[$name-up2]} >"$TMP/$name-killwatch.txt" 2>&1 || true
+    snapshot "$TMP/$name-snap1.metrics"
+    report breaker hc "$name" up1="127.0.0.1:$P_UP1" up2="127.0.0.1:$P_UP2"
     stop_prefix "$name-"
 }
 
 # ---------------------------------------------------------------- all down
 scenario_alldown() {
-    local name=down url i st1 st2 n=0
+    local name=down i l=() rc=0 ups
     take_ports
     echo "== all down: both upstreams SIGKILLed, breakers tripped by requests (open_duration $ALLDOWN_OPEN, no health check), then wrk -t$WRK_THREADS -c$CONNECTIONS -d${ALLDOWN_DURATION}s"
     start_upstream "$name-up1" "$P_UP1"
     start_upstream "$name-up2" "$P_UP2"
     start_gateway "$name-gw" 1 "$ALLDOWN_OPEN" 120s
-    url="http://127.0.0.1:$P_GW/"
     # shellcheck disable=SC2086
     kill -KILL "$(master_of "$name-up1")" "$(master_of "$name-up2")" ${WORKERS[$name-up1]} ${WORKERS[$name-up2]} 2>/dev/null || true
     sleep 0.1
     # Trip both breakers: each GET fails on one backend and its retry on the other.
-    local codes=()
-    for (( i = 0; i < 20 * CONSECUTIVE; i++ )); do
-        st1=$(breaker_state "127.0.0.1:$P_UP1")
-        st2=$(breaker_state "127.0.0.1:$P_UP2")
-        [[ $st1 == 1 && $st2 == 1 ]] && break
-        codes+=("$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$url" || true)")
-        n=$(( n + 1 ))
-    done
-    [[ $st1 == 1 && $st2 == 1 ]] || die "all down: breakers not both open after $n requests (states $st1/$st2)"
-    echo "   both breakers open after $n request(s) (statuses: ${codes[*]})"
+    report trip "127.0.0.1:$P_ADMIN" "http://127.0.0.1:$P_GW/" "127.0.0.1:$P_UP1" "127.0.0.1:$P_UP2" \
+        $(( 20 * CONSECUTIVE )) "$TMP/$name-trip.txt" || die "all down: breakers not tripped"
 
     # Count connection attempts on the dead upstreams' ports during the run.
-    local l1 l2 deadline
-    python3 "$TOOL" listen "$P_UP1" "$TMP/$name-listen1.ready" >"$TMP/$name-listen1.out" 2>&1 &
-    l1=$!
-    bg_started "$l1"
-    python3 "$TOOL" listen "$P_UP2" "$TMP/$name-listen2.ready" >"$TMP/$name-listen2.out" 2>&1 &
-    l2=$!
-    bg_started "$l2"
-    deadline=$(( SECONDS + READY_TIMEOUT ))
+    ups=("$P_UP1" "$P_UP2")
+    for i in 1 2; do
+        report_bg "$TMP/$name-listen$i.out" listen "${ups[i - 1]}" "$TMP/$name-listen$i.ready"
+        l+=("$BG")
+    done
+    local deadline=$(( SECONDS + READY_TIMEOUT ))
     until [[ -f $TMP/$name-listen1.ready && -f $TMP/$name-listen2.ready ]]; do
-        alive "$l1" && alive "$l2" || die "all down: a counting listener exited: $(cat "$TMP/$name-listen"*.out)"
+        alive "${l[0]}" && alive "${l[1]}" || die "all down: a counting listener exited: $(cat "$TMP/$name-listen"*.out)"
         (( SECONDS < deadline )) || die "all down: counting listeners not ready"
         sleep 0.05
     done
 
-    local snap0 snap1 out=$TMP/$name-wrk.txt rc=0
-    snap0=$(snapshot)
-    start_wrk "$ALLDOWN_DURATION" "$url" "$out"
+    snapshot "$TMP/$name-snap0.metrics"
+    start_wrk "$ALLDOWN_DURATION" "http://127.0.0.1:$P_GW/" "$TMP/$name-wrk.txt"
     wait_bg "$WRK_PID" || rc=$?
-    (( rc == 0 )) || echo "   wrk exited $rc (output in $out)" >&2
-    snap1=$(snapshot)
-    st1=$(breaker_state "127.0.0.1:$P_UP1")
-    st2=$(breaker_state "127.0.0.1:$P_UP2")
-    kill -TERM "$l1" "$l2" 2>/dev/null || true
-    wait_bg "$l1" || true
-    wait_bg "$l2" || true
-    local c1 c2
-    c1=$(sed -n 's/^accepted=//p' "$TMP/$name-listen1.out")
-    c2=$(sed -n 's/^accepted=//p' "$TMP/$name-listen2.out")
-    [[ -n $c1 && -n $c2 ]] || echo "   a counting listener printed no count: $(cat "$TMP/$name-listen"*.out)" >&2
-    c1=${c1:-NA}
-    c2=${c2:-NA}
+    (( rc == 0 )) || echo "   wrk exited $rc (output in $TMP/$name-wrk.txt)" >&2
+    snapshot "$TMP/$name-snap1.metrics"
+    kill -TERM "${l[@]}" 2>/dev/null || true
+    for i in "${l[@]}"; do wait_bg "$i" || true; done
 
     # Control: the same load on the gateway's own /ping (answered by the gateway, no
     # upstream either): the floor of what this machine gives for a trivial response.
-    local crps cp50 cp99 cnon2xx csockerr creqs cout=$TMP/$name-wrk-ping.txt
     if [[ $ALLDOWN_CONTROL == 1 ]]; then
         rc=0
-        start_wrk "$ALLDOWN_DURATION" "http://127.0.0.1:$P_GW/ping" "$cout"
+        start_wrk "$ALLDOWN_DURATION" "http://127.0.0.1:$P_GW/ping" "$TMP/$name-wrk-ping.txt"
         wait_bg "$WRK_PID" || rc=$?
-        (( rc == 0 )) || echo "   wrk exited $rc on /ping (output in $cout)" >&2
-        read -r crps cp50 cp99 cnon2xx csockerr creqs < <(parse_wrk "$cout")
+        (( rc == 0 )) || echo "   wrk exited $rc on /ping (output in $TMP/$name-wrk-ping.txt)" >&2
     fi
-
-    local rps p50 p99 non2xx sockerr reqs s503 s200 other short
-    read -r rps p50 p99 non2xx sockerr reqs < <(parse_wrk "$out")
-    s503=$(( $(kv 503 "$snap1") - $(kv 503 "$snap0") ))
-    s200=$(( $(kv 200 "$snap1") - $(kv 200 "$snap0") ))
-    short=$(( $(kv short "$snap1") - $(kv short "$snap0") ))
-    other=$(( $(statuses_except 503 "$snap1") - $(statuses_except 503 "$snap0") ))
-    local ok_p99=0 ok_c=0 v_p v_c
-    [[ $p99 != NA ]] && ok_p99=$(calc "print ($p99 < $ALLDOWN_P99_MAX_MS ? 1 : 0)")
-    [[ $c1 != NA && $c2 != NA ]] && (( c1 + c2 <= ALLDOWN_CONNECTS_MAX )) && ok_c=1
-    verdict "$ok_p99" alldown-p99
-    v_p=$V
-    verdict "$ok_c" alldown-connects
-    v_c=$V
-    sum "## all down (both upstreams dead, breakers open, open_duration $ALLDOWN_OPEN, no health check), wrk -t$WRK_THREADS -c$CONNECTIONS -d${ALLDOWN_DURATION}s --latency"
-    sum "   breakers tripped by $n request(s) (statuses: ${codes[*]}); states after the run: up1 $st1, up2 $st2 (1 = open)"
-    sum "   responses:   $reqs requests, $(calc "printf \"%.0f\", ${rps/NA/0}") req/s; wrk non-2xx $non2xx, socket errors $sockerr"
-    sum "   by gateway:  503 $s503 (short-circuited $short), 200 $s200, other statuses $other"
-    sum "   503 latency: p50 $(fmt_ms "$p50") ms, p99 $(fmt_ms "$p99") ms  (target p99 < $ALLDOWN_P99_MAX_MS ms: $v_p)"
-    sum "   connections accepted on the dead upstreams' ports during the run: up1 $c1, up2 $c2  (target $ALLDOWN_CONNECTS_MAX: $v_c)"
-    if [[ $ALLDOWN_CONTROL == 1 ]]; then
-        sum "   control, same wrk on GET /ping (200 from the gateway itself, after the run above): $(calc "printf \"%.0f\", ${crps/NA/0}") req/s, p50 $(fmt_ms "$cp50") ms, p99 $(fmt_ms "$cp99") ms, non-2xx $cnon2xx, socket errors $csockerr"
-    fi
+    report breaker all-down "$name" up1="127.0.0.1:$P_UP1" up2="127.0.0.1:$P_UP2"
     stop_prefix "$name-"
 }
 
@@ -389,21 +270,6 @@ for s in "${SCENARIO_LIST[@]}"; do
     esac
 done
 
-for f in "$TMP"/*-gw.log; do
-    [[ -f $f ]] || continue
-    log_summary "$(basename "$f" .log)" "$f" 5 1
-done
-show_load end
-
-sum_verdict
-
-results_begin breaker-
-{
-    results_header "gateway circuit-breaker test" \
-        "scenarios=${SCENARIO_LIST[*]} duration_s=$DURATION phase_s=$PHASE alldown_duration_s=$ALLDOWN_DURATION connections=$CONNECTIONS wrk_threads=$WRK_THREADS gateway_threads=$THREADS kill_delay_s=$KILL_DELAY consecutive_failures=$CONSECUTIVE open_duration=$OPEN_DURATION" \
-        "cpus=$(nproc) nginx=$(nginx_version) wrk=$(wrk_version)"
-    echo "tmp_dir=$TMP"
-    cat "$SUMMARY"
-} >"$RESULT"
-echo
-echo "== summary written to $RESULT"
+find_died
+report logs --top 5 --strip-ids "$TMP"/*-gw.log
+finish --verdict

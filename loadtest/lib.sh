@@ -1,8 +1,10 @@
 # shellcheck shell=bash
-# Shared helpers of the load-test scripts (run.sh, ratelimit.sh, breaker.sh), sourced
-# by each right after `set -euo pipefail`:  . "$(dirname "$0")/lib.sh"
-# It defines functions and a few defaults only; each script keeps its own knobs,
-# scenarios and report.
+# Shared helpers of the load-test scripts (run.sh, ratelimit.sh, breaker.sh,
+# slowloris.sh, ab.sh), sourced by each right after `set -euo pipefail`:
+#   . "$(dirname "$0")/lib.sh"
+# It defines functions and a few defaults only; each script keeps its own knobs and
+# scenarios. What they measure is parsed, added up and printed by report.py (`report
+# SUBCOMMAND ...`, python3 stdlib only), from files the scripts leave in $TMP.
 #
 # Processes: a script registers each server it starts with `started NAME PID`
 # (PROC_NAMES/PROC_PIDS) and each background helper (wrk, samplers, listeners) with
@@ -21,6 +23,7 @@ RESULTS_DIR=${RESULTS_DIR:-$SCRIPT_DIR/results}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 REDIS_SERVER=${REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}
 REDIS_CLI=${REDIS_CLI:-$(command -v redis-cli || echo /usr/bin/redis-cli)}
+export LOADTEST_NGINX=$NGINX LOADTEST_REDIS_SERVER=$REDIS_SERVER # (report.py asks them their versions)
 READY_TIMEOUT=10 # seconds to wait for each server to answer
 if (( EUID == 0 )); then USER_DIRECTIVE="user root;"; else USER_DIRECTIVE=""; fi
 
@@ -65,7 +68,7 @@ require_tools() { # tool...
 }
 
 # ---------------------------------------------------------------- processes & cleanup
-declare -a PROC_NAMES=() PROC_PIDS=() BG_PIDS=()
+declare -a PROC_NAMES=() PROC_PIDS=() BG_PIDS=() DIED=()
 
 alive() { # pid: running (a zombie not yet reaped does not count)
     local st
@@ -154,10 +157,12 @@ cleanup() {
     exit "$rc"
 }
 
-# Creates the temp dir TMP ($TMPDIR/PREFIX.XXXXXX) and installs the traps: `cleanup`
-# on exit; INT, TERM and HUP exit 130, 143 and 129 (through `cleanup`).
+# Creates the temp dir TMP ($TMPDIR/PREFIX.XXXXXX, also report.py's LOADTEST_TMP) and
+# installs the traps: `cleanup` on exit; INT, TERM and HUP exit 130, 143 and 129
+# (through `cleanup`).
 setup_tmp() { # prefix what-the-temp-dir-holds (for the closing message)
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+    export LOADTEST_TMP=$TMP
     TMP_HOLDS=$2
     trap cleanup EXIT
     trap 'echo "$PROG: interrupted" >&2; exit 130' INT
@@ -222,32 +227,26 @@ render() { # template output [KEY=VALUE | +SECTION]...
 }
 
 now_s() { date +%s.%N; }        # wall clock, seconds with nanoseconds
-calc() { awk "BEGIN { $1 }"; } # calc 'printf "%.2f", 1 / 3'
+cpu_ticks() { # pid...: their user + system CPU time so far, in clock ticks, with their children (nginx workers)
+    local p f t=0 pids=("$@")
+    # shellcheck disable=SC2207
+    for p in "$@"; do pids+=($(ps -o pid= --ppid "$p" 2>/dev/null || true)); done
+    for p in "${pids[@]}"; do
+        { read -r f <"/proc/$p/stat"; } 2>/dev/null || continue # (gone)
+        read -r -a f <<<"${f##*) }" # the fields after the command's name: 3 (state) onwards
+        t=$(( t + f[11] + f[12] ))  # fields 14 and 15: utime, stime
+    done
+    echo "$t"
+}
+calc() { awk "BEGIN { $1 }"; } # calc 'exit !(0.2 < 1)'
 
 # Sets the array PORTS to N distinct free loopback ports, held open together while
 # they are chosen.
 free_ports() { # n
     local out
-    out=$(python3 -c '
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-' "$1") || die "could not get $1 free ports"
+    out=$(report ports "$1") || die "could not get $1 free ports"
     read -r -a PORTS <<<"$out"
     (( ${#PORTS[@]} == $1 )) || die "could not get $1 free ports"
-}
-
-# ---------------------------------------------------------------- machine load
-load_avg() { uptime | sed 's/.*load average: //'; } # the three load averages
-show_load() { echo "== machine load ($1): $(uptime)"; } # label
-show_top() { # the processes using 5 % of a CPU or more (at most 5)
-    if command -v top >/dev/null; then
-        top -b -n 1 -o %CPU 2>/dev/null | awk 'NR > 7 && $9 + 0 >= 5 { printf "   %5s%% cpu  %s (pid %s)\n", $9, $12, $1 }' | head -n 5 || true
-    fi
 }
 
 # ---------------------------------------------------------------- servers
@@ -332,11 +331,10 @@ start_redis() { # name port
         fi
         sleep 0.1
     done
-    echo "== $name: pid $pid on 127.0.0.1:$port ($(redis_version))"
+    echo "== $name: pid $pid on 127.0.0.1:$port ($("$REDIS_SERVER" --version | cut -d' ' -f3))"
 }
-redis_evalsha_calls() { # Redis's (on P_REDIS) count of EVALSHA commands: one per key per lease round trip
-    "$REDIS_CLI" -h 127.0.0.1 -p "$P_REDIS" info commandstats 2>/dev/null |
-        awk -F'[:=,]' '/^cmdstat_evalsha:/ { n = $3 } END { print n + 0 }'
+redis_info() { # Redis's (on P_REDIS) INFO commandstats (report.py reads its EVALSHA count)
+    "$REDIS_CLI" -h 127.0.0.1 -p "$P_REDIS" info commandstats 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------- /metrics
@@ -344,14 +342,6 @@ redis_evalsha_calls() { # Redis's (on P_REDIS) count of EVALSHA commands: one pe
 # (curl's exit status when it cannot be read).
 metrics_at() { # admin-port [max-time-seconds, default 5]
     curl -fsS --max-time "${2:-5}" "http://127.0.0.1:$1/metrics"
-}
-# Sum of the samples of metric NAME whose labels match the regex FILTER; NA when the
-# metrics text is empty.
-metric_sum() { # metrics-text name [label-regex]
-    awk -v name="$2" -v filt="${3:-}" '
-        NF { n++ }
-        index($0, name) == 1 && (substr($0, length(name) + 1, 1) ~ /[{ ]/) && (filt == "" || $0 ~ filt) { s += $NF }
-        END { print (n ? s + 0 : "NA") }' <<<"$1"
 }
 
 # ---------------------------------------------------------------- wrk
@@ -366,86 +356,25 @@ wrk_bg() { # seconds outfile wrk-args...
     bg_started "$WRK_PID"
 }
 
-# wrk output -> "rps p50_ms p99_ms non2xx socket_errors requests" (NA when missing;
-# the percentiles need wrk --latency)
-parse_wrk() {
-    awk '
-        function ms(v,   n, u) {
-            n = v; sub(/[a-z]+$/, "", n)
-            u = v; sub(/^[0-9.]+/, "", u)
-            if (u == "us") return n / 1000
-            if (u == "ms") return n + 0
-            if (u == "s")  return n * 1000
-            if (u == "m")  return n * 60000
-            if (u == "h")  return n * 3600000
-            return "NA"
-        }
-        /Latency Distribution/ { dist = 1; next }
-        dist && $1 == "50%" { p50 = ms($2) }
-        dist && $1 == "99%" { p99 = ms($2); dist = 0 }
-        /requests in/ { reqs = $1 }
-        /^Requests\/sec:/ { rps = $2 }
-        /Non-2xx or 3xx responses:/ { non2xx = $NF }
-        /Socket errors:/ { gsub(",", ""); sockerr = $4 + $6 + $8 + $10 }
-        END {
-            printf "%s %s %s %d %d %s\n", (rps == "" ? "NA" : rps), (p50 == "" ? "NA" : p50),
-                (p99 == "" ? "NA" : p99), non2xx, sockerr, (reqs == "" ? "NA" : reqs)
-        }' "$1"
+# Runs wrk under wrk_bg and waits for it; its exit status.
+wrk_run() { # seconds outfile wrk-args...
+    wrk_bg "$@"
+    wait_bg "$WRK_PID"
 }
 
-# ---------------------------------------------------------------- report
-# Prints how many WARN/ERROR lines LOGFILE has and its TOP most frequent kinds
-# (numbers masked as N; with STRIP-IDS=1 the request_id=... fields are dropped
-# first); nothing when there are none.
-log_summary() { # label logfile top [strip-ids]
-    local n expr='s/^\[[^ ]+ //; '
-    [[ ${4:-0} != 1 ]] || expr+='s/ request_id=[^ ]*//; '
-    expr+='s/[0-9]+/N/g'
-    n=$(grep -cE ' (WARN|ERROR) ' "$2" || true)
-    (( n > 0 )) || return 0
-    echo "== $1 log: $n warning/error line(s), most frequent ($2):"
-    # (awk, not head: head closing the pipe early would SIGPIPE sort, and pipefail
-    # would end the script before the results are written.)
-    grep -E ' (WARN|ERROR) ' "$2" | sed -E "$expr" |
-        sort | uniq -c | sort -rn | awk -v top="$3" 'NR <= top' | cut -c1-200 | sed 's/^ */   /' || true
+# ---------------------------------------------------------------- report.py
+# report.py parses, adds up and prints what the scripts measured (see its -h, and
+# README.md, "Layout"); its state is in $TMP (LOADTEST_TMP).
+report() { python3 "$SCRIPT_DIR/report.py" "$@"; }
+# Starts one of report.py's probes in the background (python3 itself, so that a SIGTERM
+# reaches it), its output in OUTFILE, registered as a background helper; BG is its pid.
+report_bg() { # outfile report-args...
+    python3 "$SCRIPT_DIR/report.py" "${@:2}" >"$1" 2>&1 &
+    BG=$!
+    bg_started "$BG"
 }
-
-# The summary of ratelimit.sh and breaker.sh: SUMMARY collects the `sum` lines (also
-# printed), MISSED the targets a `verdict` found missed.
-summary_init() { SUMMARY=$TMP/summary.txt; : >"$SUMMARY"; MISSED=(); }
-sum() { echo "$*" | tee -a "$SUMMARY"; }
-# Sets V to "ok" or "MISSED", and remembers a miss. (Not in $(...): that would lose
-# the MISSED entry in a subshell.)
-verdict() { # 1-if-met label
-    if [[ $1 == 1 ]]; then V=ok; else MISSED+=("$2"); V=MISSED; fi
-}
-sum_verdict() { # the closing "## verdict" line
-    if (( ${#MISSED[@]} == 0 )); then
-        sum "## verdict: every target met"
-    else
-        sum "## verdict: ${#MISSED[@]} target(s) missed: ${MISSED[*]}"
-    fi
-}
-
-git_rev() { echo "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo NA)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo '+dirty')"; }
-nginx_version() { "$NGINX" -v 2>&1 | sed 's|.*/||'; }
-redis_version() { "$REDIS_SERVER" --version | awk '{ print $3 }'; }
-wrk_version() { wrk -v 2>&1 | awk 'NR == 1 { print $2 }'; }
-
-# Machine-readable results, kept in the repository's loadtest/results/: sets STAMP
-# and RESULT=$RESULTS_DIR/PREFIX$STAMP.txt.
-results_begin() { # prefix
-    mkdir -p "$RESULTS_DIR"
-    STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-    RESULT=$RESULTS_DIR/$1$STAMP.txt
-}
-# The head of a results file: "# TITLE STAMP", git_rev, gateway_bin, the given lines,
-# load_start (LOAD_START), load_end.
-results_header() { # title [line]...
-    echo "# $1 $STAMP"
-    echo "git_rev=$(git_rev)"
-    echo "gateway_bin=${GATEWAY_BIN:-NA}"
-    (( $# < 2 )) || printf '%s\n' "${@:2}"
-    echo "load_start=$LOAD_START"
-    echo "load_end=$(load_avg)"
+# The closing lines (machine load, verdict, ...: report.py finish's options) and the
+# results file $RESULTS_DIR/<prefix given to `report begin`><UTC timestamp>.txt.
+finish() { # [report finish options...]
+    report finish --results-dir "$RESULTS_DIR" --gateway-bin "${GATEWAY_BIN:-NA}" --died "${DIED[*]}" "$@"
 }

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Tests of report.py's parsers and tallies (stdlib unittest), on outputs captured from
+real runs of the scripts, in fixtures/. Where the shell/awk version of a parser existed,
+the expected values are what it printed for the same input (run-results-5-rounds.txt,
+run-summary.tsv, slowloris-attack-old.txt, and the lines quoted below).
+
+    python3 -m unittest discover -s loadtest -p 'test_*.py'     # or: python3 loadtest/test_report.py
+"""
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+import unittest.mock
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import report  # noqa: E402
+
+FIX = os.path.join(HERE, "fixtures")
+
+
+def fixture(name):
+    return os.path.join(FIX, name)
+
+
+class TmpState(contextlib.ExitStack):
+    """A temp dir as the scripts' $LOADTEST_TMP, with SETTINGS recorded."""
+
+    def __init__(self, settings=""):
+        super().__init__()
+        self.dir = self.enter_context(tempfile.TemporaryDirectory())
+        self.env = self.enter_context(unittest.mock.patch.dict(os.environ, {"LOADTEST_TMP": self.dir}))
+        with open(os.path.join(self.dir, "report.json"), "w") as f:
+            f.write('{"settings": "%s"}' % settings)
+
+
+class WrkTest(unittest.TestCase):
+    def test_latency(self):
+        w = report.Wrk.file(fixture("wrk-latency.txt"))
+        self.assertEqual((w.rps_text, w.rps, w.p50, w.p99, w.requests, w.non2xx, w.sockerr),
+                         ("37556.10", 37556.10, 1.6, 4.0, 78868, 0, 0))
+        # runs.tsv as the awk parser wrote it: wrk's req/s, ms as awk prints numbers
+        self.assertEqual(w.tsv(), ["37556.10", "1.6", "4", "0", "0", "78868"])
+
+    def test_microseconds_and_non2xx(self):
+        w = report.Wrk.file(fixture("wrk-breaker-during.txt"))
+        self.assertEqual((round(w.p50, 6), w.p99, w.non2xx, w.requests), (0.815, 2.64, 8, 38610))
+        # breaker.sh's table row, as the shell version printed it
+        self.assertEqual(w.row("DURING", 7), "   DURING      35116      0.815      2.640         8           0     38610")
+
+    def test_no_latency_distribution(self):
+        w = report.Wrk.file(fixture("wrk-non2xx.txt"))  # ratelimit.sh: wrk -s hot.lua, no --latency
+        self.assertEqual((w.rps, w.p50, w.p99, w.non2xx, w.requests), (83585.74, None, None, 254968, 259049))
+        self.assertEqual(w.tsv()[1:3], ["NA", "NA"])
+
+    def test_socket_errors(self):
+        w = report.Wrk.file(fixture("wrk-socket-errors.txt"))  # a listener that closes every connection
+        self.assertEqual((w.rps, w.requests, w.sockerr, w.non2xx), (0.0, 0, 16042, 0))
+
+    def test_units_and_empty(self):
+        self.assertEqual([report.Wrk.ms(v) for v in ("617.00us", "2.35ms", "1.02s", "1.50m", "x")],
+                         [0.617, 2.35, 1020.0, 90000.0, None])
+        w = report.Wrk("")  # wrk did not run
+        self.assertEqual(w.tsv(), ["NA", "NA", "NA", "0", "0", "NA"])
+
+
+class MetricsTest(unittest.TestCase):
+    def setUp(self):
+        self.m = report.Metrics.file(fixture("metrics-limited-redis.txt"))
+
+    def test_selectors(self):
+        m = self.m
+        total = m.get("gateway_requests_total")
+        self.assertGreater(total, 0)
+        self.assertEqual(m.get('gateway_ratelimit_decisions_total{outcome="allowed"}'), total)
+        self.assertEqual(m.get('gateway_ratelimit_decisions_total{outcome="limited|fallback"}'), 0)
+        self.assertEqual(m.get('gateway_requests_total{status="5.."}'), 0)
+        self.assertEqual(m.get('gateway_requests_total{status="200"}') + m.get('gateway_requests_total{status="0"}'), total)
+        self.assertEqual(m.get("gateway_ratelimit_redis_round_trips_total"), 163)
+        # a name is matched whole, not as a prefix
+        self.assertEqual(m.get("gateway_requests"), 0)
+
+    def test_absent_and_empty(self):
+        self.assertFalse(self.m.has("gateway_upstream_pool_reuse_races_total_nope"))
+        self.assertIsNone(report.Metrics("").get("gateway_requests_total"))  # scrape failed: NA
+        self.assertEqual(report.awk_num(report.Metrics("").msum("x")), "NA")
+
+    def test_redis_commandstats(self):
+        self.assertEqual(report.redis_evalsha(report.read(fixture("redis-commandstats.txt"))), 163)
+        self.assertEqual(report.redis_evalsha(""), 0)
+
+
+class RunTableTest(unittest.TestCase):
+    """run.sh's medians, totals and ratios against the tables the awk version wrote."""
+
+    def check(self, runs, summary):
+        targets = [l.split("\t")[0] for l in summary.splitlines()[1:]]
+        with TmpState() as st:
+            with open(os.path.join(st.dir, "runs.tsv"), "w") as f:
+                f.write(runs)
+            rows = report.run_table(report.State(), targets)
+        got = ["\t".join([r["target"], report.fmt(r["rps"], ".3f"), report.fmt(r["p50"], ".3f"),
+                          report.fmt(r["p99"], ".3f"), r["vs_nginx"], r["vs_gateway"], r["non2xx"], r["sockerr"]])
+               for r in rows.values()]
+        self.assertEqual(got, summary.splitlines()[1:])
+
+    def test_one_round(self):
+        self.check(report.read(fixture("run-runs.tsv")), report.read(fixture("run-summary.tsv")))
+
+    def test_five_rounds(self):
+        text = report.read(fixture("run-results-5-rounds.txt"))
+        summary, runs = text.split("## summary\n")[1].split("## runs\n")
+        self.check(runs, summary)
+
+    def test_even_rounds_and_missing(self):
+        runs = "\t".join(report.RUNS_HEAD) + "\n" + "".join(
+            "%d\tgateway\t%s\t1\t2\t1\t0\t10\t0\n" % (r, rps) for r, rps in ((1, "100"), (2, "300"), (3, "NA"), (4, "200")))
+        with TmpState() as st:
+            with open(os.path.join(st.dir, "runs.tsv"), "w") as f:
+                f.write(runs)
+            r = report.run_table(report.State(), ["gateway", "nginx"])
+        self.assertEqual((r["gateway"]["rps"], r["gateway"]["non2xx"], r["gateway"]["vs_nginx"]), (200, "4", "-"))
+        self.assertEqual((r["nginx"]["rps"], r["nginx"]["vs_gateway"]), (None, "-"))
+
+
+class SlowlorisTest(unittest.TestCase):
+    def test_tally_matches_the_old_helper(self):
+        old = report.read_kv(fixture("slowloris-attack-old.txt"))  # printed by the helper slowloris.sh had
+        t = report.tally(fixture("slowloris-connections.tsv"))
+        got = {"closed_by_server": t["closed"], "eof": t["eof"], "reset": t["reset"], "got_408": t["got408"],
+               "statuses": t["statuses"], "still_open_at_bound": t["still"], "close_min_s": t["cmin"],
+               "close_median_s": t["cmed"], "close_p90_s": t["cp90"], "close_max_s": t["cmax"],
+               "max_header_bytes_sent": t["sent"], "first_close_wall": "%.3f" % t["first_close"],
+               "last_close_wall": "%.3f" % t["last_close"]}
+        self.assertEqual({k: str(v) for k, v in got.items()}, {k: old[k] for k in got})
+
+    def test_samples(self):
+        t0 = float(report.read_kv(fixture("slowloris-attack-old.txt"))["start_wall"])
+        # as slowloris.sh printed them for this run
+        self.assertEqual(report.samples_summary(fixture("slowloris-samples.txt"), t0, 1),
+                         {"before": "0", "peak": "116", "peak_t": "1.2", "after": "0",
+                          "per_s": "0s:100 1s:116 2s:16 3s:16 4s:0"})
+        self.assertEqual(report.samples_summary(fixture("slowloris-samples.txt"), t0, 2)["peak"], "116")
+        self.assertEqual(report.samples_summary("/nonexistent", t0, 1),
+                         {"before": "NA", "peak": "NA", "peak_t": "0.0", "after": "NA", "per_s": "0s:-"})
+
+    def test_seconds(self):
+        self.assertEqual((report.seconds("5s"), report.seconds("500ms")), (5, 0.5))
+
+
+class BreakerTest(unittest.TestCase):
+    def test_timeline(self):
+        kill = float(report.killwatch_result(fixture("breaker-killwatch.txt"))["kill_wall"])
+        lines = report.timeline(fixture("breaker-samples.jsonl"), kill, "127.0.0.1:55559", "127.0.0.1:41855")
+        self.assertEqual(lines, [  # as breaker-tool.py printed it for this run
+            "   s from kill       200  non-200   none    502   breaker up1/up2 at end",
+            "   [-2,-1)         12441        0      0      0   closed/closed",
+            "   [-1,+0)         34027       24     24      0   closed/closed",
+            "   [+0,+1)         36244       13      5      8   closed/open",
+            "   [+1,+2)         34125        0      0      0   closed/open",
+        ])
+
+    def test_snapshot(self):
+        snap = report.breaker_snapshot(report.read(fixture("metrics-limited-redis.txt")))
+        self.assertEqual(sum(snap["status"].values()),
+                         report.Metrics.file(fixture("metrics-limited-redis.txt")).get('gateway_requests_total{route="app"}'))
+        self.assertEqual(report.transitions(snap, "a", "b"), "none")
+
+
+class LogTest(unittest.TestCase):
+    def test_log_summary(self):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            report.log_summary(fixture("gateway-warnings.txt"), 5, strip_ids=True)
+        lines = out.getvalue().splitlines()
+        self.assertEqual(lines[0], "== gateway-warnings log: 14 warning/error line(s), most frequent (%s):"
+                         % fixture("gateway-warnings.txt"))
+        self.assertEqual(lines[1:], [  # as lib.sh's log_summary printed them for this log
+            "   8 ERROR pingora_proxy] Fail to proxy: Upstream ConnectRefused context: Fail to connect to addr: N.N.N.N:N, "
+            "scheme: HTTP cause:  context: Fail to connect to N.N.N.N:N cause: Connection refused (o",
+            "   5 WARN  pingora_proxy] Fail to proxy: Upstream ReadError context: Peer: addr: N.N.N.N:N, scheme: HTTP "
+            "cause:  context: while reading response headers, bytes already read: N cause: Connection res",
+            "   1 WARN  gateway::routing::pool] pool app: circuit of N.N.N.N:N closed -> open",
+        ])
+
+
+class SmallTest(unittest.TestCase):
+    def test_facts(self):
+        self.assertEqual(report.facts("phases=a b c duration_s=3 x=1=2".split()),
+                         {"phases": "a b c", "duration_s": "3", "x": "1=2"})
+
+    def test_numbers(self):
+        self.assertEqual([report.awk_num(v) for v in (None, 4.0, 0.617, 1020, 1 / 3)], ["NA", "4", "0.617", "1020", "0.333333"])
+        self.assertEqual([report.ratio(1, 2), report.ratio(1, 0), report.ratio(None, 1, none="-")], ["0.50", "NA", "-"])
+        self.assertEqual([report.human_size(n) for n in (4096, 27 * 2 ** 20 - 5, 3 * 2 ** 30)], ["4.0K", "27M", "3.0G"])
+
+    def test_run_roles(self):
+        self.assertEqual([k for k, v in report.run_role("gateway-limited-redis").items() if v], ["full", "limited", "redis"])
+        self.assertFalse(report.run_role("gateway-bare")["full"])
+        self.assertTrue(report.run_role("gateway-jwt-rs")["jwt"])
+
+
+class CliTest(unittest.TestCase):
+    def run_report(self, *args, env=None):
+        return subprocess.run([sys.executable, os.path.join(HERE, "report.py"), *args], capture_output=True,
+                              text=True, check=True, env=env).stdout
+
+    def test_wrk_line_and_metric(self):
+        self.assertEqual(self.run_report("wrk-line", "--width", "7", "DURING", fixture("wrk-breaker-during.txt"), "3"),
+                         "   DURING    35116.44 req/s  p50    0.815 ms  p99    2.640 ms  non-2xx 8  socket errors 0"
+                         "  (wrk exit 3)\n")
+        self.assertEqual(self.run_report("metric", fixture("metrics-limited-redis.txt"),
+                                         "gateway_ratelimit_redis_round_trips_total"), "163\n")
+
+    def test_summary_and_verdict(self):
+        with TmpState("slow=3") as st:
+            s = report.State()
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.assertEqual(s.verdict(True, "a"), "ok")
+                self.assertEqual(s.verdict(False, "b-5xx"), "MISSED")
+                s.sum("## one")
+            self.assertEqual(s.missed(), ["b-5xx"])
+            self.assertEqual(report.read(os.path.join(st.dir, "summary.txt")), "## one\n")
+            self.assertEqual(s.settings, {"slow": "3"})
+
+
+if __name__ == "__main__":
+    unittest.main()
