@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+/// The one policy of the benches.
+const P: config::PolicyId = config::PolicyId(0);
+
 fn limiter(rate_limits: &str) -> Arc<Limiter> {
     limiter_with(rate_limits, |_| {})
 }
@@ -47,9 +50,9 @@ fn ready<F: Future<Output = Decision>>(f: F) -> Decision {
 /// Makes `key` known to the limiter (its first request takes the slow path), and checks
 /// that the request path then decides it without waiting.
 fn known(l: &Limiter, key: &[u8]) {
-    assert!(ready(l.check(0, key)).allowed);
+    assert!(ready(l.check(P, key)).allowed);
     assert!(
-        l.try_check(0, key).is_some_and(|d| d.allowed),
+        l.try_check(P, key).is_some_and(|d| d.allowed),
         "not on the request path"
     );
 }
@@ -76,11 +79,11 @@ fn benches(c: &mut Criterion) {
     known(&l, &key);
     c.bench_function(
         "ratelimit/try_check (request path), live lease, 1 thread",
-        |b| b.iter(|| black_box(l.try_check(0, black_box(&key)))),
+        |b| b.iter(|| black_box(l.try_check(P, black_box(&key)))),
     );
     c.bench_function(
         "ratelimit/check (async wrapper), live lease, 1 thread",
-        |b| b.iter(|| black_box(ready(l.check(0, black_box(&key))))),
+        |b| b.iter(|| black_box(ready(l.check(P, black_box(&key))))),
     );
 
     for threads in [2usize, 4] {
@@ -97,7 +100,7 @@ fn benches(c: &mut Criterion) {
                             let l = &l;
                             s.spawn(move || {
                                 for _ in 0..per {
-                                    black_box(l.try_check(0, black_box(&key)));
+                                    black_box(l.try_check(P, black_box(&key)));
                                 }
                             });
                         }
@@ -113,7 +116,7 @@ fn benches(c: &mut Criterion) {
     known(&local, &key);
     c.bench_function(
         "ratelimit/try_check, local bucket (no Redis), 1 thread",
-        |b| b.iter(|| black_box(local.try_check(0, black_box(&key)))),
+        |b| b.iter(|| black_box(local.try_check(P, black_box(&key)))),
     );
 
     // A key with no lease and no answer from Redis: it waits at most lease_wait (0 here,
@@ -132,7 +135,7 @@ fn benches(c: &mut Criterion) {
     };
     c.bench_function(
         "ratelimit/check, key with no lease (fallback), 1 thread",
-        |b| b.iter(|| black_box(rt.block_on(cold.check(0, black_box(&key))))),
+        |b| b.iter(|| black_box(rt.block_on(cold.check(P, black_box(&key))))),
     );
 }
 

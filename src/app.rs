@@ -234,7 +234,7 @@ fn bare(mut server: Server, config: &Config, addrs: &[Vec<SocketAddr>]) -> App {
     let backend = config
         .routes
         .first()
-        .and_then(|r| addrs.get(r.pool))
+        .and_then(|r| addrs.get(r.pool.0))
         .and_then(|a| a.first())
         .copied()
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 80)));

@@ -58,7 +58,7 @@ pub fn mint(auth: &AuthConfig, req: &TokenRequest<'_>) -> Result<String, String>
         let (value, _) = issuer
             .tier_values
             .iter()
-            .find(|(_, t)| *t == index)
+            .find(|(_, t)| t.0 == index)
             .ok_or_else(|| format!("no value of tier_claim {claim} maps to tier \"{tier}\""))?;
         claims.insert(claim.clone(), Value::from(value.clone()));
     }
@@ -102,7 +102,7 @@ mod tests {
                 .unwrap();
             let p = auth.authenticate(&req, now).unwrap().unwrap();
             assert_eq!(p.consumer.as_ref(), "alice");
-            assert_eq!(p.tier, want, "{tier:?}");
+            assert_eq!(p.tier.0, want, "{tier:?}");
         }
     }
 

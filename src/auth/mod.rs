@@ -10,7 +10,7 @@ mod mint;
 pub use jwt::JwksReload;
 pub use mint::{mint, TokenRequest};
 
-use crate::config::{AuthConfig, TokenSource};
+use crate::config::{AuthConfig, TierId, TokenSource};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 use std::sync::Arc;
@@ -27,8 +27,8 @@ pub enum Method {
 pub struct Principal {
     /// JWT consumer claim (`sub` by default) or the API key's consumer id.
     pub consumer: Arc<str>,
-    /// Index into the configured tiers (0 is anonymous, never an authenticated tier).
-    pub tier: usize,
+    /// One of the configured tiers (never anonymous for an authenticated client).
+    pub tier: TierId,
     pub method: Method,
 }
 
@@ -107,10 +107,10 @@ impl Authenticator {
         &self.config
     }
 
-    pub fn tier_name(&self, tier: usize) -> &str {
+    pub fn tier_name(&self, tier: TierId) -> &str {
         self.config
             .tiers
-            .get(tier)
+            .get(tier.0)
             .map_or("anonymous", String::as_str)
     }
 

@@ -61,7 +61,7 @@ fn cache_entries_expire_with_the_token() {
     let c = cache::VerifiedCache::new(4);
     let p = Principal {
         consumer: "c".into(),
-        tier: 1,
+        tier: crate::config::TierId(1),
         method: Method::Jwt,
     };
     let d = cache::digest(b"t");

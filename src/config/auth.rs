@@ -1,7 +1,7 @@
 //! Validation of the `auth` section: tiers, JWT issuers and keys, API keys.
 
 use super::keys::read_jwks;
-use super::{Range, Source, Validator};
+use super::{Range, Source, TierId, Validator};
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use std::path::{Path, PathBuf};
@@ -52,8 +52,8 @@ pub struct IssuerConfig {
     pub consumer_claim: String,
     pub tier_claim: Option<String>,
     /// Claim value -> tier index.
-    pub tier_values: Vec<(String, usize)>,
-    pub default_tier: usize,
+    pub tier_values: Vec<(String, TierId)>,
+    pub default_tier: TierId,
 }
 
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ pub struct JwtConfig {
 #[derive(Debug, Clone)]
 pub struct ApiKeyConfig {
     pub consumer: String,
-    pub tier: usize,
+    pub tier: TierId,
     pub sha256: [u8; 32],
 }
 
@@ -156,14 +156,15 @@ impl Validator<'_> {
     }
 
     /// The index of tier `name`, or a problem at `at` (and anonymous).
-    pub(super) fn tier_of(&mut self, tiers: &[String], at: &str, name: &str) -> usize {
-        tiers.iter().position(|t| t == name).unwrap_or_else(|| {
+    pub(super) fn tier_of(&mut self, tiers: &[String], at: &str, name: &str) -> TierId {
+        let found = tiers.iter().position(|t| t == name);
+        TierId(found.unwrap_or_else(|| {
             self.problem(
                 at,
                 format!("unknown tier \"{name}\" (tiers: {})", tiers.join(", ")),
             );
             0
-        })
+        }))
     }
 
     fn jwt(&mut self, j: raw::Jwt, tiers: &[String]) -> JwtConfig {
@@ -225,7 +226,7 @@ impl Validator<'_> {
             .collect();
         let default_tier = self
             .required(at, "default_tier", iss.default_tier)
-            .map_or(0, |t| {
+            .map_or(TierId::ANONYMOUS, |t| {
                 self.tier_of(tiers, &format!("{at}.default_tier"), &t)
             });
         IssuerConfig {
@@ -260,7 +261,9 @@ impl Validator<'_> {
             let consumer = self.required(&at, "consumer", key.consumer);
             let tier = self
                 .required(&at, "tier", key.tier)
-                .map_or(0, |t| self.tier_of(tiers, &format!("{at}.tier"), &t));
+                .map_or(TierId::ANONYMOUS, |t| {
+                    self.tier_of(tiers, &format!("{at}.tier"), &t)
+                });
             let Some(sha256) = self.required(&at, "sha256", key.sha256) else {
                 continue;
             };

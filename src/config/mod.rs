@@ -44,6 +44,28 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use validator::{Source, Validator};
 
+/// Index of a pool in [`Config::upstreams`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolId(pub usize);
+
+/// Index of a policy in [`RateLimitConfig::policies`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PolicyId(pub usize);
+
+/// Index of a tier in [`AuthConfig::tiers`]; [`TierId::ANONYMOUS`] is every
+/// unauthenticated client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TierId(pub usize);
+
+impl TierId {
+    pub const ANONYMOUS: TierId = TierId(0);
+
+    /// This tier's bit in a route's set of allowed tiers (at most 64 tiers).
+    pub fn bit(self) -> u64 {
+        1u64.checked_shl(self.0 as u32).unwrap_or(0)
+    }
+}
+
 /// A validated configuration: everything the gateway needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {

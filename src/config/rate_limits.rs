@@ -192,8 +192,12 @@ impl Validator<'_> {
         at: &str,
         name: &str,
         limits: &RateLimitConfig,
-    ) -> Option<usize> {
-        let found = limits.policies.iter().position(|p| p.name == name);
+    ) -> Option<PolicyId> {
+        let found = limits
+            .policies
+            .iter()
+            .position(|p| p.name == name)
+            .map(PolicyId);
         if found.is_none() {
             let known: Vec<&str> = limits.policies.iter().map(|p| p.name.as_str()).collect();
             self.problem(

@@ -9,7 +9,7 @@ pub struct RouteConfig {
     pub host: Option<String>,
     pub path_prefix: String,
     /// Index into [`Config::upstreams`].
-    pub pool: usize,
+    pub pool: PoolId,
     pub strip_prefix: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -18,7 +18,7 @@ pub struct RouteConfig {
     /// Extra attempts on another backend after a connect failure (idempotent methods only).
     pub retries: usize,
     /// Rate-limit policy (index into [`RateLimitConfig::policies`]) by tier index.
-    pub rate_limit: Vec<Option<usize>>,
+    pub rate_limit: Vec<Option<PolicyId>>,
     pub auth: AuthMode,
     /// Bit `i` set: tier `i` may use the route.
     pub allowed_tiers: u64,
@@ -28,7 +28,7 @@ pub struct RouteConfig {
 pub struct PingConfig {
     pub path: String,
     /// Index into [`RateLimitConfig::policies`].
-    pub rate_limit: Option<usize>,
+    pub rate_limit: Option<PolicyId>,
 }
 
 // Ranges of the `routes` section.
@@ -102,7 +102,7 @@ impl Validator<'_> {
         }
         let pool = match self.required(at, "upstream", r.upstream) {
             Some(name) => self.pool_ref(&format!("{at}.upstream"), &name, pools),
-            None => 0,
+            None => PoolId(0),
         };
         let mode = r.auth.unwrap_or(auth.default_mode);
         if mode != AuthMode::None && auth.jwt.is_none() && auth.api_keys.is_none() {
@@ -161,18 +161,16 @@ impl Validator<'_> {
     }
 
     /// The index of pool `name`, or a problem at `at` listing the pools.
-    fn pool_ref(&mut self, at: &str, name: &str, pools: &[PoolConfig]) -> usize {
-        pools
-            .iter()
-            .position(|p| p.name == name)
-            .unwrap_or_else(|| {
-                let known: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
-                self.problem(
-                    at,
-                    format!("no pool named \"{name}\" (pools: {})", known.join(", ")),
-                );
-                0
-            })
+    fn pool_ref(&mut self, at: &str, name: &str, pools: &[PoolConfig]) -> PoolId {
+        let found = pools.iter().position(|p| p.name == name);
+        PoolId(found.unwrap_or_else(|| {
+            let known: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+            self.problem(
+                at,
+                format!("no pool named \"{name}\" (pools: {})", known.join(", ")),
+            );
+            0
+        }))
     }
 
     /// The policy of each tier: one for all, or a map of tier to policy.
@@ -182,7 +180,7 @@ impl Validator<'_> {
         written: Option<&raw::RouteRateLimit>,
         tiers: &[String],
         limits: &RateLimitConfig,
-    ) -> Vec<Option<usize>> {
+    ) -> Vec<Option<PolicyId>> {
         let mut by_tier = vec![None; tiers.len()];
         match written {
             None => {}
@@ -212,7 +210,7 @@ impl Validator<'_> {
         let mut allowed = 0;
         for (j, tier) in list.iter().enumerate() {
             if let Some(i) = tiers.iter().position(|t| t == tier) {
-                allowed |= 1 << i;
+                allowed |= TierId(i).bit();
             } else {
                 self.tier_of(tiers, &format!("{at}.tiers[{j}]"), tier);
             }

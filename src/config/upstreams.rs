@@ -251,6 +251,11 @@ impl Validator<'_> {
         let path = hc.path.unwrap_or_else(|| raw::HealthCheck::PATH.into());
         if !path.starts_with('/') {
             self.problem(at("path"), format!("must start with '/', got \"{path}\""));
+        } else if path.parse::<http::uri::PathAndQuery>().is_err() {
+            self.problem(
+                at("path"),
+                format!("\"{path}\" is not a valid request path"),
+            );
         }
         HealthCheckConfig {
             kind,

@@ -33,7 +33,7 @@ pub struct Ctx {
     /// Who the client is, when it authenticated.
     pub principal: Option<crate::auth::Principal>,
     /// The rate-limit policy that applies to this request, chosen by routing.
-    pub limit_policy: Option<usize>,
+    pub limit_policy: Option<crate::config::PolicyId>,
     /// The breaker slot held for the attempt on `upstream`, recorded exactly once.
     pub attempt: Option<crate::routing::BackendAttempt>,
     /// The upstream's response status, when one arrived.

@@ -2,6 +2,7 @@
 //! a decision out, each a small method the hooks in `mod.rs` call in order.
 
 use super::*;
+use crate::config::TierId;
 use crate::edge::Refusal;
 
 impl Gateway {
@@ -85,7 +86,7 @@ impl Gateway {
         }
         ctx.limit_policy = route.rate_limit(tier);
         // Fail fast when no backend can take the request: no upstream connection is attempted.
-        let pool = snap.pools.get(route.pool).ok_or(Reply::Internal)?;
+        let pool = snap.pools.get(route.pool.0).ok_or(Reply::Internal)?;
         if !pool.health.available() {
             pool.health.short_circuited();
             return Err(Reply::Unavailable {
@@ -101,9 +102,9 @@ impl Gateway {
         mode: AuthMode,
         req: &RequestHeader,
         ctx: &mut Ctx,
-    ) -> Result<usize, Reply> {
+    ) -> Result<TierId, Reply> {
         if mode == AuthMode::None {
-            return Ok(0);
+            return Ok(TierId::ANONYMOUS);
         }
         let auth = &snap.auth;
         match auth.authenticate(req, crate::auth::unix_now()) {
@@ -116,7 +117,7 @@ impl Gateway {
                 challenge: auth.challenge_missing.clone(),
                 invalid: false,
             }),
-            Ok(None) => Ok(0),
+            Ok(None) => Ok(TierId::ANONYMOUS),
             Err(e) => {
                 // The reason goes to the access log; no token or key material does.
                 ctx.error = Some(Failure::Credential(e));
@@ -141,7 +142,7 @@ impl Gateway {
             return None;
         };
         let route = snap.router.get(i)?;
-        Some((route, snap.pools.get(route.pool)?))
+        Some((route, snap.pools.get(route.pool.0)?))
     }
 
     /// Tells the breaker how the last upstream attempt went, once.

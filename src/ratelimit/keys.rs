@@ -2,6 +2,7 @@
 //! lookup (never across an await) and then works on atomics.
 
 use super::bucket::Bucket;
+use crate::config::PolicyId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -12,7 +13,7 @@ const SHARDS: usize = 32;
 /// One client key of one policy.
 #[derive(Debug)]
 pub struct KeyState {
-    pub policy: usize,
+    pub policy: PolicyId,
     pub key: Box<[u8]>,
     /// Tokens granted by Redis (or the cold-start allowance) not yet spent here.
     /// Spent with one compare-and-swap; never goes below zero.
@@ -43,7 +44,7 @@ pub struct KeyState {
 }
 
 impl KeyState {
-    pub fn new(policy: usize, key: &[u8], now: u64, local: Bucket, allowance: i64) -> Self {
+    pub fn new(policy: PolicyId, key: &[u8], now: u64, local: Bucket, allowance: i64) -> Self {
         Self {
             policy,
             key: key.into(),
@@ -182,7 +183,7 @@ mod tests {
 
     fn keyed(key: &[u8], lease: i64) -> KeyState {
         KeyState::new(
-            0,
+            PolicyId(0),
             key,
             0,
             Bucket {

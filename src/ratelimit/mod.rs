@@ -30,7 +30,7 @@ pub use keys::KeyState;
 pub use policy::{limit_key, Policy};
 pub use sync::{LeaseSync, LimiterService};
 
-use crate::config::{ColdStart, OnRedisError, RateLimitConfig, RedisConfig};
+use crate::config::{ColdStart, OnRedisError, PolicyId, RateLimitConfig, RedisConfig};
 use crate::observability::Metrics;
 use keys::KeyTable;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -200,8 +200,8 @@ impl Limiter {
         self.retired.subscribe()
     }
 
-    fn observe(&self, p: usize, d: &Decision) {
-        if let Some(c) = self.decisions.get(p) {
+    fn observe(&self, p: PolicyId, d: &Decision) {
+        if let Some(c) = self.decisions.get(p.0) {
             c.count(d.reason as usize, d.allowed);
         }
     }
@@ -219,15 +219,15 @@ impl Limiter {
         }
     }
 
-    pub fn policy(&self, i: usize) -> Option<&Policy> {
-        self.policies.get(i)
+    pub fn policy(&self, p: PolicyId) -> Option<&Policy> {
+        self.policies.get(p.0)
     }
 
     /// Decides one request of `key` under policy `p` if that needs no waiting: a key with
     /// a live lease or a known-empty bucket (with Redis), or any known key (without). One
     /// shard read lock, a few atomics, no allocation, no await.
-    pub fn try_check(&self, p: usize, key: &[u8]) -> Option<Decision> {
-        let (policy, table) = (self.policies.get(p)?, self.tables.get(p)?);
+    pub fn try_check(&self, p: PolicyId, key: &[u8]) -> Option<Decision> {
+        let (policy, table) = (self.policies.get(p.0)?, self.tables.get(p.0)?);
         let d = table
             .peek(key, |st| match &self.shared {
                 None => Some(self.local(st, &policy.shape, self.clock.now(), Reason::Local)),
@@ -247,7 +247,7 @@ impl Limiter {
     /// Decides one request of `key` under policy `p`. Returns at once unless the key has
     /// no lease and no known-empty state, in which case it waits (at most `lease_wait`)
     /// for the next sync round trip. Never talks to Redis itself.
-    pub async fn check(&self, p: usize, key: &[u8]) -> Decision {
+    pub async fn check(&self, p: PolicyId, key: &[u8]) -> Decision {
         if let Some(d) = self.try_check(p, key) {
             return d;
         }
@@ -257,8 +257,8 @@ impl Limiter {
     }
 
     /// The slow path: new keys, empty leases, fallbacks.
-    async fn decide(&self, p: usize, key: &[u8]) -> Decision {
-        let (Some(policy), Some(table)) = (self.policies.get(p), self.tables.get(p)) else {
+    async fn decide(&self, p: PolicyId, key: &[u8]) -> Decision {
+        let (Some(policy), Some(table)) = (self.policies.get(p.0), self.tables.get(p.0)) else {
             return Decision::allowed(0, Duration::ZERO, Reason::Untracked);
         };
         let now = self.clock.now();

@@ -46,7 +46,7 @@ impl LeaseSync {
         let policy = self
             .limiter
             .policies
-            .get(st.policy)
+            .get(st.policy.0)
             .map_or("", |p| p.name.as_str());
         let mut k = Vec::with_capacity(
             self.shared.config.key_prefix.len() + policy.len() + 1 + st.key.len(),
@@ -66,7 +66,7 @@ impl LeaseSync {
     /// itself allows in that time, within [lease_min, lease_max] and the burst.
     fn lease_size(&self, st: &super::KeyState, now: u64) -> (u64, i64) {
         let cfg = &self.shared.config;
-        let Some(policy) = self.limiter.policies.get(st.policy) else {
+        let Some(policy) = self.limiter.policies.get(st.policy.0) else {
             return (1, 0);
         };
         let since = now
@@ -94,7 +94,7 @@ impl LeaseSync {
     /// What this instance last knew of the key's bucket in Redis, brought forward by the
     /// refill since: the seed of a bucket Redis lost (see grant.lua). -1: nothing known.
     fn last_known_level(&self, st: &super::KeyState, now: u64) -> f64 {
-        let Some(policy) = self.limiter.policies.get(st.policy) else {
+        let Some(policy) = self.limiter.policies.get(st.policy.0) else {
             return -1.0;
         };
         let seen = st.seen_at.load(Ordering::Acquire);
@@ -164,7 +164,7 @@ impl LeaseSync {
         let mut pipe = redis::pipe();
         let now = self.limiter.clock.now();
         for a in asks {
-            let Some(policy) = self.limiter.policies.get(a.key.policy) else {
+            let Some(policy) = self.limiter.policies.get(a.key.policy.0) else {
                 continue;
             };
             let per_ms = policy.shape.per_second / 1000.0;
@@ -188,7 +188,7 @@ impl LeaseSync {
     /// Applies one key's reply: the grant, the bucket's level, and "empty until".
     fn apply(&self, a: &Ask, (granted, milli_left, wait_ms, epoch): Reply, now: u64) {
         let st = &a.key;
-        let Some(policy) = self.limiter.policies.get(st.policy) else {
+        let Some(policy) = self.limiter.policies.get(st.policy.0) else {
             return;
         };
         let before = st.epoch.swap(epoch, Ordering::AcqRel);

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config;
+use crate::config::PolicyId;
 
 fn limiter(yaml: &str) -> Limiter {
     let text = format!(
@@ -15,34 +16,34 @@ async fn local_mode_is_a_token_bucket_per_key() {
     let l = limiter("  policies:\n    p:\n      rate: 5\n      per: 1m\n");
     assert!(!l.is_distributed());
     for left in (0..5).rev() {
-        let d = l.check(0, b"client-a").await;
+        let d = l.check(PolicyId(0), b"client-a").await;
         assert!(d.allowed);
         assert_eq!(d.remaining, left);
         assert!(!d.fallback());
     }
-    let d = l.check(0, b"client-a").await;
+    let d = l.check(PolicyId(0), b"client-a").await;
     assert!(!d.allowed);
     assert_eq!(ceil_secs(d.retry_after), 12);
     // Another key has its own bucket.
-    assert!(l.check(0, b"client-b").await.allowed);
+    assert!(l.check(PolicyId(0), b"client-b").await.allowed);
     assert_eq!(l.keys(), 2);
 }
 
 #[tokio::test]
 async fn headers_follow_the_draft() {
     let l = limiter("  policies:\n    free:\n      rate: 5\n      per: 1m\n      burst: 5\n");
-    let p = l.policy(0).unwrap();
+    let p = l.policy(PolicyId(0)).unwrap();
     assert_eq!(p.policy_header, "\"free\";q=5;w=60");
-    let d = l.check(0, b"k").await;
+    let d = l.check(PolicyId(0), b"k").await;
     assert_eq!(p.header(&d).unwrap(), "\"free\";r=4;t=12");
     for _ in 0..3 {
-        l.check(0, b"k").await;
+        l.check(PolicyId(0), b"k").await;
     }
     // The last token: r=0 and t is when the next one is due, as on the 429 after it.
-    let d = l.check(0, b"k").await;
+    let d = l.check(PolicyId(0), b"k").await;
     assert!(d.allowed);
     assert_eq!(p.header(&d).unwrap(), "\"free\";r=0;t=12");
-    let d = l.check(0, b"k").await;
+    let d = l.check(PolicyId(0), b"k").await;
     assert!(!d.allowed);
     assert_eq!(p.header(&d).unwrap(), "\"free\";r=0;t=12");
 }
@@ -50,9 +51,9 @@ async fn headers_follow_the_draft() {
 #[tokio::test]
 async fn full_table_decides_without_state() {
     let l = limiter("  max_keys: 2\n  policies:\n    p:\n      rate: 1\n      per: 1h\n      on_redis_error: closed\n");
-    assert!(l.check(0, b"a").await.allowed);
-    assert!(l.check(0, b"b").await.allowed);
-    let d = l.check(0, b"c").await;
+    assert!(l.check(PolicyId(0), b"a").await.allowed);
+    assert!(l.check(PolicyId(0), b"b").await.allowed);
+    let d = l.check(PolicyId(0), b"c").await;
     assert!(
         !d.allowed && d.fallback(),
         "closed policy rejects keys it cannot track"
@@ -62,7 +63,7 @@ async fn full_table_decides_without_state() {
 #[tokio::test]
 async fn idle_full_buckets_are_evicted() {
     let l = limiter("  policies:\n    p:\n      rate: 10\n      per: 1s\n");
-    l.check(0, b"a").await;
+    l.check(PolicyId(0), b"a").await;
     assert_eq!(l.keys(), 1);
     // Not idle long enough.
     l.evict_idle(l.clock.now(), Duration::from_secs(60));
@@ -92,18 +93,18 @@ async fn redis_down_falls_back_per_policy() {
     assert!(l.is_distributed());
     let idx = |name: &str| l.policies.iter().position(|p| p.name == name).unwrap();
     // `local` with 2 instances: 2 per instance.
-    let a = l.check(idx("local"), b"k").await;
-    let b = l.check(idx("local"), b"k").await;
-    let c = l.check(idx("local"), b"k").await;
+    let a = l.check(PolicyId(idx("local")), b"k").await;
+    let b = l.check(PolicyId(idx("local")), b"k").await;
+    let c = l.check(PolicyId(idx("local")), b"k").await;
     assert!(
         a.allowed && a.fallback() && b.allowed && !c.allowed && c.fallback(),
         "{a:?} {b:?} {c:?}"
     );
     for _ in 0..3 {
-        let d = l.check(idx("open"), b"k").await;
+        let d = l.check(PolicyId(idx("open")), b"k").await;
         assert!(d.allowed && d.fallback());
     }
-    let d = l.check(idx("closed"), b"k").await;
+    let d = l.check(PolicyId(idx("closed")), b"k").await;
     assert!(!d.allowed && d.fallback());
 }
 
@@ -125,7 +126,7 @@ async fn a_slow_redis_is_never_a_reason_to_admit() {
     )));
     let _sync = run_sync(&l);
     let started = std::time::Instant::now();
-    let d = l.check(0, b"k").await;
+    let d = l.check(PolicyId(0), b"k").await;
     assert!(!d.allowed, "{d:?}");
     assert_eq!(d.reason, Reason::NoLease);
     assert!(!d.fallback());

@@ -7,7 +7,7 @@ mod pool;
 pub use health::{BackendAttempt, PoolHealth};
 pub use pool::Pool;
 
-use crate::config::{HashKey, RouteConfig};
+use crate::config::{HashKey, PolicyId, RouteConfig, TierId};
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
 
@@ -16,13 +16,13 @@ use std::net::IpAddr;
 pub type Route = RouteConfig;
 
 impl RouteConfig {
-    /// The rate-limit policy for a client of tier `tier` (index), if the route has one.
-    pub fn rate_limit(&self, tier: usize) -> Option<usize> {
-        self.rate_limit.get(tier).copied().flatten()
+    /// The rate-limit policy for a client of `tier`, if the route has one.
+    pub fn rate_limit(&self, tier: TierId) -> Option<PolicyId> {
+        self.rate_limit.get(tier.0).copied().flatten()
     }
 
-    pub fn allows_tier(&self, tier: usize) -> bool {
-        tier < 64 && self.allowed_tiers & (1 << tier) != 0
+    pub fn allows_tier(&self, tier: TierId) -> bool {
+        self.allowed_tiers & tier.bit() != 0
     }
 
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
@@ -140,6 +140,7 @@ fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PoolId;
     use std::time::Duration;
 
     fn route(name: &str, host: Option<&str>, prefix: &str, strip: bool) -> RouteConfig {
@@ -147,7 +148,7 @@ mod tests {
             name: name.into(),
             host: host.map(str::to_string),
             path_prefix: prefix.into(),
-            pool: 0,
+            pool: PoolId(0),
             strip_prefix: strip,
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),

@@ -32,7 +32,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.listen.proxy, "0.0.0.0:8000".parse().unwrap());
     assert_eq!(c.listen.admin, "127.0.0.1:9100".parse().unwrap());
     assert_eq!(c.ping.as_ref().map(|p| p.path.as_str()), Some("/ping"));
-    assert_eq!(c.routes[0].pool, 0);
+    assert_eq!(c.routes[0].pool, PoolId(0));
     assert_eq!(c.routes[0].retries, 1);
     assert_eq!(c.correlation.header.as_str(), "x-request-id");
     assert_eq!(c.access_log.destination, Some(LogDestination::Stdout));
@@ -374,5 +374,21 @@ fn a_bare_number_as_a_duration_says_how_to_write_it() {
             "1000 has no unit: write a duration like \"1000ms\" or \"1000s\""
         ),
         "{p:?}"
+    );
+}
+
+#[test]
+fn a_health_check_path_must_be_a_request_path() {
+    let p = problems(&MINIMAL.replace(
+        "    backends:",
+        "    health_check:\n      type: http\n      path: \"/a b\"\n    backends:",
+    ));
+    assert!(
+        has(
+            &p,
+            "upstreams.api.health_check.path",
+            "is not a valid request path"
+        ),
+        "{p:#?}"
     );
 }
