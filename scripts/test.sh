@@ -5,3 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo test --all-targets "$@"
+# The load-test harness's parsers and tables, on captured outputs.
+python3 -m unittest discover -s loadtest -p 'test_*.py'

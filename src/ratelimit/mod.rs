@@ -21,6 +21,7 @@ pub mod bucket;
 mod decision;
 mod keys;
 mod policy;
+pub mod regions;
 mod sync;
 
 pub use crate::clock::Clock;
