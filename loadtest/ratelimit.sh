@@ -8,11 +8,15 @@
 #   b) exactness: four gateways sharing one bucket (1000/s, burst 100), one wrk each
 #      at once: admitted over the four / (burst + rate x elapsed), target 0.95..1.00.
 #   c) flood on an exhausted key (1 per hour, burst 1): requests, 429s, EVALSHA calls.
+#   d) Redis far away: two gateways (100/s, burst 20) reach Redis through a relay that
+#      delays every byte by each of DELAYS ms one way; admitted/allowed (target <= 1.00),
+#      fallback decisions (target 0), decisions by reason, latency by wrk.
 #
 # Knobs (environment):
 #   DURATION=10         seconds of wrk in a) and b)
 #   FLOOD_DURATION=5    seconds of wrk in c)
-#   PHASES="a b c"      which parts, in this order (spaces or commas)
+#   PHASES="a b c d"    which parts, in this order (spaces or commas)
+#   DELAYS="0 5 25 50 100"  d): one-way delays to Redis, in ms
 #   THREADS=2           gateway server.threads
 #   ACCESS_LOG=off      gateway access log (on|off), to a file in the temp dir
 #   GATEWAY_BIN=...     use this binary instead of `cargo build --release`
@@ -23,7 +27,8 @@ set -euo pipefail
 
 DURATION=${DURATION:-10}
 FLOOD_DURATION=${FLOOD_DURATION:-5}
-PHASES=${PHASES:-a b c}
+PHASES=${PHASES:-a b c d}
+DELAYS=${DELAYS:-0 5 25 50 100}
 THREADS=${THREADS:-2}
 ACCESS_LOG=${ACCESS_LOG:-off}
 IDLE_SETTLE=2    # seconds after the load before the "after" snapshot: idle leases go back
@@ -32,7 +37,7 @@ IDLE_SETTLE=2    # seconds after the load before the "after" snapshot: idle leas
 
 require_positive DURATION FLOOD_DURATION THREADS
 require_on_off ACCESS_LOG
-parse_list PHASES PHASE_LIST phase "a b c"
+parse_list PHASES PHASE_LIST phase "a b c d"
 require_tools wrk curl python3 timeout "$NGINX" "$REDIS_SERVER" "$REDIS_CLI"
 
 # ---------------------------------------------------------------- processes & cleanup
@@ -54,11 +59,24 @@ declare -A PART=(
     [b]="exact   1000 1s 100  4   1 8  $DURATION         gw-b1 gw-b2 gw-b3 gw-b4"
     [c]="flood   1    1h 1    1   2 16 $FLOOD_DURATION   gw-c"
 )
+# d): one part per delay, each its own pair of gateways behind its own relay.
+PARTS=()
+for p in "${PHASE_LIST[@]}"; do
+    if [[ $p == d ]]; then
+        for ms in $DELAYS; do
+            is_uint "$ms" || die "DELAYS: '$ms' is not a whole number of milliseconds"
+            PART[d$ms]="far 100 1s 20 2 1 16 $DURATION gw-d${ms}a gw-d${ms}b"
+            PARTS+=("d$ms")
+        done
+    else
+        PARTS+=("$p")
+    fi
+done
 
 # Distinct free loopback ports: upstream, Redis, and a proxy + admin port per gateway.
 GATEWAYS=()
-for p in a b c; do read -r -a f <<<"${PART[$p]}"; GATEWAYS+=("${f[@]:8}"); done
-free_ports $(( 2 + 2 * ${#GATEWAYS[@]} ))
+for p in "${PARTS[@]}"; do read -r -a f <<<"${PART[$p]}"; GATEWAYS+=("${f[@]:8}"); done
+free_ports $(( 2 + 2 * ${#GATEWAYS[@]} + ${#PARTS[@]} ))
 P_UPSTREAM=${PORTS[0]}
 P_REDIS=${PORTS[1]}
 declare -A PORT ADMIN_PORT
@@ -66,6 +84,9 @@ for i in "${!GATEWAYS[@]}"; do
     PORT[${GATEWAYS[i]}]=${PORTS[2 + 2 * i]}
     ADMIN_PORT[${GATEWAYS[i]}]=${PORTS[3 + 2 * i]}
 done
+declare -A RELAY_PORT
+for i in "${!PARTS[@]}"; do RELAY_PORT[${PARTS[i]}]=${PORTS[2 + 2 * ${#GATEWAYS[@]} + i]}; done
+REDIS_VIA=        # the port the gateways being started reach Redis on (a relay's in d)
 
 start_upstream() {
     start_nginx nginx-upstream "$P_UPSTREAM" "$SCRIPT_DIR/nginx-upstream.conf.tmpl"
@@ -81,14 +102,21 @@ start_gateway() { # name policy rate per burst instances
     [[ $ACCESS_LOG == on ]] || enabled=false
     render "$SCRIPT_DIR/gateway.yaml.tmpl" "$conf" +LIMITED +REDIS DIR="$TMP" NAME="$name" \
         PORT="${PORT[$name]}" ADMIN_PORT="${ADMIN_PORT[$name]}" THREADS="$THREADS" \
-        UPSTREAM_PORT="$P_UPSTREAM" REDIS_PORT="$P_REDIS" \
+        UPSTREAM_PORT="$P_UPSTREAM" REDIS_PORT="${REDIS_VIA:-$P_REDIS}" \
         ACCESS_LOG_ENABLED="$enabled" ACCESS_LOG_FILE="$TMP/$name-access.log" \
         POLICY="$policy" RATE="$3" PER="$4" BURST="$5" INSTANCES="$6" KEY="header:X-Client"
     gateway_check_config "$name" "$conf"
     gateway_launch "$name" "${ADMIN_PORT[$name]}"
     hdrs=$TMP/check-$name.headers
-    body=$(curl -sS --max-time 5 -D "$hdrs" -H "X-Client: check-$name" "http://127.0.0.1:${PORT[$name]}/loadtest-check") \
-        || die "$name check request failed"
+    # A cold key waits lease_wait (100 ms) for its first lease: with Redis further away than
+    # that, the first answer is 429 (no lease yet) and a later one is served from the lease.
+    local try
+    for try in 1 2 3 4 5; do
+        body=$(curl -sS --max-time 5 -D "$hdrs" -H "X-Client: check-$name" "http://127.0.0.1:${PORT[$name]}/loadtest-check") \
+            || die "$name check request failed"
+        [[ $body == ok ]] && break
+        sleep 0.3
+    done
     [[ $body == ok ]] || die "$name check: expected body 'ok', got '$body' (headers in $hdrs)"
     rl=$(report header "$hdrs" ratelimit)
     [[ -n $rl ]] || die "$name check: no RateLimit response header: is the limiter on? (headers in $hdrs)"
@@ -119,17 +147,28 @@ start_redis redis "$P_REDIS"
 # One part: start its gateways, snapshot, one wrk (X-Client: hot) per gateway at once,
 # IDLE_SETTLE s (so that the leases given back by the idle key are counted), snapshot;
 # report.py reports it from the files in $TMP/part-P.
-run_part() { # a|b|c
-    local p=$1 dir=$TMP/part-$1 f gws g t0 t1 rc=0 pids=() pid
+run_part() { # a|b|c|dMS
+    local p=$1 dir=$TMP/part-$1 f gws g t0 t1 rc=0 pids=() pid relay= facts=()
     read -r -a f <<<"${PART[$p]}"
     gws=("${f[@]:8}")
     mkdir -p "$dir"
+    REDIS_VIA=
+    if [[ $p == d* ]]; then
+        report_bg "$TMP/relay-$p.log" relay "${RELAY_PORT[$p]}" "$P_REDIS" "${p#d}" "$dir/relay.ready"
+        relay=$BG
+        local i
+        for i in $(seq 50); do [[ -s $dir/relay.ready ]] && break; sleep 0.1; done
+        [[ -s $dir/relay.ready ]] || die "relay for $p did not start (see $TMP/relay-$p.log)"
+        REDIS_VIA=${RELAY_PORT[$p]}
+        facts=(delay_ms="${p#d}")
+        echo "== $p) relay 127.0.0.1:$REDIS_VIA -> Redis 127.0.0.1:$P_REDIS, ${p#d} ms each way"
+    fi
     echo "== $p) ${#gws[@]} gateway(s), policy ${f[0]}: ${f[1]} per ${f[2]}, burst ${f[3]}, key X-Client; ${#gws[@]} x wrk -t${f[5]} -c${f[6]} -d${f[7]}s, X-Client: hot"
     for g in "${gws[@]}"; do start_gateway "$g" "${f[@]:0:5}"; done
     snapshot "$dir" before "${gws[@]}"
     t0=$(now_s)
     for g in "${gws[@]}"; do
-        wrk_bg "${f[7]}" "$dir/wrk-$g.txt" -t"${f[5]}" -c"${f[6]}" -d"${f[7]}"s -s "$HOT_LUA" "http://127.0.0.1:${PORT[$g]}/"
+        wrk_bg "${f[7]}" "$dir/wrk-$g.txt" -t"${f[5]}" -c"${f[6]}" -d"${f[7]}"s --latency -s "$HOT_LUA" "http://127.0.0.1:${PORT[$g]}/"
         pids+=("$WRK_PID")
     done
     for pid in "${pids[@]}"; do wait_bg "$pid" || rc=$?; done
@@ -137,12 +176,13 @@ run_part() { # a|b|c
     (( rc == 0 )) || echo "   a wrk exited non-zero (outputs in $dir/wrk-*.txt)" >&2
     sleep "$IDLE_SETTLE"
     snapshot "$dir" after "${gws[@]}"
-    report ratelimit "$p" "$dir" rate="${f[1]}" per="${f[2]}" burst="${f[3]}" threads="${f[5]}" conns="${f[6]}" \
-        seconds="${f[7]}" t0="$t0" t1="$t1"
+    report ratelimit "${p:0:1}" "$dir" rate="${f[1]}" per="${f[2]}" burst="${f[3]}" threads="${f[5]}" conns="${f[6]}" \
+        seconds="${f[7]}" t0="$t0" t1="$t1" "${facts[@]}"
     stop_named "${gws[@]}"
+    if [[ -n $relay ]]; then stop_pids "$relay"; bg_done "$relay"; fi
 }
 
-for p in "${PHASE_LIST[@]}"; do run_part "$p"; done
+for p in "${PARTS[@]}"; do run_part "$p"; done
 
 # Anything dead that should not be (Redis, the upstream) invalidates the run.
 find_died

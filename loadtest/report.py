@@ -17,6 +17,7 @@ RUN_GATEWAY_FIGURES, RATELIMIT_FIGURES, ...); to add a target, name it in the sc
 table (run.sh's TARGETS) -- its role follows from its name (see run_role).
 """
 import argparse
+import asyncio
 import base64
 import datetime
 import glob
@@ -630,6 +631,9 @@ RATELIMIT_FIGURES = [
     ("allowed", 'gateway_ratelimit_decisions_total{outcome="allowed"}'),
     ("limited", 'gateway_ratelimit_decisions_total{outcome="limited"}'),
     ("fallback", 'gateway_ratelimit_decisions_total{outcome="fallback"}'),
+    ("no_lease", 'gateway_ratelimit_decisions_total{reason="no_lease"}'),
+    ("waits", "gateway_ratelimit_lease_wait_seconds_count"),
+    ("empty", 'gateway_ratelimit_decisions_total{reason="empty"}'),
     ("trips", "gateway_ratelimit_redis_round_trips_total"),
     ("r429", 'gateway_requests_total{status="429"}'),
     ("r5xx", 'gateway_requests_total{status="5.."}'),
@@ -644,6 +648,10 @@ RATELIMIT_VERDICTS = {
           ("b-fallback", "v_fallback", lambda v, T: v["fallback"] == 0),
           ("b-5xx", "v_5xx", lambda v, T: v["r5xx"] == 0)],
     "c": [("c-evalsha", "v_flood", lambda v, T: v["evalsha"] <= T["flood_evalsha_max"])],
+    "d": [("d-exactness", "v_exact", lambda v, T: float(v["exact"]) <= T["exact_max"]),
+          ("d-added-latency", "v_added", lambda v, T: v["waits"] < 0.01 * max(v["requests"], 1)),
+          ("d-fallback", "v_fallback", lambda v, T: v["fallback"] == 0),
+          ("d-5xx", "v_5xx", lambda v, T: v["r5xx"] == 0)],
 }
 # Each part's summary lines, filled in with the values of cmd_ratelimit and the targets.
 RATELIMIT_LINES = {
@@ -678,6 +686,18 @@ RATELIMIT_LINES = {
         "   EVALSHA calls:    {evalsha}  (target <= {flood_evalsha_max}: {v_flood}), round trips {trips}, Redis errors "
         "{rerr}",
     ],
+    "d": [
+        "## d) Redis {delay_ms} ms away, one way ({n} gateways, policy {rate}/s burst {burst}, key X-Client: hot, "
+        "{n} x {wrk})",
+        "   offered:          {reqs} requests in {elapsed}s, socket errors {sockerr}",
+        "   admitted/allowed: {exact} ({allowed} of {allowed_max})  (target <= {exact_max:.2f}: {v_exact})",
+        "   decisions:        limited {limited} (empty {empty}, no lease {no_lease}), fallback {fallback} (target 0: "
+        "{v_fallback}), Redis errors {rerr}, 5xx {r5xx} ({v_5xx})",
+        "   waited for lease: {waits} requests ({wait_pct}% of {requests}), {wait_mean} ms on average: the limiter's "
+        "added latency is 0 at p50 and at p99 when under 1% wait ({v_added})",
+        "   latency by wrk:   p50 {p50} ms, p99 {p99} ms (the slower gateway's, end to end on this machine); round "
+        "trips {trips}, Redis round trip {rtt} ms (the gateways' moving average)",
+    ],
 }
 
 
@@ -697,9 +717,12 @@ def cmd_ratelimit(a):
     path = lambda name: os.path.join(a.dir, name)
     gws = sorted(os.path.basename(p)[len("before-"):-len(".metrics")] for p in glob.glob(path("before-*.metrics")))
     v = {k: 0 for k, _ in RATELIMIT_FIGURES}
-    per_gw = []
+    per_gw, wait_s, rtts = [], 0.0, []
     for g in gws:
         m0, m1 = Metrics.file(path("before-%s.metrics" % g)), Metrics.file(path("after-%s.metrics" % g))
+        wait_s += (m1.msum("gateway_ratelimit_lease_wait_seconds_sum") or 0) - (
+            m0.msum("gateway_ratelimit_lease_wait_seconds_sum") or 0)
+        rtts.append(m1.msum("gateway_ratelimit_redis_round_trip_seconds") or 0)
         d = {k: round(m1.msum(sel) or 0) - round(m0.msum(sel) or 0) for k, sel in RATELIMIT_FIGURES}
         v = {k: v[k] + d[k] for k in v}
         per_gw.append("%s %d" % (g, d["allowed"]))
@@ -715,10 +738,66 @@ def cmd_ratelimit(a):
              allowed_max="%.0f" % allowed_max, exact="%.4f" % (allowed / allowed_max),
              admitted_per_s="%.1f" % (allowed / elapsed), per_gateway=", ".join(per_gw),
              per_eval="%.4f" % (evalsha / allowed if allowed > 0 else -1),
-             per_trip="%.4f" % (v["trips"] / allowed if allowed > 0 else -1))
+             per_trip="%.4f" % (v["trips"] / allowed if allowed > 0 else -1),
+             delay_ms=f.get("delay_ms", "0"),
+             wait_pct="%.3f" % (100.0 * v["waits"] / max(v["requests"], 1)),
+             wait_mean=fmt(1000 * wait_s / v["waits"] if v["waits"] else None, ".1f"),
+             rtt=fmt(1000 * max(rtts) if rtts else None, ".1f"),
+             p50=fmt(max((x.p50 for x in w if x.p50 is not None), default=None), ".3f"),
+             p99=fmt(max((x.p99 for x in w if x.p99 is not None), default=None), ".3f"))
     for label, key, test in RATELIMIT_VERDICTS[a.part]:
         v[key] = st.verdict(test(v, RATELIMIT_TARGETS), label)
     emit(st, RATELIMIT_LINES[a.part], v)
+
+
+def cmd_relay(a):
+    """A TCP relay on 127.0.0.1:PORT to 127.0.0.1:TARGET that delays every byte by DELAY_MS
+    in each direction (order kept): a Redis in another zone. Writes READY when listening."""
+    delay = a.delay_ms / 1000.0
+
+    async def pump(reader, writer):
+        queue = asyncio.Queue()
+
+        async def send():
+            loop = asyncio.get_running_loop()
+            while True:
+                due, data = await queue.get()
+                if data is None:
+                    break
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        sender = asyncio.ensure_future(send())
+        try:
+            while True:
+                data = await reader.read(65536)
+                await queue.put((asyncio.get_running_loop().time() + delay, data or None))
+                if not data:
+                    break
+        except OSError:
+            await queue.put((0, None))
+        await sender
+
+    async def handle(client_r, client_w):
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", a.target)
+        except OSError:
+            client_w.close()
+            return
+        await asyncio.gather(pump(client_r, server_w), pump(server_r, client_w), return_exceptions=True)
+
+    async def serve():
+        server = await asyncio.start_server(handle, "127.0.0.1", a.port)
+        with open(a.ready, "w") as f:
+            f.write("ready\n")
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
 
 
 # ==================================================================== breaker.sh
@@ -1414,7 +1493,8 @@ def main(argv=None):
     add("jwt", cmd_jwt, ("alg", {"choices": ["HS256", "RS256"]}), "kid", ("exp", {"type": int}), "iss", "aud", "--key")
     add("round", cmd_round, "round", "target", "file", "rc")
     add("run-report", cmd_run_report, ("targets", {"nargs": "+"}))
-    add("ratelimit", cmd_ratelimit, ("part", {"choices": ["a", "b", "c"]}), "dir", ("facts", many))
+    add("ratelimit", cmd_ratelimit, ("part", {"choices": ["a", "b", "c", "d"]}), "dir", ("facts", many))
+    add("relay", cmd_relay, ("port", {"type": int}), ("target", {"type": int}), ("delay_ms", {"type": float}), "ready")
     add("breaker", cmd_breaker, ("scenario", {"choices": ["one-dies", "hc", "all-down"]}), "name", ("facts", many))
     add("sample-metrics", cmd_sample_metrics, "admin", "out", ("interval", {"type": float}))
     add("state", cmd_state, "admin", "backend")

@@ -30,6 +30,9 @@ pub struct KeyState {
     pub low_water: AtomicI64,
     /// Already in the sync queue.
     pub queued: AtomicBool,
+    /// The key's demand outran what Redis granted at the last ask (see the sync service):
+    /// a request that finds its lease dry is answered at once instead of waiting.
+    pub over: AtomicBool,
     /// Whole tokens Redis still held after the last grant (for the `RateLimit` header).
     pub redis_left: AtomicU64,
     /// When the last grant arrived (clock nanos; 0: never): `redis_left` was true then.
@@ -56,6 +59,7 @@ impl KeyState {
             last_fetch: AtomicU64::new(now),
             low_water: AtomicI64::new(0),
             queued: AtomicBool::new(false),
+            over: AtomicBool::new(false),
             redis_left: AtomicU64::new(0),
             seen_at: AtomicU64::new(0),
             epoch: AtomicU64::new(0),

@@ -301,6 +301,13 @@ impl Limiter {
         // if the refill it asked for does not cover it, its demand outran what Redis can
         // grant (over its limit), and more waiting would only add latency to a 429.
         let warm = st.seen_at.load(Ordering::Acquire) != 0;
+        if warm && st.over.load(Ordering::Acquire) {
+            // At its limit (Redis had nothing left at the last grant): the refill is asked
+            // for and serves the next requests. This one is answered at once, so that a
+            // hot key never adds a round trip; a token is due in about `1 / rate`.
+            shared.enqueue(&st, true);
+            return Decision::limited(policy.shape.time_for(1.0), Reason::NoLease);
+        }
         let started = tokio::time::Instant::now();
         let d = self
             .wait_for_lease(

@@ -212,6 +212,12 @@ impl LeaseSync {
                 .min(policy.fallback_shape.burst);
             b.updated = now;
         }
+        if a.want > 0 {
+            // At its limit: Redis could not grant all that was asked, or has no whole
+            // token left after this grant. Cleared by a grant that leaves tokens in Redis.
+            st.over
+                .store(granted < a.want || left == 0, Ordering::Release);
+        }
         if a.want > 0 && granted < a.want {
             // Redis gave all it had: the bucket is empty. Spend what was granted, then
             // reject locally until a whole lease has refilled, so that a key over its
