@@ -452,3 +452,75 @@ fn a_redis_that_lost_its_data_hands_out_no_fresh_burst() {
         "5 in the burst, 3 spent before the loss: 2 left, not a fresh 5 ({after:?})"
     );
 }
+
+#[test]
+fn what_was_admitted_during_an_outage_is_charged_to_redis_afterwards() {
+    // The link to Redis is cut for a while: the local fallback admits at the policy's rate
+    // meanwhile, and Redis's bucket (which kept its data) refills all the same. Without the
+    // charge, both would be spent: burst + 2 x rate x outage. With it, over the whole run
+    // admitted <= burst + rate x elapsed.
+    let up = Upstream::start("app");
+    let redis = RedisServer::start();
+    let relay = DelayRelay::start(format!("127.0.0.1:{}", redis.port), Duration::ZERO);
+    let policy =
+        "    p:\n      rate: 20\n      per: 1s\n      burst: 10\n      key: header:X-Client\n";
+    let section = format!(
+        "    url: redis://127.0.0.1:{}/\n    sync_interval: 5ms\n    lease_wait: 1s\n    command_timeout: 200ms\n    connect_timeout: 200ms\n",
+        relay.port
+    );
+    let gw = Gateway::start(&config(&up, policy, Some(&section), ""));
+    let url = gw.url("/");
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let other = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, admitted, other, url) =
+                (stop.clone(), admitted.clone(), other.clone(), url.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match get(&url, &[("X-Client", "steady")]).status {
+                        200 => admitted.fetch_add(1, Ordering::Relaxed),
+                        429 => 0,
+                        _ => other.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    relay.cut();
+    let decisions = "gateway_ratelimit_decisions_total";
+    wait_for("fallback decisions", Duration::from_secs(10), || {
+        (gw.metric_sum(decisions, &["outcome=\"fallback\""]) > 0.0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    relay.heal();
+    wait_for("leases to resume", Duration::from_secs(10), || {
+        gw.stderr()
+            .contains("Redis is reachable again")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for h in load {
+        h.join().unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let allowed = 10.0 + 20.0 * elapsed;
+    let ok = admitted.load(Ordering::Relaxed) as f64;
+    eprintln!(
+        "outage: admitted {ok} in {elapsed:.2}s, allowed {allowed:.0}, admitted/allowed {:.3}",
+        ok / allowed
+    );
+    assert_eq!(other.load(Ordering::Relaxed), 0, "no 5xx");
+    assert!(
+        gw.metric_sum(decisions, &["outcome=\"fallback\""]) > 0.0,
+        "the outage was decided by the fallback"
+    );
+    assert!(
+        ok <= allowed,
+        "over-admission across the outage: {ok} > {allowed:.0}"
+    );
+}

@@ -1,7 +1,9 @@
 -- Grants up to ARGV[3] tokens from the bucket at KEYS[1], refilled by Redis's own clock.
 -- ARGV: 1 = tokens per millisecond, 2 = burst, 3 = tokens wanted (0 = none),
 --       4 = tokens given back (added before granting), 5 = key TTL in milliseconds,
---       6 = the asking instance's last-known level of this bucket in tokens, or -1.
+--       6 = the asking instance's last-known level of this bucket in tokens, or -1,
+--       7 = tokens the instance admitted without Redis (an outage) since its last ask,
+--           charged to the bucket, which may then owe tokens (go below zero).
 -- A missing bucket is new, or was lost (Redis restarted without persistence, flushed,
 -- evicted, failed over to a lagging replica): it is created at the asker's last-known
 -- level rather than full, so a lost bucket does not hand a spent key a fresh burst,
@@ -12,6 +14,7 @@ local burst = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local back = tonumber(ARGV[4])
 local seed = tonumber(ARGV[6])
+local debit = tonumber(ARGV[7])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'epoch')
@@ -22,8 +25,10 @@ if tokens == nil or ts == nil or epoch == nil then
   tokens = burst
   if seed >= 0 then
     tokens = math.min(burst, seed)
-    -- Tokens handed back belong to the lost bucket's epoch: not added to the new one.
+    -- Tokens handed back belong to the lost bucket's epoch: not added to the new one;
+    -- the seed already counts what was admitted offline.
     back = 0
+    debit = 0
   end
   ts = now
   epoch = now
@@ -31,8 +36,8 @@ end
 if now > ts then
   tokens = math.min(burst, tokens + (now - ts) * rate)
 end
-tokens = math.min(burst, tokens + back)
-local granted = math.min(want, math.floor(tokens))
+tokens = math.min(burst, tokens + back) - debit
+local granted = math.max(0, math.min(want, math.floor(tokens)))
 tokens = tokens - granted
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(math.max(now, ts)), 'epoch', tostring(epoch))
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))

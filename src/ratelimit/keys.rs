@@ -30,6 +30,10 @@ pub struct KeyState {
     pub low_water: AtomicI64,
     /// Already in the sync queue.
     pub queued: AtomicBool,
+    /// Requests admitted without Redis (the fallback) since the last round trip for this
+    /// key: charged to the Redis bucket with the next one, so an outage is not also a
+    /// fresh burst afterwards.
+    pub offline: AtomicU64,
     /// The key's demand outran what Redis granted at the last ask (see the sync service):
     /// a request that finds its lease dry is answered at once instead of waiting.
     pub over: AtomicBool,
@@ -60,6 +64,7 @@ impl KeyState {
             low_water: AtomicI64::new(0),
             queued: AtomicBool::new(false),
             over: AtomicBool::new(false),
+            offline: AtomicU64::new(0),
             redis_left: AtomicU64::new(0),
             seen_at: AtomicU64::new(0),
             epoch: AtomicU64::new(0),

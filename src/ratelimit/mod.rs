@@ -407,11 +407,15 @@ impl Limiter {
     }
 
     fn fallback(&self, st: &KeyState, policy: &Policy, now: u64) -> Decision {
-        match policy.on_redis_error {
+        let d = match policy.on_redis_error {
             OnRedisError::Local => self.local(st, &policy.fallback_shape, now, UNREACHABLE),
             OnRedisError::Open => Decision::allowed(0, Duration::ZERO, UNREACHABLE),
             OnRedisError::Closed => Decision::limited(Duration::from_secs(1), UNREACHABLE),
+        };
+        if d.allowed {
+            st.offline.fetch_add(1, Ordering::AcqRel);
         }
+        d
     }
 
     fn without_state(&self, policy: &Policy) -> Decision {

@@ -31,6 +31,8 @@ struct Ask {
     key: Arc<super::KeyState>,
     want: u64,
     back: u64,
+    /// Admissions made without Redis since the last round trip, charged to the bucket.
+    debit: u64,
 }
 
 impl LeaseSync {
@@ -180,7 +182,13 @@ impl LeaseSync {
                 .arg(a.want)
                 .arg(a.back)
                 .arg(ttl_ms)
-                .arg(self.last_known_level(&a.key, now));
+                // Admitted offline since: what the refill brought was spent here.
+                .arg(if a.debit > 0 {
+                    0.0
+                } else {
+                    self.last_known_level(&a.key, now)
+                })
+                .arg(a.debit);
         }
         pipe
     }
@@ -253,11 +261,13 @@ impl LeaseSync {
                 if now.saturating_sub(last) > idle && !st.queued.load(Ordering::Acquire) {
                     let back = st.lease.swap(0, Ordering::AcqRel);
                     st.granted_mark.store(0, Ordering::Release);
-                    if back > 0 {
+                    let debit = st.offline.swap(0, Ordering::AcqRel);
+                    if back > 0 || debit > 0 {
                         out.push(Ask {
                             key: st,
                             want: 0,
-                            back: back as u64,
+                            back: back.max(0) as u64,
+                            debit,
                         });
                     }
                 }
@@ -324,7 +334,9 @@ impl LeaseSync {
                 Err(e) => {
                     // Redis may have applied the round trip before failing (a timeout):
                     // its returns are not sent again, so they can never count twice.
-                    // The tokens they held are lost: under-admission, not over.
+                    // The tokens they held are lost: under-admission, not over. Its
+                    // debits are charged again (twice at worst: under-admission too).
+                    restore_debits(&asks);
                     self.failed(&asks, &e.to_string());
                 }
             }
@@ -353,7 +365,13 @@ impl LeaseSync {
             .map(|key| {
                 let (want, low) = self.lease_size(&key, now);
                 key.low_water.store(low, Ordering::Relaxed);
-                Ask { key, want, back: 0 }
+                let debit = key.offline.swap(0, Ordering::AcqRel);
+                Ask {
+                    key,
+                    want,
+                    back: 0,
+                    debit,
+                }
             })
             .collect()
     }
@@ -411,6 +429,7 @@ impl LeaseSync {
                             key: st,
                             want: 0,
                             back: back as u64,
+                            debit: 0,
                         })
                     }),
             )
@@ -439,9 +458,24 @@ impl LeaseSync {
     }
 }
 
-/// Returns that failed are kept for the next round trip (the tokens are not lost).
+/// Asks that were never applied: their debits go back to their keys (sent again with the
+/// next ask), their returns are kept for the next round trip (the tokens are not lost).
 fn keep_returns(asks: Vec<Ask>) -> Vec<Ask> {
-    asks.into_iter().filter(|a| a.back > 0).collect()
+    restore_debits(&asks);
+    asks.into_iter()
+        .filter(|a| a.back > 0)
+        .map(|a| Ask { debit: 0, ..a })
+        .collect()
+}
+
+/// A round trip that failed gives its debits back to their keys: charged again with the
+/// next one. Charging twice (when Redis applied it before failing) only under-admits.
+fn restore_debits(asks: &[Ask]) {
+    for a in asks {
+        if a.debit > 0 {
+            a.key.offline.fetch_add(a.debit, Ordering::AcqRel);
+        }
+    }
 }
 
 /// The URL without a password, for logs.

@@ -1,6 +1,7 @@
 //! A TCP relay that delays every byte by a fixed one-way time in each direction: a Redis
 //! "in another zone" for the limiter's latency tests. Order is kept; throughput is not
-//! limited. Stops accepting when dropped (open connections end with the test process).
+//! limited. The link can be cut (every connection closed, new ones refused) and healed.
+//! Stops accepting when dropped (open connections end with the test process).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 pub struct DelayRelay {
     pub port: u16,
     stop: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
 }
 
 impl DelayRelay {
@@ -20,23 +22,36 @@ impl DelayRelay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
         let port = listener.local_addr().expect("relay addr").port();
         let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
+        let cut = Arc::new(AtomicBool::new(false));
+        let (stopped, is_cut) = (stop.clone(), cut.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stopped.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(client) = client else { continue };
+                if is_cut.load(Ordering::Relaxed) {
+                    continue; // dropped: closed at once
+                }
                 let Ok(server) = TcpStream::connect(&target) else {
                     continue;
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                pipe(&client, &server, one_way);
-                pipe(&server, &client, one_way);
+                pipe(&client, &server, one_way, is_cut.clone());
+                pipe(&server, &client, one_way, is_cut.clone());
             }
         });
-        Self { port, stop }
+        Self { port, stop, cut }
+    }
+
+    /// Closes every relayed connection and refuses new ones until [`DelayRelay::heal`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::Relaxed);
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::Relaxed);
     }
 }
 
@@ -48,11 +63,22 @@ impl Drop for DelayRelay {
     }
 }
 
-/// Copies `from` to `to`, each chunk written `delay` after it was read.
-fn pipe(from: &TcpStream, to: &TcpStream, delay: Duration) {
+/// Copies `from` to `to`, each chunk written `delay` after it was read; both ends are
+/// shut down once the link is cut.
+fn pipe(from: &TcpStream, to: &TcpStream, delay: Duration, cut: Arc<AtomicBool>) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
+    let (Ok(watched_from), Ok(watched_to)) = (from.try_clone(), to.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        while !cut.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = watched_from.shutdown(Shutdown::Both);
+        let _ = watched_to.shutdown(Shutdown::Both);
+    });
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];

@@ -239,15 +239,8 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
 fn every_field_of_a_struct_is_reported() {
     // serde stops at the first bad field of a struct; every one is reported here, each
     // at its own line, and one that was written but unreadable is not also "missing".
-    let text = "
-upstreams:
-  api:
-    backends:
-      - addr: 127.0.0.1:3000
-routes:
-  - path_prefix: /
-    upstream: billing
-    stirp_prefix: true
+    let text = MINIMAL.replace("upstream: api", "upstream: billing")
+        + "    stirp_prefix: true
     retries: many
     connect_timeout: 0s
 rate_limits:
@@ -258,7 +251,7 @@ rate_limits:
       burst: -2
       key: 5
 ";
-    let p = problems(text);
+    let p = problems(&text);
     let got: Vec<String> = p.iter().map(ToString::to_string).collect();
     assert_eq!(
         got,
