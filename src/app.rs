@@ -1,30 +1,27 @@
 //! Wires a Pingora `Server` and its services (proxy, admin, health checks) from a [`Config`].
 
-use crate::config::{BackendAddr, Config, LogDestination};
+use crate::config::{Config, LogDestination};
 use crate::drain::Drain;
 use crate::observability::{AccessLog, Admin, Metrics};
 use crate::proxy::{BareProxy, Gateway, Snapshot};
 use crate::ratelimit::ceil_secs;
 use crate::reload::Reloader;
+use crate::routing::{resolve_backends, ResolveError};
 use crate::server::{Connections, Limits, Signals};
 use arc_swap::ArcSwap;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch, UnixShutdownSignalWatch};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// Why the server could not be built from a valid config.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("upstreams.{pool}: cannot resolve backend {addr}: {reason}")]
-    Resolve {
-        pool: String,
-        addr: String,
-        reason: String,
-    },
+    #[error("{}", list(.0))]
+    Resolve(Vec<ResolveError>),
     #[error("listen.{which}: cannot listen on {addr}: {source}")]
     Listen {
         which: &'static str,
@@ -42,6 +39,11 @@ pub enum BuildError {
     Runtime(std::io::Error),
 }
 
+fn list(errors: &[ResolveError]) -> String {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
 /// How to run, beyond the config file.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -51,64 +53,6 @@ pub struct RunOptions {
     pub bare: bool,
     /// The config file, re-read on SIGHUP.
     pub config_path: Option<PathBuf>,
-}
-
-/// Every backend whose name does not resolve, each as `upstreams.<pool>.backends[i].addr:
-/// ...`: what start-up would refuse, for `--check-config` to report all at once.
-pub fn unresolvable_backends(config: &Config) -> Vec<String> {
-    let mut problems = Vec::new();
-    for pool in &config.upstreams {
-        for (i, b) in pool.backends.iter().enumerate() {
-            if let BackendAddr::Name { host, port } = &b.addr {
-                let found = (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map(|mut a| a.next().is_some());
-                let why = match found {
-                    Ok(true) => continue,
-                    Ok(false) => "no address".to_string(),
-                    Err(e) => e.to_string(),
-                };
-                problems.push(format!(
-                    "upstreams.{}.backends[{i}].addr: cannot resolve {}: {why}",
-                    pool.name, b.addr
-                ));
-            }
-        }
-    }
-    problems
-}
-
-/// Resolves every backend address once, at start-up (DNS names are not re-resolved).
-pub fn resolve_backends(config: &Config) -> Result<Vec<Vec<SocketAddr>>, BuildError> {
-    config
-        .upstreams
-        .iter()
-        .map(|pool| {
-            pool.backends
-                .iter()
-                .map(|b| match &b.addr {
-                    BackendAddr::Ip(a) => Ok(*a),
-                    BackendAddr::Name { host, port } => {
-                        let err = |reason: String| BuildError::Resolve {
-                            pool: pool.name.clone(),
-                            addr: b.addr.to_string(),
-                            reason,
-                        };
-                        let addrs: Vec<SocketAddr> = (host.as_str(), *port)
-                            .to_socket_addrs()
-                            .map_err(|e| err(e.to_string()))?
-                            .collect();
-                        addrs
-                            .iter()
-                            .find(|a| a.is_ipv4())
-                            .or(addrs.first())
-                            .copied()
-                            .ok_or_else(|| err("no address".into()))
-                    }
-                })
-                .collect()
-        })
-        .collect()
 }
 
 /// Pingora's server settings from ours. `drained`: our [`Signals`] drain the proxy and
@@ -165,7 +109,7 @@ impl App {
 
 /// Builds the server with all its services, ready to [`App::run`].
 pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
-    let addrs = resolve_backends(config)?;
+    let addrs = resolve_backends(config).map_err(BuildError::Resolve)?;
     if !options.upgrade {
         check_listen("proxy", config.listen.proxy)?;
         check_listen("admin", config.listen.admin)?;
@@ -309,12 +253,12 @@ fn admin(metrics: &Arc<Metrics>, state: &Arc<ArcSwap<Snapshot>>, drain: &Arc<Dra
     let state = state.clone();
     Admin {
         metrics: metrics.clone(),
-        pools: Box::new(move || {
+        pools_not_ready: Box::new(move || {
             state
                 .load()
                 .pools
                 .iter()
-                .map(|p| p.health.clone())
+                .filter_map(|p| p.health.not_ready_reason())
                 .collect()
         }),
         drain: drain.clone(),

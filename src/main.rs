@@ -185,11 +185,10 @@ fn claim_pairs(claims: &[String]) -> Result<Vec<(String, String)>, ExitCode> {
 fn check_config(path: &Path) -> Done {
     let config = load(path)?;
     // What start-up would also refuse: backend names that do not resolve.
-    let unresolved = app::unresolvable_backends(&config);
-    if unresolved.is_empty() {
+    let Err(unresolved) = gateway::routing::resolve_backends(&config) else {
         println!("ok");
         return Ok(());
-    }
+    };
     eprintln!("{}: {} problem(s):", path.display(), unresolved.len());
     for problem in unresolved {
         eprintln!("  {problem}");

@@ -18,10 +18,10 @@
 //! buckets are carried over; with Redis the buckets live in Redis by policy name); the
 //! old limiter returns its leases and stops. `rate_limits.redis` needs a restart.
 
-use crate::app::{resolve_backends, BuildError};
 use crate::config::{self, Config};
 use crate::observability::Metrics;
 use crate::proxy::Snapshot;
+use crate::routing::resolve_backends;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -228,8 +228,11 @@ async fn resolve(next: &Config) -> Result<Vec<Vec<SocketAddr>>, String> {
     let next = next.clone();
     match tokio::task::spawn_blocking(move || resolve_backends(&next)).await {
         Ok(Ok(addrs)) => Ok(addrs),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(BuildError::Runtime(std::io::Error::other(e)).to_string()),
+        Ok(Err(errors)) => {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            Err(lines.join("; "))
+        }
+        Err(e) => Err(format!("backend resolution did not finish: {e}")),
     }
 }
 

@@ -192,7 +192,7 @@ fn unresolvable_backend_name_exits_2_at_start() {
     let (code, err) = start(&text);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("upstreams.api: cannot resolve backend no-such-host.invalid:80"),
+        err.contains("upstreams.api.backends[0].addr: cannot resolve no-such-host.invalid:80"),
         "{err}"
     );
 }

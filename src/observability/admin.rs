@@ -2,7 +2,6 @@
 
 use super::Metrics;
 use crate::drain::Drain;
-use crate::routing::PoolHealth;
 use async_trait::async_trait;
 use http::{header, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -12,8 +11,9 @@ use std::sync::Arc;
 /// The admin endpoints' application.
 pub struct Admin {
     pub metrics: Arc<Metrics>,
-    /// The pools of the config in force (a reload may replace them).
-    pub pools: Box<dyn Fn() -> Vec<Arc<PoolHealth>> + Send + Sync>,
+    /// Why the pools of the config in force (a reload may replace them) cannot serve:
+    /// one reason per pool without a healthy backend or still on its first health check.
+    pub pools_not_ready: Box<dyn Fn() -> Vec<String> + Send + Sync>,
     /// Draining (after SIGTERM): not ready, so load balancers stop sending.
     pub drain: Arc<Drain>,
 }
@@ -27,7 +27,7 @@ impl Admin {
             .then(|| "shutting down: draining in-flight requests".to_string());
         draining
             .into_iter()
-            .chain((self.pools)().iter().filter_map(|p| p.not_ready_reason()))
+            .chain((self.pools_not_ready)())
             .collect()
     }
 

@@ -19,7 +19,7 @@ correlation:
 fn gateway(text: &str) -> Gateway {
     let cfg = config::parse(text).unwrap();
     let metrics = Arc::new(Metrics::new().unwrap());
-    let addrs = crate::app::resolve_backends(&cfg).unwrap();
+    let addrs = crate::routing::resolve_backends(&cfg).unwrap();
     let snapshot = Snapshot::build(&cfg, &addrs, &metrics, None);
     Gateway {
         state: Arc::new(ArcSwap::from_pointee(snapshot)),

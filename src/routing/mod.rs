@@ -3,9 +3,11 @@
 pub mod breaker;
 mod health;
 mod pool;
+mod resolve;
 
 pub use health::{BackendAttempt, PoolHealth};
 pub use pool::Pool;
+pub use resolve::{resolve_backends, ResolveError};
 
 use crate::config::{HashKey, PolicyId, RouteConfig, TierId};
 use pingora::http::RequestHeader;
