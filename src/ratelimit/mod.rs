@@ -22,6 +22,7 @@ mod decision;
 mod keys;
 mod policy;
 pub mod regions;
+mod service;
 mod sync;
 
 pub use crate::clock::Clock;
@@ -29,7 +30,8 @@ pub use bucket::{Bucket, Shape, Take};
 pub use decision::{ceil_secs, Decision, Reason};
 pub use keys::KeyState;
 pub use policy::{limit_key, Policy};
-pub use sync::{LeaseSync, LimiterService};
+pub use service::LimiterService;
+pub use sync::LeaseSync;
 
 use crate::config::{ColdStart, OnRedisError, PolicyId, RateLimitConfig, RedisConfig};
 use crate::observability::Metrics;

@@ -4,20 +4,18 @@
 
 use super::{Limiter, Shared};
 use crate::observability::Metrics;
-use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use redis::aio::ConnectionManager;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often idle keys are looked at (lease return and eviction).
-const SWEEP_EVERY: Duration = Duration::from_millis(500);
+pub(super) const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
 /// Leases, returns and eviction for one [`Limiter`].
 pub struct LeaseSync {
-    limiter: Arc<Limiter>,
+    pub(super) limiter: Arc<Limiter>,
     shared: Arc<Shared>,
     script: redis::Script,
 }
@@ -276,7 +274,7 @@ impl LeaseSync {
         out
     }
 
-    async fn run(&self, mut shutdown: ShutdownWatch) {
+    pub(super) async fn run(&self, mut shutdown: ShutdownWatch) {
         let cfg = self.shared.config.clone();
         log::info!(
             "rate limiting: leases from Redis at {} (sync every {:?}, lease horizon {:?}, cold start {:?})",
@@ -483,47 +481,5 @@ fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
         _ => url.to_string(),
-    }
-}
-
-/// The limiter's background work: lease sync with Redis, or only eviction without it.
-pub enum LimiterService {
-    /// No Redis: evict keys whose bucket is full again.
-    Local(Arc<Limiter>),
-    Leases(LeaseSync),
-}
-
-#[async_trait]
-impl BackgroundService for LimiterService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        // Stops at server shutdown or when a reload retires the limiter, whichever first.
-        let mut retired = match self {
-            LimiterService::Leases(sync) => sync.limiter.retired(),
-            LimiterService::Local(limiter) => limiter.retired(),
-        };
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let stopper = async {
-            tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => {}
-                _ = retired.wait_for(|r| *r) => {}
-            }
-            stop.send_replace(true);
-        };
-        let work = async {
-            match self {
-                LimiterService::Leases(sync) => sync.run(stopped).await,
-                LimiterService::Local(limiter) => {
-                    let mut stopped = stopped;
-                    let mut ticker = tokio::time::interval(SWEEP_EVERY);
-                    loop {
-                        tokio::select! {
-                            _ = stopped.changed() => break,
-                            _ = ticker.tick() => limiter.evict_idle(limiter.clock.now(), SWEEP_EVERY),
-                        }
-                    }
-                }
-            }
-        };
-        tokio::join!(stopper, work);
     }
 }
