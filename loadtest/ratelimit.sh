@@ -11,12 +11,16 @@
 #   d) Redis far away: two gateways (100/s, burst 20) reach Redis through a relay that
 #      delays every byte by each of DELAYS ms one way; admitted/allowed (target <= 1.00),
 #      fallback decisions (target 0), decisions by reason, latency by wrk.
+#   e) Redis lost: the two gateways of d) on a Redis of their own, which is killed -9
+#      KILL_AT s into the load and restarted empty RESTART_AFTER s later: admitted/allowed
+#      across the whole run (target <= 1.00), fallback decisions (reported), 5xx (target 0).
 #
 # Knobs (environment):
 #   DURATION=10         seconds of wrk in a) and b)
 #   FLOOD_DURATION=5    seconds of wrk in c)
 #   PHASES="a b c d"    which parts, in this order (spaces or commas)
 #   DELAYS="0 5 25 50 100"  d): one-way delays to Redis, in ms
+#   KILL_AT=5 RESTART_AFTER=2   e): when Redis is killed, and how long it stays down (s)
 #   THREADS=2           gateway server.threads
 #   ACCESS_LOG=off      gateway access log (on|off), to a file in the temp dir
 #   GATEWAY_BIN=...     use this binary instead of `cargo build --release`
@@ -27,8 +31,10 @@ set -euo pipefail
 
 DURATION=${DURATION:-10}
 FLOOD_DURATION=${FLOOD_DURATION:-5}
-PHASES=${PHASES:-a b c d}
+PHASES=${PHASES:-a b c d e}
 DELAYS=${DELAYS:-0 5 25 50 100}
+KILL_AT=${KILL_AT:-5}
+RESTART_AFTER=${RESTART_AFTER:-2}
 THREADS=${THREADS:-2}
 ACCESS_LOG=${ACCESS_LOG:-off}
 IDLE_SETTLE=2    # seconds after the load before the "after" snapshot: idle leases go back
@@ -37,7 +43,9 @@ IDLE_SETTLE=2    # seconds after the load before the "after" snapshot: idle leas
 
 require_positive DURATION FLOOD_DURATION THREADS
 require_on_off ACCESS_LOG
-parse_list PHASES PHASE_LIST phase "a b c d"
+parse_list PHASES PHASE_LIST phase "a b c d e"
+require_positive KILL_AT RESTART_AFTER
+(( KILL_AT + RESTART_AFTER < DURATION )) || die "KILL_AT + RESTART_AFTER must be less than DURATION ($DURATION)"
 require_tools wrk curl python3 timeout "$NGINX" "$REDIS_SERVER" "$REDIS_CLI"
 
 # ---------------------------------------------------------------- processes & cleanup
@@ -68,6 +76,9 @@ for p in "${PHASE_LIST[@]}"; do
             PART[d$ms]="far 100 1s 20 2 1 16 $DURATION gw-d${ms}a gw-d${ms}b"
             PARTS+=("d$ms")
         done
+    elif [[ $p == e ]]; then
+        PART[e]="lost 100 1s 20 2 1 16 $DURATION gw-e1 gw-e2"
+        PARTS+=(e)
     else
         PARTS+=("$p")
     fi
@@ -76,7 +87,7 @@ done
 # Distinct free loopback ports: upstream, Redis, and a proxy + admin port per gateway.
 GATEWAYS=()
 for p in "${PARTS[@]}"; do read -r -a f <<<"${PART[$p]}"; GATEWAYS+=("${f[@]:8}"); done
-free_ports $(( 2 + 2 * ${#GATEWAYS[@]} + ${#PARTS[@]} ))
+free_ports $(( 3 + 2 * ${#GATEWAYS[@]} + ${#PARTS[@]} ))
 P_UPSTREAM=${PORTS[0]}
 P_REDIS=${PORTS[1]}
 declare -A PORT ADMIN_PORT
@@ -86,6 +97,7 @@ for i in "${!GATEWAYS[@]}"; do
 done
 declare -A RELAY_PORT
 for i in "${!PARTS[@]}"; do RELAY_PORT[${PARTS[i]}]=${PORTS[2 + 2 * ${#GATEWAYS[@]} + i]}; done
+P_REDIS_E=${PORTS[2 + 2 * ${#GATEWAYS[@]} + ${#PARTS[@]}]}  # e)'s own Redis, killed mid-run
 REDIS_VIA=        # the port the gateways being started reach Redis on (a relay's in d)
 
 start_upstream() {
@@ -139,6 +151,21 @@ snapshot() { # dir when gateway...
     redis_info >"$1/$2.redis"
 }
 
+# e): kills e's Redis (-9, no persistence: its data is gone) KILL_AT s into the load and
+# starts an empty one on the same port RESTART_AFTER s later.
+lose_redis() {
+    local i
+    sleep "$KILL_AT"
+    for i in "${!PROC_NAMES[@]}"; do
+        [[ ${PROC_NAMES[i]} == redis-e ]] && kill -KILL "${PROC_PIDS[i]}" 2>/dev/null
+    done
+    stop_named redis-e # (reaps it, and forgets it)
+    echo "== e) Redis killed -9 at ${KILL_AT}s"
+    sleep "$RESTART_AFTER"
+    start_redis redis-e "$P_REDIS_E"
+    echo "== e) Redis restarted empty after ${RESTART_AFTER}s"
+}
+
 HOT_LUA=$TMP/hot.lua
 printf 'wrk.headers["X-Client"] = "hot"\n' >"$HOT_LUA"
 
@@ -164,6 +191,10 @@ run_part() { # a|b|c|dMS
         REDIS_VIA=${RELAY_PORT[$p]}
         facts=(delay_ms="${p#d}")
         echo "== $p) relay 127.0.0.1:$REDIS_VIA -> Redis 127.0.0.1:$P_REDIS, ${p#d} ms each way"
+    elif [[ $p == e ]]; then
+        start_redis redis-e "$P_REDIS_E"
+        REDIS_VIA=$P_REDIS_E
+        facts=(kill_at="$KILL_AT" restart_after="$RESTART_AFTER")
     fi
     echo "== $p) ${#gws[@]} gateway(s), policy ${f[0]}: ${f[1]} per ${f[2]}, burst ${f[3]}, key X-Client; ${#gws[@]} x wrk -t${f[5]} -c${f[6]} -d${f[7]}s, X-Client: hot"
     for g in "${gws[@]}"; do start_gateway "$g" "${f[@]:0:5}"; done
@@ -173,6 +204,7 @@ run_part() { # a|b|c|dMS
         wrk_bg "${f[7]}" "$dir/wrk-$g.txt" -t"${f[5]}" -c"${f[6]}" -d"${f[7]}"s --latency -s "$HOT_LUA" "http://127.0.0.1:${PORT[$g]}/"
         pids+=("$WRK_PID")
     done
+    [[ $p == e ]] && lose_redis
     for pid in "${pids[@]}"; do wait_bg "$pid" || rc=$?; done
     t1=$(now_s)
     (( rc == 0 )) || echo "   a wrk exited non-zero (outputs in $dir/wrk-*.txt)" >&2
@@ -181,6 +213,7 @@ run_part() { # a|b|c|dMS
     report ratelimit "${p:0:1}" "$dir" rate="${f[1]}" per="${f[2]}" burst="${f[3]}" threads="${f[5]}" conns="${f[6]}" \
         seconds="${f[7]}" t0="$t0" t1="$t1" "${facts[@]}"
     stop_named "${gws[@]}"
+    [[ $p == e ]] && stop_named redis-e
     if [[ -n $relay ]]; then stop_pids "$relay"; bg_done "$relay"; fi
 }
 

@@ -636,6 +636,7 @@ RATELIMIT_FIGURES = [
     ("empty", 'gateway_ratelimit_decisions_total{reason="empty"}'),
     ("trips", "gateway_ratelimit_redis_round_trips_total"),
     ("r429", 'gateway_requests_total{status="429"}'),
+    ("r200", 'gateway_requests_total{status="200"}'),
     ("r5xx", 'gateway_requests_total{status="5.."}'),
     ("requests", "gateway_requests_total"),
     ("rerr", "gateway_ratelimit_redis_errors_total"),
@@ -652,6 +653,8 @@ RATELIMIT_VERDICTS = {
           ("d-added-latency", "v_added", lambda v, T: v["waits"] < 0.01 * max(v["requests"], 1)),
           ("d-fallback", "v_fallback", lambda v, T: v["fallback"] == 0),
           ("d-5xx", "v_5xx", lambda v, T: v["r5xx"] == 0)],
+    "e": [("e-exactness", "v_exact", lambda v, T: float(v["exact_200"]) <= T["exact_max"]),
+          ("e-5xx", "v_5xx", lambda v, T: v["r5xx"] == 0)],
 }
 # Each part's summary lines, filled in with the values of cmd_ratelimit and the targets.
 RATELIMIT_LINES = {
@@ -698,6 +701,15 @@ RATELIMIT_LINES = {
         "   latency by wrk:   p50 {p50} ms, p99 {p99} ms (the slower gateway's, end to end on this machine); round "
         "trips {trips}, Redis round trip {rtt} ms (the gateways' moving average)",
     ],
+    "e": [
+        "## e) Redis lost: killed -9 at {kill_at}s, restarted empty {restart_after}s later ({n} gateways, policy "
+        "{rate}/s burst {burst}, key X-Client: hot, {n} x {wrk})",
+        "   offered:          {reqs} requests in {elapsed}s, socket errors {sockerr}",
+        "   admitted/allowed: {exact_200} ({r200} responses 200, leased or decided by the fallback, of at most "
+        "{allowed_max})  (target <= {exact_max:.2f}: {v_exact})",
+        "   decisions:        fallback {fallback} (while Redis was away), limited {limited}, Redis errors {rerr}",
+        "   5xx:              {r5xx}  (target 0: {v_5xx})",
+    ],
 }
 
 
@@ -739,7 +751,9 @@ def cmd_ratelimit(a):
              admitted_per_s="%.1f" % (allowed / elapsed), per_gateway=", ".join(per_gw),
              per_eval="%.4f" % (evalsha / allowed if allowed > 0 else -1),
              per_trip="%.4f" % (v["trips"] / allowed if allowed > 0 else -1),
-             delay_ms=f.get("delay_ms", "0"),
+             delay_ms=f.get("delay_ms", "0"), kill_at=f.get("kill_at", "-"),
+             restart_after=f.get("restart_after", "-"),
+             exact_200="%.4f" % (v["r200"] / allowed_max),
              wait_pct="%.3f" % (100.0 * v["waits"] / max(v["requests"], 1)),
              wait_mean=fmt(1000 * wait_s / v["waits"] if v["waits"] else None, ".1f"),
              rtt=fmt(1000 * max(rtts) if rtts else None, ".1f"),
@@ -1493,7 +1507,7 @@ def main(argv=None):
     add("jwt", cmd_jwt, ("alg", {"choices": ["HS256", "RS256"]}), "kid", ("exp", {"type": int}), "iss", "aud", "--key")
     add("round", cmd_round, "round", "target", "file", "rc")
     add("run-report", cmd_run_report, ("targets", {"nargs": "+"}))
-    add("ratelimit", cmd_ratelimit, ("part", {"choices": ["a", "b", "c", "d"]}), "dir", ("facts", many))
+    add("ratelimit", cmd_ratelimit, ("part", {"choices": ["a", "b", "c", "d", "e"]}), "dir", ("facts", many))
     add("relay", cmd_relay, ("port", {"type": int}), ("target", {"type": int}), ("delay_ms", {"type": float}), "ready")
     add("breaker", cmd_breaker, ("scenario", {"choices": ["one-dies", "hc", "all-down"]}), "name", ("facts", many))
     add("sample-metrics", cmd_sample_metrics, "admin", "out", ("interval", {"type": float}))
