@@ -62,6 +62,7 @@ fn known(l: &Limiter, key: &[u8]) {
 /// lookup and one CAS on the lease.
 const LEASED: &str = "  redis:
     url: redis://127.0.0.1:1/
+    expected_instances: 1
     cold_start: allowance
   policies:
     p:
@@ -123,7 +124,7 @@ fn benches(c: &mut Criterion) {
     // below the config's 1ms minimum), then the `local` fallback decides. Needs a runtime
     // for the timer.
     let cold = limiter_with(
-        "  redis:\n    url: redis://127.0.0.1:1/\n  policies:\n    p:\n      rate: 1000000000\n      per: 1s\n",
+        "  redis:\n    url: redis://127.0.0.1:1/\n    expected_instances: 1\n  policies:\n    p:\n      rate: 1000000000\n      per: 1s\n",
         |r| r.lease_wait = std::time::Duration::ZERO,
     );
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -18,8 +18,17 @@ fn config(up: &Upstream, policies: &str, redis: Option<&str>, extra: &str) -> St
     )
 }
 
+/// A `redis:` section on `r`; one instance unless `extra` says otherwise.
 fn redis_section(r: &RedisServer, extra: &str) -> String {
-    format!("    url: {}\n    sync_interval: 5ms\n{extra}", r.url())
+    let instances = if extra.contains("expected_instances") {
+        ""
+    } else {
+        "    expected_instances: 1\n"
+    };
+    format!(
+        "    url: {}\n    sync_interval: 5ms\n{instances}{extra}",
+        r.url()
+    )
 }
 
 /// The original gateway's quick start: 5 quick requests pass, the 6th gets 429 with the
@@ -465,7 +474,7 @@ fn what_was_admitted_during_an_outage_is_charged_to_redis_afterwards() {
     let policy =
         "    p:\n      rate: 20\n      per: 1s\n      burst: 10\n      key: header:X-Client\n";
     let section = format!(
-        "    url: redis://127.0.0.1:{}/\n    sync_interval: 5ms\n    lease_wait: 1s\n    command_timeout: 200ms\n    connect_timeout: 200ms\n",
+        "    url: redis://127.0.0.1:{}/\n    sync_interval: 5ms\n    expected_instances: 1\n    lease_wait: 1s\n    command_timeout: 200ms\n    connect_timeout: 200ms\n",
         relay.port
     );
     let gw = Gateway::start(&config(&up, policy, Some(&section), ""));

@@ -304,7 +304,7 @@ fn with_redis_an_unchanged_policy_continues_across_a_reload() {
     let a = Upstream::start("a");
     let limits = |extra: &str| {
         format!(
-            "rate_limits:\n  redis:\n    url: {}\n  policies:\n    keep:\n      rate: 3\n      per: 1h\n{extra}",
+            "rate_limits:\n  redis:\n    url: {}\n    expected_instances: 1\n  policies:\n    keep:\n      rate: 3\n      per: 1h\n{extra}",
             redis.url()
         )
     };

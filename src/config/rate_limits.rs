@@ -178,12 +178,25 @@ impl Validator<'_> {
                 COLD_START_ALLOWANCE,
             ),
             idle_return: self.duration(&at("idle_return"), x.idle_return.0, IDLE_RETURN),
-            expected_instances: self.int(
-                &at("expected_instances"),
-                x.expected_instances,
-                EXPECTED_INSTANCES,
-            ),
+            expected_instances: self.expected_instances(x.expected_instances),
             key_prefix: x.key_prefix,
+        }
+    }
+
+    /// `rate_limits.redis.expected_instances`, which has no default.
+    fn expected_instances(&mut self, written: Option<values::Int>) -> u32 {
+        let at = "rate_limits.redis.expected_instances";
+        match written {
+            Some(n) => self.int(at, n, EXPECTED_INSTANCES),
+            None if self.is_broken(at) => 1,
+            None => {
+                self.problem(
+                    "rate_limits.redis",
+                    "missing field `expected_instances`: how many gateways share this Redis \
+                     (while Redis is unreachable each enforces rate / expected_instances)",
+                );
+                1
+            }
         }
     }
 
@@ -270,7 +283,10 @@ pub(super) mod raw {
         pub cold_start: ColdStart,
         pub cold_start_allowance: Int,
         pub idle_return: HumanDuration,
-        pub expected_instances: Int,
+        /// Required: how many gateways share this Redis. No default, because a wrong
+        /// one multiplies the limit while Redis is unreachable (each of N instances
+        /// enforcing the whole rate admits N times it).
+        pub expected_instances: Option<Int>,
         pub key_prefix: String,
     }
 
@@ -288,7 +304,7 @@ pub(super) mod raw {
                 cold_start: ColdStart::Wait,
                 cold_start_allowance: Int(1),
                 idle_return: HumanDuration(Duration::from_secs(1)),
-                expected_instances: Int(1),
+                expected_instances: None,
                 key_prefix: "gw:rl:".into(),
             }
         }

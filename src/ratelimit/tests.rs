@@ -122,7 +122,7 @@ async fn a_slow_redis_is_never_a_reason_to_admit() {
         }
     });
     let l = Arc::new(limiter(&format!(
-        "  redis:\n    url: redis://127.0.0.1:{port}/\n    lease_wait: 30ms\n    connect_timeout: 5s\n    command_timeout: 5s\n  policies:\n    open:\n      rate: 100\n      per: 1s\n      on_redis_error: open\n"
+        "  redis:\n    url: redis://127.0.0.1:{port}/\n    lease_wait: 30ms\n    expected_instances: 1\n    connect_timeout: 5s\n    command_timeout: 5s\n  policies:\n    open:\n      rate: 100\n      per: 1s\n      on_redis_error: open\n"
     )));
     let _sync = run_sync(&l);
     let started = std::time::Instant::now();

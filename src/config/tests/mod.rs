@@ -385,3 +385,24 @@ fn a_health_check_path_must_be_a_request_path() {
         "{p:#?}"
     );
 }
+
+#[test]
+fn redis_needs_the_number_of_instances() {
+    let text = format!(
+        "{MINIMAL}rate_limits:\n  redis:\n    url: redis://127.0.0.1:6379/\n  policies:\n    p:\n      rate: 5\n      per: 1m\n"
+    );
+    let p = problems(&text);
+    assert!(
+        has(
+            &p,
+            "rate_limits.redis",
+            "missing field `expected_instances`"
+        ),
+        "{p:#?}"
+    );
+    parse(&text.replace(
+        "    url: redis",
+        "    expected_instances: 3\n    url: redis",
+    ))
+    .unwrap();
+}
