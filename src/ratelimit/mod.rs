@@ -103,6 +103,9 @@ pub struct Limiter {
     pub policies: Vec<Policy>,
     /// Per policy; shared with the next limiter when a reload keeps the policy.
     tables: Vec<Arc<KeyTable>>,
+    /// Per policy: the one bucket every key shares while the policy's table is full, so
+    /// that a flood of new keys (one per request) is limited as one client, not admitted.
+    overflow: Vec<Mutex<Bucket>>,
     shared: Option<Arc<Shared>>,
     pub clock: Clock,
     metrics: Arc<Metrics>,
@@ -141,7 +144,7 @@ impl Limiter {
         kept: impl Fn(usize) -> Option<Arc<KeyTable>>,
     ) -> Self {
         let instances = config.redis.as_ref().map_or(1, |r| r.expected_instances);
-        let policies = config
+        let policies: Vec<Policy> = config
             .policies
             .iter()
             .map(|p| Policy::new(p, instances))
@@ -157,6 +160,17 @@ impl Limiter {
                 rtt_ns: AtomicU64::new(0),
             })
         });
+        let overflow = policies
+            .iter()
+            .map(|p| {
+                let shape = if config.redis.is_some() {
+                    &p.fallback_shape
+                } else {
+                    &p.shape
+                };
+                Mutex::new(Bucket::full(shape, 0))
+            })
+            .collect();
         let reasons = Reason::metric_labels();
         let decisions = config
             .policies
@@ -184,6 +198,7 @@ impl Limiter {
             clock: Clock::new(),
             metrics,
             config: config.clone(),
+            overflow,
             retired: tokio::sync::watch::channel(false).0,
         }
     }
@@ -282,7 +297,7 @@ impl Limiter {
         });
         let Some((st, created)) = made else {
             // Table full: no state to decide with. Bounded memory wins; see README.
-            return self.without_state(policy);
+            return self.without_state(p, policy, now);
         };
         st.last_used.store(now, Ordering::Relaxed);
         let Some(shared) = &self.shared else {
@@ -420,11 +435,19 @@ impl Limiter {
         d
     }
 
-    fn without_state(&self, policy: &Policy) -> Decision {
-        match policy.on_redis_error {
-            OnRedisError::Closed => Decision::limited(Duration::from_secs(1), Reason::Untracked),
-            _ => Decision::allowed(0, Duration::ZERO, Reason::Untracked),
+    /// A key the full table cannot track: refused by a `closed` policy, else decided by
+    /// the policy's overflow bucket, which all such keys share.
+    fn without_state(&self, p: PolicyId, policy: &Policy, now: u64) -> Decision {
+        if policy.on_redis_error == OnRedisError::Closed {
+            return Decision::limited(Duration::from_secs(1), Reason::Untracked);
         }
+        let Some(overflow) = self.overflow.get(p.0) else {
+            return Decision::limited(Duration::from_secs(1), Reason::Untracked);
+        };
+        let shape = self.local_shape(policy);
+        let mut b = overflow.lock().unwrap_or_else(|e| e.into_inner());
+        let take = b.take(shape, now);
+        Decision::from_take(take, b.time_to_full(shape), Reason::Untracked)
     }
 
     /// Keys tracked, over all policies.

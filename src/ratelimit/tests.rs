@@ -136,3 +136,27 @@ async fn a_slow_redis_is_never_a_reason_to_admit() {
     );
     held.abort();
 }
+
+#[tokio::test]
+async fn keys_past_a_full_table_share_one_bucket() {
+    // A flood of new keys (one per request) past max_keys is limited as one client, not
+    // admitted wholesale.
+    let l = limiter(
+        "  max_keys: 2\n  policies:\n    p:\n      rate: 1\n      per: 1h\n      burst: 3\n",
+    );
+    assert!(l.check(PolicyId(0), b"a").await.allowed);
+    assert!(l.check(PolicyId(0), b"b").await.allowed);
+    let untracked: Vec<Decision> = untracked_checks(&l).await;
+    let admitted = untracked.iter().filter(|d| d.allowed).count();
+    assert!(untracked.iter().all(|d| d.reason == Reason::Untracked));
+    assert_eq!(admitted, 3, "the overflow bucket's burst, then 429s");
+}
+
+/// Ten checks of ten keys the full table cannot hold.
+async fn untracked_checks(l: &Limiter) -> Vec<Decision> {
+    let mut out = Vec::new();
+    for i in 0..10u8 {
+        out.push(l.check(PolicyId(0), &[b'k', i]).await);
+    }
+    out
+}
