@@ -533,3 +533,43 @@ fn what_was_admitted_during_an_outage_is_charged_to_redis_afterwards() {
         "over-admission across the outage: {ok} > {allowed:.0}"
     );
 }
+
+#[test]
+fn one_broken_bucket_key_does_not_take_the_others_down() {
+    // A bucket key someone overwrote with a string: Redis refuses the script for that key
+    // (WRONGTYPE). The other keys in the same round trips keep their leases; nothing falls
+    // back, since Redis answers.
+    let up = Upstream::start("app");
+    let redis = RedisServer::start();
+    let policy = "    p:\n      rate: 1000\n      per: 1s\n      key: header:X-Client\n";
+    let gw = Gateway::start(&config(
+        &up,
+        policy,
+        Some(&redis_section(&redis, "    lease_wait: 200ms\n")),
+        "",
+    ));
+    assert!(redis.command("SET gw:rl:p:h:broken oops").contains("OK"));
+    let url = gw.url("/");
+    let broken = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            (0..20)
+                .map(|_| get(&url, &[("X-Client", "broken")]).status)
+                .collect::<Vec<u16>>()
+        })
+    };
+    let good: Vec<u16> = (0..200)
+        .map(|_| get(&url, &[("X-Client", "good")]).status)
+        .collect();
+    let broken = broken.join().unwrap();
+    assert!(good.iter().all(|s| *s == 200), "{good:?}");
+    assert!(broken.iter().all(|s| *s == 429), "{broken:?}");
+    let decisions = "gateway_ratelimit_decisions_total";
+    assert_eq!(gw.metric_sum(decisions, &["outcome=\"fallback\""]), 0.0);
+    assert!(gw.metric_sum(decisions, &["reason=\"no_lease\""]) >= 1.0);
+    assert!(
+        gw.stderr().contains("Redis refused the bucket"),
+        "{}",
+        gw.stderr()
+    );
+}

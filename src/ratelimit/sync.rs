@@ -6,7 +6,7 @@ use super::{Limiter, Shared};
 use crate::observability::Metrics;
 use pingora::server::ShutdownWatch;
 use redis::aio::ConnectionManager;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,8 @@ pub struct LeaseSync {
     pub(super) limiter: Arc<Limiter>,
     shared: Arc<Shared>,
     script: redis::Script,
+    /// A key's command failed on its own (logged once, counted always).
+    key_error_logged: AtomicBool,
 }
 
 /// The script's reply for one key: granted, milli-tokens left, milliseconds until the next
@@ -39,6 +41,7 @@ impl LeaseSync {
             limiter,
             shared,
             script: redis::Script::new(include_str!("grant.lua")),
+            key_error_logged: AtomicBool::new(false),
         }
     }
 
@@ -120,44 +123,70 @@ impl LeaseSync {
 
     /// One pipelined round trip for every ask. Applies the grants; on error nothing is
     /// applied (a grant Redis made for a round trip that timed out is lost: under-admission,
-    /// never over-admission).
+    /// never over-admission). Each key's reply is read on its own: one key's error reply
+    /// (a bucket key of the wrong type, say) fails that key, not the round trip.
     async fn round_trip(
         &self,
         conn: &mut ConnectionManager,
         asks: &[Ask],
     ) -> Result<(), redis::RedisError> {
         let metrics: &Metrics = self.limiter.metrics();
-        let pipe = self.pipeline(asks);
+        let mut pipe = self.pipeline(asks);
+        pipe.ignore_errors();
         let started = Instant::now();
         metrics.limit_redis_round_trip();
-        let result: Result<Vec<Reply>, redis::RedisError> =
+        let replies: Vec<redis::RedisResult<Reply>> =
             match tokio::time::timeout(self.shared.config.command_timeout, pipe.query_async(conn))
                 .await
             {
-                Ok(r) => r,
-                Err(_) => Err(redis::RedisError::from((
-                    redis::ErrorKind::Io,
-                    "command timeout",
-                ))),
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "command timeout",
+                    )))
+                }
             };
-        let replies = match result {
-            Ok(r) => r,
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // First use on this server: load the script, the next tick retries.
-                self.script.load_async(conn).await?;
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
+        let no_script = redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
+        if let Some(Err(e)) = replies
+            .iter()
+            .find(|r| matches!(r, Err(e) if e.kind() == no_script))
+        {
+            // First use on this server: nothing ran; load the script, the next tick retries.
+            let e = redis::RedisError::from((no_script, "NOSCRIPT", e.to_string()));
+            self.script.load_async(conn).await?;
+            return Err(e);
+        }
         let took = started.elapsed();
         metrics.observe_lease_fetch(took.as_secs_f64());
         self.shared.measured_round_trip(took);
         metrics.set_limit_redis_round_trip(self.shared.round_trip().as_secs_f64());
         let now = self.limiter.clock.now();
         for (a, reply) in asks.iter().zip(replies) {
-            self.apply(a, reply, now);
+            match reply {
+                Ok(reply) => self.apply(a, reply, now),
+                Err(e) => self.key_failed(a, &e),
+            }
         }
         Ok(())
+    }
+
+    /// One key's command failed while the round trip succeeded: Redis is reachable, so the
+    /// key's requests are refused for want of a lease (never decided locally); its debit
+    /// is charged again with its next ask.
+    fn key_failed(&self, a: &Ask, e: &redis::RedisError) {
+        self.limiter.metrics().limit_redis_error();
+        restore_debits(std::slice::from_ref(a));
+        if !self.key_error_logged.swap(true, Ordering::Relaxed) {
+            let policy = self
+                .limiter
+                .policies
+                .get(a.key.policy.0)
+                .map_or("?", |p| p.name.as_str());
+            log::warn!(
+                "rate limiting: Redis refused the bucket of a key of policy {policy} ({e}); its requests get 429 until it is fixed (logged once)"
+            );
+        }
     }
 
     fn pipeline(&self, asks: &[Ask]) -> redis::Pipeline {
