@@ -566,10 +566,94 @@ fn one_broken_bucket_key_does_not_take_the_others_down() {
     assert!(broken.iter().all(|s| *s == 429), "{broken:?}");
     let decisions = "gateway_ratelimit_decisions_total";
     assert_eq!(gw.metric_sum(decisions, &["outcome=\"fallback\""]), 0.0);
-    assert!(gw.metric_sum(decisions, &["reason=\"no_lease\""]) >= 1.0);
+    assert!(gw.metric_sum(decisions, &["outcome=\"limited\""]) >= 20.0);
     assert!(
         gw.stderr().contains("Redis refused the bucket"),
         "{}",
         gw.stderr()
+    );
+}
+
+#[test]
+fn a_client_that_honours_retry_after_gets_its_token() {
+    let up = Upstream::start("app");
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&config(&up, QUICK, Some(&redis_section(&redis, "")), ""));
+    let url = gw.url("/ping");
+    let first: Vec<u16> = (0..6).map(|_| get(&url, &[]).status).collect();
+    assert_eq!(first, [200, 200, 200, 200, 200, 429]);
+    let r = get(&url, &[]);
+    assert_eq!(r.status, 429);
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    std::thread::sleep(Duration::from_secs(wait) + Duration::from_millis(50));
+    let r = get(&url, &[]);
+    assert_eq!(
+        r.status, 200,
+        "refused after waiting Retry-After: {}",
+        r.body
+    );
+}
+
+#[test]
+fn a_redis_that_refuses_writes_counts_as_unreachable() {
+    // A primary demoted to a replica answers every script with READONLY: that is Redis
+    // refusing the work, so the policy's on_redis_error decides (not 429 for everyone).
+    let up = Upstream::start("app");
+    let redis = RedisServer::start();
+    let policy = "    p:\n      rate: 1000\n      per: 1s\n      key: header:X-Client\n";
+    let gw = Gateway::start(&config(&up, policy, Some(&redis_section(&redis, "")), ""));
+    let url = gw.url("/");
+    assert_eq!(get(&url, &[("X-Client", "a")]).status, 200);
+    assert!(redis.command("REPLICAOF 127.0.0.1 1").contains("OK"));
+    let statuses: Vec<u16> = (0..20)
+        .map(|i| get(&url, &[("X-Client", &format!("k{i}"))]).status)
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let decisions = "gateway_ratelimit_decisions_total";
+    assert!(gw.metric_sum(decisions, &["reason=\"redis_unreachable\""]) >= 1.0);
+    assert!(
+        redis.calls("evalsha") < 200,
+        "no spinning: {} EVALSHA",
+        redis.calls("evalsha")
+    );
+}
+
+#[test]
+fn an_open_policy_is_not_locked_out_after_an_outage() {
+    // `open` admits everything while Redis is away; that is not charged afterwards, so the
+    // key is back at its rate soon after the link heals.
+    let up = Upstream::start("app");
+    let redis = RedisServer::start();
+    let relay = DelayRelay::start(format!("127.0.0.1:{}", redis.port), Duration::ZERO);
+    let policy = "    p:\n      rate: 4\n      per: 1s\n      burst: 8\n      key: header:X-Client\n      on_redis_error: open\n";
+    let section = format!(
+        "    url: redis://127.0.0.1:{}/\n    sync_interval: 5ms\n    expected_instances: 1\n    lease_wait: 1s\n    command_timeout: 200ms\n    connect_timeout: 200ms\n",
+        relay.port
+    );
+    let gw = Gateway::start(&config(&up, policy, Some(&section), ""));
+    let url = gw.url("/");
+    let send = |until: Duration| -> usize {
+        let t = Instant::now();
+        let mut ok = 0;
+        while t.elapsed() < until {
+            ok += usize::from(get(&url, &[("X-Client", "steady")]).status == 200);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ok
+    };
+    send(Duration::from_secs(1));
+    relay.cut();
+    send(Duration::from_secs(3));
+    relay.heal();
+    wait_for("leases to resume", Duration::from_secs(10), || {
+        gw.stderr()
+            .contains("Redis is reachable again")
+            .then_some(())
+    });
+    send(Duration::from_secs(1));
+    let admitted = send(Duration::from_secs(4));
+    assert!(
+        admitted >= 8,
+        "4/s for 4 s after the outage, got {admitted}"
     );
 }

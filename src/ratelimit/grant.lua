@@ -33,14 +33,17 @@ if tokens == nil or ts == nil or epoch == nil then
   ts = now
   epoch = now
 end
+-- Refill, returns and the debit together, then the cap: a debit is paid from the refill
+-- the outage accrued, not from a bucket already capped at the burst.
 if now > ts then
-  tokens = math.min(burst, tokens + (now - ts) * rate)
+  tokens = tokens + (now - ts) * rate
 end
-tokens = math.min(burst, tokens + back) - debit
+tokens = math.min(burst, tokens + back - debit)
 local granted = math.max(0, math.min(want, math.floor(tokens)))
 tokens = tokens - granted
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(math.max(now, ts)), 'epoch', tostring(epoch))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
+-- Kept while it differs from a full bucket (a debt takes longer to refill).
+redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[5]), 2 * math.ceil((burst - tokens) / rate)))
 local wait = 0
 if tokens < 1 then
   wait = math.ceil((1 - tokens) / rate)

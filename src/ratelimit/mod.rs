@@ -317,8 +317,16 @@ impl Limiter {
         // trips that takes. A warm key whose lease ran dry waits for one round trip only:
         // if the refill it asked for does not cover it, its demand outran what Redis can
         // grant (over its limit), and more waiting would only add latency to a 429.
-        let warm = st.seen_at.load(Ordering::Acquire) != 0;
-        if warm && st.over.load(Ordering::Acquire) {
+        let seen = st.seen_at.load(Ordering::Acquire);
+        let warm = seen != 0;
+        // "At its limit" holds until the empty spell ends, or a token has had time to
+        // accrue since the last grant: a client that honoured Retry-After waits for its
+        // token instead of getting another 429.
+        let limit_until = st
+            .empty_until
+            .load(Ordering::Acquire)
+            .max(seen.saturating_add(policy.shape.time_for(1.0).as_nanos() as u64));
+        if warm && st.over.load(Ordering::Acquire) && now < limit_until {
             // At its limit (Redis had nothing left at the last grant): the refill is asked
             // for and serves the next requests. This one is answered at once, so that a
             // hot key never adds a round trip; a token is due in about `1 / rate`.
@@ -429,7 +437,9 @@ impl Limiter {
             OnRedisError::Open => Decision::allowed(0, Duration::ZERO, UNREACHABLE),
             OnRedisError::Closed => Decision::limited(Duration::from_secs(1), UNREACHABLE),
         };
-        if d.allowed {
+        // What `local` admitted is charged to Redis afterwards; `open` admits by choice,
+        // and charging it would lock the key out for as long as the outage lasted.
+        if d.allowed && policy.on_redis_error == OnRedisError::Local {
             st.offline.fetch_add(1, Ordering::AcqRel);
         }
         d

@@ -162,21 +162,30 @@ impl LeaseSync {
         self.shared.measured_round_trip(took);
         metrics.set_limit_redis_round_trip(self.shared.round_trip().as_secs_f64());
         let now = self.limiter.clock.now();
+        let mut refused = None;
         for (a, reply) in asks.iter().zip(replies) {
             match reply {
                 Ok(reply) => self.apply(a, reply, now),
-                Err(e) => self.key_failed(a, &e),
+                Err(e) if is_key_error(&e) => self.key_failed(a, &e, now),
+                // Redis answers but refuses the work (READONLY after a failover, LOADING,
+                // OOM, MISCONF, ...): as good as unreachable, whatever the other replies.
+                Err(e) => refused = Some(e),
             }
         }
-        Ok(())
+        refused.map_or(Ok(()), Err)
     }
 
     /// One key's command failed while the round trip succeeded: Redis is reachable, so the
     /// key's requests are refused for want of a lease (never decided locally); its debit
     /// is charged again with its next ask.
-    fn key_failed(&self, a: &Ask, e: &redis::RedisError) {
+    fn key_failed(&self, a: &Ask, e: &redis::RedisError, now: u64) {
         self.limiter.metrics().limit_redis_error();
         restore_debits(std::slice::from_ref(a));
+        // Refused locally for a while, so that its requests do not ask again every tick.
+        let pause = u64::try_from(self.shared.config.lease_wait.as_nanos()).unwrap_or(u64::MAX);
+        a.key
+            .empty_until
+            .store(now.saturating_add(pause), Ordering::Release);
         if !self.key_error_logged.swap(true, Ordering::Relaxed) {
             let policy = self
                 .limiter
@@ -261,12 +270,16 @@ impl LeaseSync {
             // the cap while nobody asks; at least a tick, at least until a token is due.
             let refill = policy.shape.time_for((a.want - granted) as f64);
             let cap = policy.shape.time_for(policy.shape.burst) / 2;
+            // Never longer than the burst takes to refill (a bucket that owes tokens after an
+            // outage asks again then, rather than refusing for the whole debt).
             let wait = refill
                 .min(cap)
                 .max(Duration::from_millis(wait_ms))
-                .max(self.shared.config.sync_interval);
+                .max(self.shared.config.sync_interval)
+                .min(policy.shape.time_for(policy.shape.burst));
+            let wait_ns = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
             st.empty_until
-                .store(now + wait.as_nanos() as u64, Ordering::Release);
+                .store(now.saturating_add(wait_ns), Ordering::Release);
         }
     }
 
@@ -452,11 +465,12 @@ impl LeaseSync {
                     .flat_map(|t| t.all())
                     .filter_map(|st| {
                         let back = st.lease.swap(0, Ordering::AcqRel);
-                        (back > 0).then_some(Ask {
+                        let debit = st.offline.swap(0, Ordering::AcqRel);
+                        (back > 0 || debit > 0).then_some(Ask {
                             key: st,
                             want: 0,
-                            back: back as u64,
-                            debit: 0,
+                            back: back.max(0) as u64,
+                            debit,
                         })
                     }),
             )
@@ -483,6 +497,11 @@ impl LeaseSync {
         }
         self.release(asks);
     }
+}
+
+/// An error that belongs to one key (its bucket key holds another type), not to Redis.
+fn is_key_error(e: &redis::RedisError) -> bool {
+    e.to_string().contains("WRONGTYPE")
 }
 
 /// Asks that were never applied: their debits go back to their keys (sent again with the
