@@ -20,6 +20,7 @@
 pub mod bucket;
 mod decision;
 mod keys;
+mod lease;
 mod policy;
 pub mod regions;
 mod service;
