@@ -6,7 +6,7 @@ use crate::observability::{AccessLog, Admin, Metrics};
 use crate::proxy::{BareProxy, Gateway, Snapshot};
 use crate::ratelimit::ceil_secs;
 use crate::reload::Reloader;
-use crate::routing::{resolve_backends, ResolveError};
+use crate::routing::{describe_unresolved, resolve_backends, ResolveError};
 use crate::server::{Connections, Limits, Signals};
 use arc_swap::ArcSwap;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 /// Why the server could not be built from a valid config.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{}", list(.0))]
+    #[error("{}", describe_unresolved(.0, "\n"))]
     Resolve(Vec<ResolveError>),
     #[error("listen.{which}: cannot listen on {addr}: {source}")]
     Listen {
@@ -37,11 +37,6 @@ pub enum BuildError {
     Metrics(#[from] prometheus::Error),
     #[error("{0}")]
     Runtime(std::io::Error),
-}
-
-fn list(errors: &[ResolveError]) -> String {
-    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    lines.join("\n")
 }
 
 /// How to run, beyond the config file.

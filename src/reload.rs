@@ -21,7 +21,7 @@
 use crate::config::{self, Config};
 use crate::observability::Metrics;
 use crate::proxy::Snapshot;
-use crate::routing::resolve_backends;
+use crate::routing::{describe_unresolved, resolve_backends};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -228,10 +228,7 @@ async fn resolve(next: &Config) -> Result<Vec<Vec<SocketAddr>>, String> {
     let next = next.clone();
     match tokio::task::spawn_blocking(move || resolve_backends(&next)).await {
         Ok(Ok(addrs)) => Ok(addrs),
-        Ok(Err(errors)) => {
-            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            Err(lines.join("; "))
-        }
+        Ok(Err(errors)) => Err(describe_unresolved(&errors, "; ")),
         Err(e) => Err(format!("backend resolution did not finish: {e}")),
     }
 }

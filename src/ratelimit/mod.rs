@@ -65,11 +65,12 @@ impl Shared {
 
     /// How long before a grant arrives once asked for: a round trip and a tick.
     pub fn lead(&self) -> Duration {
-        self.round_trip() + self.config.sync_interval
+        Duration::from_nanos(self.lead_nanos())
     }
 
     fn lead_nanos(&self) -> u64 {
-        self.rtt_ns.load(Ordering::Relaxed) + self.config.sync_interval.as_nanos() as u64
+        let tick = u64::try_from(self.config.sync_interval.as_nanos()).unwrap_or(u64::MAX);
+        self.rtt_ns.load(Ordering::Relaxed).saturating_add(tick)
     }
 
     /// Folds one measured round trip into the average (weight 1/8: a few ticks to follow a

@@ -7,7 +7,7 @@ mod resolve;
 
 pub use health::{BackendAttempt, PoolHealth};
 pub use pool::Pool;
-pub use resolve::{resolve_backends, ResolveError};
+pub use resolve::{describe as describe_unresolved, resolve_backends, ResolveError};
 
 use crate::config::{HashKey, PolicyId, RouteConfig, TierId};
 use pingora::http::RequestHeader;

@@ -15,6 +15,12 @@ pub struct ResolveError {
     pub reason: String,
 }
 
+/// The errors, one per backend, joined by `sep`.
+pub fn describe(errors: &[ResolveError], sep: &str) -> String {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    lines.join(sep)
+}
+
 /// Every pool's backend addresses, in config order, or every backend that did not resolve.
 pub fn resolve_backends(config: &Config) -> Result<Vec<Vec<SocketAddr>>, Vec<ResolveError>> {
     let mut pools = Vec::with_capacity(config.upstreams.len());
