@@ -10,6 +10,7 @@ mod keys;
 mod locate;
 mod observability;
 mod rate_limits;
+mod regions;
 mod routes;
 mod server;
 mod tree;
@@ -23,6 +24,7 @@ pub use observability::{AccessLogConfig, CorrelationConfig, LogDestination};
 pub use rate_limits::{
     ColdStart, LimitKey, OnRedisError, PolicyConfig, RateLimitConfig, RedisConfig,
 };
+pub use regions::{RegionMember, RegionsConfig, SHARE_UNITS};
 pub use routes::{PingConfig, RouteConfig};
 pub use server::{Listen, ServerSettings};
 pub use upstreams::{

@@ -48,6 +48,8 @@ pub struct RateLimitConfig {
     pub redis: Option<RedisConfig>,
     pub policies: Vec<PolicyConfig>,
     pub max_keys: usize,
+    /// `None`: this Redis holds the whole limit of every key.
+    pub regions: Option<RegionsConfig>,
 }
 
 // Ranges of the `rate_limits` section. The bucket arithmetic is f64 here and a Lua number
@@ -77,10 +79,13 @@ impl Validator<'_> {
             .into_iter()
             .map(|(name, p)| self.policy(name, p))
             .collect();
+        let redis = r.redis.map(|x| self.redis(x));
+        let regions = r.regions.map(|x| self.regions(x, redis.as_ref()));
         RateLimitConfig {
-            redis: r.redis.map(|x| self.redis(x)),
+            redis,
             policies,
             max_keys: self.int("rate_limits.max_keys", r.max_keys, MAX_KEYS),
+            regions,
         }
     }
 
@@ -318,6 +323,7 @@ pub(super) mod raw {
         pub policies: BTreeMap<String, Policy>,
         #[serde(default = "max_keys")]
         pub max_keys: Int,
+        pub regions: Option<super::super::regions::raw::Regions>,
     }
 
     fn max_keys() -> Int {
@@ -330,6 +336,7 @@ pub(super) mod raw {
                 redis: None,
                 policies: BTreeMap::new(),
                 max_keys: max_keys(),
+                regions: None,
             }
         }
     }

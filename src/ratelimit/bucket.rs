@@ -31,6 +31,17 @@ impl Shape {
         }
     }
 
+    /// The part `fraction` (0 to 1) of this shape: a region's share of a fallback shape.
+    /// At least one token of burst, like [`Shape::split`], so that a small share still
+    /// admits.
+    pub fn scaled(&self, fraction: f64) -> Self {
+        let f = fraction.clamp(0.0, 1.0);
+        Self {
+            per_second: self.per_second * f,
+            burst: (self.burst * f).max(1.0),
+        }
+    }
+
     /// Time for `tokens` tokens to accrue (saturating at about 584 years).
     pub fn time_for(&self, tokens: f64) -> Duration {
         if tokens <= 0.0 {

@@ -3,7 +3,11 @@
 --       4 = tokens given back (added before granting), 5 = key TTL in milliseconds,
 --       6 = the asking instance's last-known level of this bucket in tokens, or -1,
 --       7 = tokens the instance admitted without Redis (an outage) since its last ask,
---           charged to the bucket, which may then owe tokens (go below zero).
+--           charged to the bucket, which may then owe tokens (go below zero),
+--       8 = with regions: the share of the limit (millionths) to assume when KEYS[2], the
+--           key's rights in this region, holds none yet (a new key, or a Redis that lost it).
+-- With regions (KEYS[2] given) the bucket is this region's part: ARGV 1 and 2 scaled by the
+-- share the rights record, which only the rights script changes (see rights.lua).
 -- A missing bucket is new, or was lost (Redis restarted without persistence, flushed,
 -- evicted, failed over to a lagging replica): it is created at the asker's last-known
 -- level rather than full, so a lost bucket does not hand a spent key a fresh burst,
@@ -15,6 +19,13 @@ local want = tonumber(ARGV[3])
 local back = tonumber(ARGV[4])
 local seed = tonumber(ARGV[6])
 local debit = tonumber(ARGV[7])
+if KEYS[2] then
+  local share = tonumber(redis.call('HGET', KEYS[2], 'share')) or tonumber(ARGV[8])
+  rate = rate * share / 1000000
+  burst = burst * share / 1000000
+end
+-- A region holding no share refills nothing: divisions below use at least this rate.
+local pace = math.max(rate, 1e-9)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'epoch')
@@ -43,9 +54,9 @@ local granted = math.max(0, math.min(want, math.floor(tokens)))
 tokens = tokens - granted
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(math.max(now, ts)), 'epoch', tostring(epoch))
 -- Kept while it differs from a full bucket (a debt takes longer to refill).
-redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[5]), 2 * math.ceil((burst - tokens) / rate)))
+redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[5]), 2 * math.ceil((burst - tokens) / pace)))
 local wait = 0
 if tokens < 1 then
-  wait = math.ceil((1 - tokens) / rate)
+  wait = math.min(math.ceil((1 - tokens) / pace), tonumber(ARGV[5]))
 end
 return {granted, math.floor(tokens * 1000), wait, epoch}

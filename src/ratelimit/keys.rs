@@ -46,6 +46,11 @@ pub struct KeyState {
     pub epoch: AtomicU64,
     /// The local bucket: the whole limit without Redis, the `local` fallback with it.
     pub local: Mutex<Bucket>,
+    /// Requests seen since the replication across regions last counted them (demand).
+    pub requests: AtomicU64,
+    /// With regions: this region's share of the key's limit (millionths) as last seen by
+    /// the replication; scales the `local` fallback, and seeds a bucket Redis lost.
+    pub share: AtomicU64,
     /// Wakes requests waiting for this key's lease.
     pub notify: Notify,
 }
@@ -69,6 +74,8 @@ impl KeyState {
             seen_at: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             local: Mutex::new(local),
+            requests: AtomicU64::new(0),
+            share: AtomicU64::new(crate::config::SHARE_UNITS),
             notify: Notify::new(),
         }
     }

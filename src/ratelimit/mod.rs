@@ -23,6 +23,7 @@ mod keys;
 mod lease;
 mod policy;
 pub mod regions;
+mod replication;
 mod service;
 mod sync;
 
@@ -31,10 +32,11 @@ pub use bucket::{Bucket, Shape, Take};
 pub use decision::{ceil_secs, Decision, Reason};
 pub use keys::KeyState;
 pub use policy::{limit_key, Policy};
+pub use replication::Replication;
 pub use service::LimiterService;
 pub use sync::LeaseSync;
 
-use crate::config::{ColdStart, OnRedisError, PolicyId, RateLimitConfig, RedisConfig};
+use crate::config::{ColdStart, OnRedisError, PolicyId, RateLimitConfig, RedisConfig, SHARE_UNITS};
 use crate::observability::Metrics;
 use keys::KeyTable;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -117,6 +119,8 @@ pub struct Limiter {
     config: RateLimitConfig,
     /// Set when a reload replaces this limiter: its service returns its leases and stops.
     retired: tokio::sync::watch::Sender<bool>,
+    /// With regions: the split of every key's limit between them (see [`replication`]).
+    pub(crate) regions: Option<Arc<replication::RegionSplit>>,
 }
 
 impl Limiter {
@@ -202,6 +206,11 @@ impl Limiter {
             config: config.clone(),
             overflow,
             retired: tokio::sync::watch::channel(false).0,
+            regions: config
+                .regions
+                .as_ref()
+                .filter(|_| config.redis.is_some())
+                .map(|r| Arc::new(replication::RegionSplit::new(r))),
         }
     }
 
@@ -234,7 +243,16 @@ impl Limiter {
     /// The background service: lease sync with Redis, or eviction alone without it.
     pub fn service(self: &Arc<Self>) -> LimiterService {
         match &self.shared {
-            Some(s) => LimiterService::Leases(LeaseSync::new(self.clone(), s.clone())),
+            Some(s) => LimiterService::Leases {
+                sync: LeaseSync::new(self.clone(), s.clone()),
+                replication: self.regions.as_ref().map(|split| {
+                    Box::new(Replication::new(
+                        self.clone(),
+                        split.clone(),
+                        s.config.clone(),
+                    ))
+                }),
+            },
             None => LimiterService::Local(self.clone()),
         }
     }
@@ -256,6 +274,7 @@ impl Limiter {
                     // "empty until" read a tick late only rejects a tick longer.
                     let now = self.clock.coarse();
                     st.last_used.store(now, Ordering::Relaxed);
+                    self.count_request(st);
                     self.spend_lease(shared, st, policy, now)
                 }
             })
@@ -289,13 +308,17 @@ impl Limiter {
             _ => 0,
         };
         let made = table.get_or_insert(key, || {
-            KeyState::new(
+            let st = KeyState::new(
                 p,
                 key,
                 now,
                 Bucket::full(self.local_shape(policy), now),
                 allowance,
-            )
+            );
+            if let Some(split) = &self.regions {
+                st.share.store(split.initial_share(), Ordering::Relaxed);
+            }
+            st
         });
         let Some((st, created)) = made else {
             // Table full: no state to decide with. Bounded memory wins; see README.
@@ -306,6 +329,7 @@ impl Limiter {
             return self.local(&st, &policy.shape, now, Reason::Local);
         };
         st.hits.fetch_add(1, Ordering::Relaxed);
+        self.count_request(&st);
         if created {
             shared.enqueue(&st, allowance == 0);
         }
@@ -433,8 +457,21 @@ impl Limiter {
         Decision::from_take(take, b.time_to_full(shape), reason)
     }
 
+    /// With regions, counts the request toward the region's demand for the key.
+    fn count_request(&self, st: &KeyState) {
+        if self.regions.is_some() {
+            st.requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn fallback(&self, st: &KeyState, policy: &Policy, now: u64) -> Decision {
         let d = match policy.on_redis_error {
+            OnRedisError::Local if self.regions.is_some() => {
+                // This instance's part of the region's last known share, not of the whole.
+                let share = st.share.load(Ordering::Relaxed) as f64 / SHARE_UNITS as f64;
+                let shape = policy.fallback_shape.scaled(share);
+                self.local(st, &shape, now, UNREACHABLE)
+            }
             OnRedisError::Local => self.local(st, &policy.fallback_shape, now, UNREACHABLE),
             OnRedisError::Open => Decision::allowed(0, Duration::ZERO, UNREACHABLE),
             OnRedisError::Closed => Decision::limited(Duration::from_secs(1), UNREACHABLE),

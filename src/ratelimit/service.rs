@@ -3,7 +3,7 @@
 //! retires its limiter.
 
 use super::sync::{LeaseSync, SWEEP_EVERY};
-use super::Limiter;
+use super::{Limiter, Replication};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -13,7 +13,11 @@ use std::sync::Arc;
 pub enum LimiterService {
     /// No Redis: evict keys whose bucket is full again.
     Local(Arc<Limiter>),
-    Leases(LeaseSync),
+    /// Redis: the lease sync, and with regions the replication of rights between them.
+    Leases {
+        sync: LeaseSync,
+        replication: Option<Box<Replication>>,
+    },
 }
 
 #[async_trait]
@@ -21,7 +25,7 @@ impl BackgroundService for LimiterService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         // Stops at server shutdown or when a reload retires the limiter, whichever first.
         let mut retired = match self {
-            LimiterService::Leases(sync) => sync.limiter.retired(),
+            LimiterService::Leases { sync, .. } => sync.limiter.retired(),
             LimiterService::Local(limiter) => limiter.retired(),
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -34,7 +38,14 @@ impl BackgroundService for LimiterService {
         };
         let work = async {
             match self {
-                LimiterService::Leases(sync) => sync.run(stopped).await,
+                LimiterService::Leases { sync, replication } => {
+                    let replicate = async {
+                        if let Some(r) = replication {
+                            r.run(stopped.clone()).await;
+                        }
+                    };
+                    tokio::join!(sync.run(stopped.clone()), replicate);
+                }
                 LimiterService::Local(limiter) => {
                     let mut stopped = stopped;
                     let mut ticker = tokio::time::interval(SWEEP_EVERY);

@@ -159,11 +159,17 @@ impl LeaseSync {
             // The bucket key lives while it could still differ from a full bucket.
             let ttl_ms =
                 (policy.shape.time_for(policy.shape.burst).as_millis() as u64).max(1000) * 2;
-            pipe.cmd("EVALSHA")
-                .arg(self.script.get_hash())
-                .arg(1)
-                .arg(self.redis_key(&a.key))
-                .arg(per_ms)
+            let bucket = self.redis_key(&a.key);
+            let cmd = pipe.cmd("EVALSHA").arg(self.script.get_hash());
+            if self.limiter.regions.is_some() {
+                // This region's part: the script scales the bucket by the rights' share.
+                let mut rights = bucket.clone();
+                rights.extend_from_slice(b":rights");
+                cmd.arg(2).arg(bucket).arg(rights);
+            } else {
+                cmd.arg(1).arg(bucket);
+            }
+            cmd.arg(per_ms)
                 .arg(policy.shape.burst)
                 .arg(a.want)
                 .arg(a.back)
@@ -174,7 +180,8 @@ impl LeaseSync {
                 } else {
                     self.last_known_level(&a.key, now)
                 })
-                .arg(a.debit);
+                .arg(a.debit)
+                .arg(a.key.share.load(Ordering::Relaxed));
         }
         pipe
     }

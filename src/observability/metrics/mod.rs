@@ -3,11 +3,12 @@
 //!
 //! One file per area, each owning its metric families and the methods that update them:
 //! requests (by route and status), connections (the client side), upstreams (health and
-//! breakers), limits (rate limiting), edge (the request rules) and reloads (the config).
+//! breakers), limits (rate limiting), regions (rate-limit rights across regions), edge (the request rules) and reloads (the config).
 
 mod connections;
 mod edge;
 mod limits;
+mod regions;
 mod reloads;
 mod requests;
 mod upstreams;
@@ -29,6 +30,7 @@ pub struct Metrics {
     connections: connections::Connections,
     upstreams: upstreams::Upstreams,
     limits: limits::Limits,
+    regions: regions::Regions,
     edge: edge::Edge,
     reloads: reloads::Reloads,
     /// Access-log lines dropped because the writer fell behind.
@@ -122,6 +124,7 @@ impl Metrics {
                 "Access-log lines dropped because the writer fell behind",
             )?,
             limits: limits::Limits::register(&r)?,
+            regions: regions::Regions::register(&r)?,
             connections: connections::Connections::register(&r)?,
             edge: edge::Edge::register(&r)?,
             reloads: reloads::Reloads::register(&r)?,

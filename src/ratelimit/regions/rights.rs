@@ -96,6 +96,38 @@ impl Rights {
         Ok(())
     }
 
+    /// Joins one counter read from the wire: `given(from, to)` becomes at least `units`
+    /// (a merge of a single cell, so the laws of [`Rights::merge`] hold). Ignored for
+    /// regions outside `0..N`.
+    pub fn raise_given(&mut self, from: RegionId, to: RegionId, units: Units) {
+        let n = self.region_count();
+        if from.index() < n && to.index() < n && from != to {
+            if let Some(cell) = self.given.get_mut(from.index() * n + to.index()) {
+                *cell = (*cell).max(units.0);
+            }
+        }
+    }
+
+    /// Joins one demand register read from the wire (ignored outside `0..N`).
+    pub fn raise_demand(&mut self, region: RegionId, demand: Demand) {
+        if let Some(slot) = self.demand.get_mut(region.index()) {
+            *slot = (*slot).max(demand);
+        }
+    }
+
+    /// Every non-zero give counter: `(from, to, units)`.
+    pub fn gives(&self) -> impl Iterator<Item = (RegionId, RegionId, Units)> + '_ {
+        let n = self.region_count().max(1);
+        (0u16..)
+            .zip(&self.given)
+            .filter(|(_, v)| **v > 0)
+            .map(move |(i, v)| {
+                let (from, to) = (usize::from(i) / n, usize::from(i) % n);
+                let id = |x: usize| RegionId(u16::try_from(x).unwrap_or(u16::MAX));
+                (id(from), id(to), Units(*v))
+            })
+    }
+
     /// `Ok` when the arrays fit one N in `1..=64` (rights from the wire may not).
     fn check_shape(&self) -> Result<(), RegionsError> {
         let n = self.region_count();

@@ -1,0 +1,651 @@
+//! Rights across regions, the I/O half (the CRDT and its policy are [`super::regions`]).
+//!
+//! Every `replicate_every`, each instance:
+//! 1. counts its keys' requests since the last round (a key with requests is active);
+//! 2. reads, from every peer region's Redis, the keys active there and its rights for the
+//!    keys active anywhere (one pipelined round trip per peer, all peers at once); a peer
+//!    not read for `stale_after` is stale: no rights move to or from it;
+//! 3. merges its last view with the peers' copies, plans its region's gives
+//!    ([`regions::plan`]) and sends one `rights.lua` call per key to its own region's Redis
+//!    (one pipelined round trip), which merges, publishes the region's demand, gives and
+//!    resizes the region's bucket atomically; the reply is the new view.
+//!
+//! Every instance of a region runs this; the script's `gen` check lets only one of them
+//! give from a given state. The request path never waits on any of it: a region's bucket
+//! is scaled by its share inside Redis (`grant.lua`), and the lease sync is unchanged.
+
+use super::regions::{self, Demand, RegionId, RegionSet, Regions, Replica, Rights, Units, View};
+use super::Limiter;
+use crate::config::{PolicyId, RedisConfig, RegionsConfig, SHARE_UNITS};
+use crate::observability::Metrics;
+use redis::aio::ConnectionManager;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a region keeps a key's rights after its last replication anywhere. Forgetting
+/// rights is safe only once every region has (see the `regions` module, Limits): all
+/// regions refresh a key while it is active anywhere, so their copies expire together.
+const RIGHTS_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The configured regions, ready to use: this instance's region and the CRDT's settings.
+#[derive(Debug)]
+pub(crate) struct RegionSplit {
+    pub config: RegionsConfig,
+    pub crdt: Regions,
+    pub me: RegionId,
+}
+
+impl RegionSplit {
+    pub fn new(config: &RegionsConfig) -> Self {
+        let initial = config
+            .members
+            .iter()
+            .map(|m| Units(m.initial_share))
+            .collect();
+        let floor = Units(config.min_share);
+        // Validation checked the same conditions (shares add up to the whole, each at least
+        // the floor, 2 to 64 members); equal shares only stand in for an impossible error.
+        let crdt = Regions::new(initial, floor).unwrap_or_else(|e| {
+            log::error!("rate limiting: regions misconfigured ({e}); using equal shares");
+            Regions::equal(
+                config.members.len().clamp(1, regions::MAX_REGIONS),
+                Units::ZERO,
+            )
+            .unwrap_or_else(|_| unreachable_regions())
+        });
+        let me = RegionId(u16::try_from(config.this).unwrap_or(0));
+        Self {
+            config: config.clone(),
+            crdt,
+            me,
+        }
+    }
+
+    /// This region's share before any transfer.
+    pub fn initial_share(&self) -> u64 {
+        self.crdt.initial(self.me).0
+    }
+}
+
+/// One region holding the whole: `Regions::equal(1..=64)` cannot fail.
+fn unreachable_regions() -> Regions {
+    Regions::new(vec![Units::WHOLE], Units::ZERO).unwrap_or_else(|_| unreachable!())
+}
+
+/// A replicated key: its policy and client key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Name {
+    policy: PolicyId,
+    key: Box<[u8]>,
+}
+
+/// What this instance knows of one key's rights.
+struct Known {
+    rights: Rights,
+    /// This region's `gen` at the last reply; `None` before one: no gives until then.
+    gen: Option<u64>,
+    /// This region's share at the last reply.
+    share: Option<u64>,
+    /// When some region last reported the key active.
+    active_at: Instant,
+}
+
+/// One region's Redis as the replication sees it.
+struct Link {
+    name: String,
+    url: String,
+    conn: Option<ConnectionManager>,
+    last_ok: Option<Instant>,
+}
+
+/// What one peer's read returned: the keys active there, and its rights per asked key.
+struct PeerRead {
+    active: Vec<Vec<u8>>,
+    rights: Vec<Option<Rights>>,
+    bytes: usize,
+}
+
+/// The replication service of one limiter.
+pub struct Replication {
+    limiter: Arc<Limiter>,
+    split: Arc<RegionSplit>,
+    redis: RedisConfig,
+    script: redis::Script,
+}
+
+impl Replication {
+    pub(crate) fn new(limiter: Arc<Limiter>, split: Arc<RegionSplit>, redis: RedisConfig) -> Self {
+        Self {
+            limiter,
+            split,
+            redis,
+            script: redis::Script::new(include_str!("rights.lua")),
+        }
+    }
+
+    pub(super) async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let cfg = &self.split.config;
+        log::info!(
+            "rate limiting: region {} of {} (replicating every {:?})",
+            cfg.this().name,
+            cfg.members.len(),
+            cfg.replicate_every
+        );
+        let mut links: Vec<Link> = cfg
+            .members
+            .iter()
+            .map(|m| Link {
+                name: m.name.clone(),
+                url: m.redis.clone(),
+                conn: None,
+                last_ok: None,
+            })
+            .collect();
+        let mut known: HashMap<Name, Known> = HashMap::new();
+        let mut ticker = tokio::time::interval(cfg.replicate_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = ticker.tick() => {}
+            }
+            self.round(&mut links, &mut known).await;
+        }
+    }
+
+    async fn round(&self, links: &mut [Link], known: &mut HashMap<Name, Known>) {
+        let now = Instant::now();
+        let counts = self.count_requests(known, now);
+        let active_for = self.split.config.active_for;
+        known.retain(|_, k| now.duration_since(k.active_at) <= active_for);
+        let names: Vec<Name> = known.keys().cloned().collect();
+        let me = self.split.me.index();
+        let reads = self.read_peers(links, &names).await;
+        let metrics = self.limiter.metrics();
+        let mut stale = RegionSet::EMPTY;
+        let mut read_bytes = 0;
+        for (i, link) in links.iter().enumerate().filter(|(i, _)| *i != me) {
+            let is_stale = link
+                .last_ok
+                .is_none_or(|at| now.duration_since(at) > self.split.config.stale_after);
+            if is_stale {
+                stale = stale.with(region_id(i));
+            }
+            metrics.set_region_stale(&link.name, is_stale);
+        }
+        for (_, read) in &reads {
+            read_bytes += read.bytes;
+            // Keys active in a peer are replicated here too: this region may have to give.
+            for member in &read.active {
+                if let Some(name) = self.name_of(member) {
+                    known
+                        .entry(name)
+                        .and_modify(|k| k.active_at = now)
+                        .or_insert_with(|| self.unknown(now));
+                }
+            }
+        }
+        let written = self
+            .write_own(&mut links[me], known, &names, &reads, stale, &counts)
+            .await;
+        metrics.region_bytes(read_bytes, written);
+        metrics.set_region_keys(names.len());
+    }
+
+    fn unknown(&self, now: Instant) -> Known {
+        Known {
+            rights: Rights::new(&self.split.crdt),
+            gen: None,
+            share: None,
+            active_at: now,
+        }
+    }
+
+    /// Each local key's requests since the last round; the keys with some are active now.
+    fn count_requests(&self, known: &mut HashMap<Name, Known>, now: Instant) -> Vec<(Name, u64)> {
+        let mut counts = Vec::new();
+        for (p, table) in self.limiter.tables().iter().enumerate() {
+            for st in table.all() {
+                let n = st.requests.swap(0, Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let name = Name {
+                    policy: PolicyId(p),
+                    key: st.key.clone(),
+                };
+                known
+                    .entry(name.clone())
+                    .and_modify(|k| k.active_at = now)
+                    .or_insert_with(|| self.unknown(now));
+                counts.push((name, n));
+            }
+        }
+        counts
+    }
+
+    /// Every peer read at once; the links that answered get `last_ok`.
+    async fn read_peers(&self, links: &mut [Link], names: &[Name]) -> Vec<(usize, PeerRead)> {
+        let me = self.split.me.index();
+        let rights_keys: Arc<Vec<Vec<u8>>> =
+            Arc::new(names.iter().map(|n| self.rights_key(n)).collect());
+        let since = unix_ms().saturating_sub(millis(self.split.config.active_for));
+        let timeout = self.timeout();
+        let regions = self.split.crdt.count();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, link) in links.iter_mut().enumerate().filter(|(i, _)| *i != me) {
+            let conn = link.conn.take();
+            let (url, keys, connect) = (link.url.clone(), rights_keys.clone(), self.redis.clone());
+            let active = self.active_key();
+            tasks.spawn(async move {
+                let mut conn = conn;
+                let read = read_peer(
+                    &mut conn, &url, &connect, timeout, &active, since, &keys, regions,
+                )
+                .await;
+                (i, conn, read)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            let Ok((i, conn, read)) = done else { continue };
+            let Some(link) = links.get_mut(i) else {
+                continue;
+            };
+            let ok = read.is_ok();
+            self.limiter.metrics().region_read(&link.name, ok);
+            match read {
+                Ok(read) => {
+                    link.conn = conn;
+                    link.last_ok = Some(Instant::now());
+                    out.push((i, read));
+                }
+                Err(e) => {
+                    // A broken connection is made again next round.
+                    link.conn = None;
+                    log::debug!("rate limiting: region {} not read: {e}", link.name);
+                }
+            }
+        }
+        out
+    }
+
+    /// The merge, plan and one script call per key, in one round trip to this region's Redis.
+    /// Returns the payload bytes written.
+    async fn write_own(
+        &self,
+        link: &mut Link,
+        known: &mut HashMap<Name, Known>,
+        names: &[Name],
+        reads: &[(usize, PeerRead)],
+        stale: RegionSet,
+        counts: &[(Name, u64)],
+    ) -> usize {
+        let crdt = &self.split.crdt;
+        let me = self.split.me;
+        let margin = Units(self.split.config.hysteresis);
+        let counted: HashMap<&Name, u64> = counts.iter().map(|(n, c)| (n, *c)).collect();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut bytes = 0;
+        let mut planned: Vec<Vec<regions::Transfer>> = Vec::with_capacity(names.len());
+        let window = millis(self.split.config.replicate_every);
+        for (i, name) in names.iter().enumerate() {
+            let Some(k) = known.get(name) else {
+                planned.push(Vec::new());
+                continue;
+            };
+            let mut rights = k.rights.clone();
+            for (_, read) in reads {
+                if let Some(Some(theirs)) = read.rights.get(i) {
+                    let _ = rights.merge(theirs);
+                }
+            }
+            let transfers = match (k.gen, Replica::restore(crdt, me, rights.clone())) {
+                (Some(_), Ok(replica)) => {
+                    regions::plan(crdt, me, &View::of(&replica, crdt, stale), margin)
+                }
+                _ => Vec::new(),
+            };
+            let Some(policy) = self.limiter.policies.get(name.policy.0) else {
+                planned.push(Vec::new());
+                continue;
+            };
+            let assumed = k.share.unwrap_or_else(|| self.split.initial_share());
+            let mut args: Vec<Vec<u8>> = vec![
+                me.0.to_string().into_bytes(),
+                crdt.count().to_string().into_bytes(),
+                self.split.initial_share().to_string().into_bytes(),
+                assumed.to_string().into_bytes(),
+                counted
+                    .get(name)
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string()
+                    .into_bytes(),
+                window.to_string().into_bytes(),
+                match (k.gen, transfers.is_empty()) {
+                    (Some(gen), false) => gen.to_string(),
+                    _ => "-1".into(),
+                }
+                .into_bytes(),
+                (policy.shape.per_second / 1000.0).to_string().into_bytes(),
+                policy.shape.burst.to_string().into_bytes(),
+                millis(RIGHTS_TTL).to_string().into_bytes(),
+            ];
+            let gives: Vec<_> = rights.gives().collect();
+            args.push(gives.len().to_string().into_bytes());
+            for (from, to, units) in gives {
+                for v in [u64::from(from.0), u64::from(to.0), units.0] {
+                    args.push(v.to_string().into_bytes());
+                }
+            }
+            args.push(crdt.count().to_string().into_bytes());
+            for r in crdt.ids() {
+                let d = rights.demand(r);
+                for v in [u64::from(r.0), d.version, d.observed] {
+                    args.push(v.to_string().into_bytes());
+                }
+            }
+            args.push(transfers.len().to_string().into_bytes());
+            for t in &transfers {
+                args.push(t.to.0.to_string().into_bytes());
+                args.push(t.amount.0.to_string().into_bytes());
+            }
+            let rights_key = self.rights_key(name);
+            let bucket_key = self.bucket_key(name);
+            bytes += rights_key.len() + bucket_key.len() + args.iter().map(Vec::len).sum::<usize>();
+            let cmd = pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(2);
+            cmd.arg(rights_key).arg(bucket_key);
+            for a in args {
+                cmd.arg(a);
+            }
+            planned.push(transfers);
+        }
+        // The keys active here, so that other regions replicate them too.
+        let now_ms = unix_ms();
+        if !counts.is_empty() {
+            let zadd = pipe.cmd("ZADD").arg(self.active_key());
+            for (name, _) in counts {
+                zadd.arg(now_ms).arg(self.member(name));
+            }
+            zadd.ignore();
+        }
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(self.active_key())
+            .arg("-inf")
+            .arg(now_ms.saturating_sub(millis(self.split.config.active_for)))
+            .ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(self.active_key())
+            .arg(millis(self.split.config.active_for) * 2)
+            .ignore();
+        let replies = self.send_own(link, &pipe).await;
+        let Some(replies) = replies else {
+            return bytes;
+        };
+        for ((name, reply), transfers) in names.iter().zip(replies).zip(planned) {
+            let Ok(fields) = reply else { continue };
+            let Some(parsed) = parse_rights(crdt, &fields) else {
+                continue;
+            };
+            if parsed.gave {
+                for t in &transfers {
+                    if let Some(to) = self.split.config.members.get(t.to.index()) {
+                        self.limiter.metrics().region_give(&to.name);
+                    }
+                }
+            }
+            if let Some(k) = known.get_mut(name) {
+                let _ = k.rights.merge(&parsed.rights);
+                k.gen = Some(parsed.gen);
+                k.share = Some(parsed.share);
+            }
+            if let Some(table) = self.limiter.tables().get(name.policy.0) {
+                table.peek(&name.key, |st| {
+                    st.share.store(parsed.share, Ordering::Relaxed)
+                });
+            }
+        }
+        bytes
+    }
+
+    /// Sends the pipeline to this region's Redis; `None` when it failed (the next round
+    /// sends again from the same view: merges and gives are idempotent per `gen`).
+    async fn send_own(
+        &self,
+        link: &mut Link,
+        pipe: &redis::Pipeline,
+    ) -> Option<Vec<redis::RedisResult<Vec<Vec<u8>>>>> {
+        let metrics: &Metrics = self.limiter.metrics();
+        if link.conn.is_none() {
+            link.conn = connect(&link.url, &self.redis, self.timeout()).await.ok();
+        }
+        let conn = link.conn.as_mut()?;
+        let sent = tokio::time::timeout(self.timeout(), pipe.query_async(conn)).await;
+        let replies: Vec<redis::RedisResult<Vec<Vec<u8>>>> = match sent {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) | Err(_) => {
+                link.conn = None;
+                metrics.region_read(&link.name, false);
+                return None;
+            }
+        };
+        let no_script = redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
+        if replies
+            .iter()
+            .any(|r| matches!(r, Err(e) if e.kind() == no_script))
+        {
+            // First use on this server: load it; the next round sends again.
+            if self.script.load_async(conn).await.is_err() {
+                link.conn = None;
+            }
+            return None;
+        }
+        metrics.region_read(&link.name, true);
+        link.last_ok = Some(Instant::now());
+        Some(replies)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.redis
+            .command_timeout
+            .max(self.split.config.replicate_every)
+    }
+
+    /// `<policy>:<key>`: a key's name in the active sets.
+    fn member(&self, name: &Name) -> Vec<u8> {
+        let policy = self
+            .limiter
+            .policies
+            .get(name.policy.0)
+            .map_or("", |p| p.name.as_str());
+        let mut m = Vec::with_capacity(policy.len() + 1 + name.key.len());
+        m.extend_from_slice(policy.as_bytes());
+        m.push(b':');
+        m.extend_from_slice(&name.key);
+        m
+    }
+
+    /// The key a member of an active set names, if its policy is configured here.
+    fn name_of(&self, member: &[u8]) -> Option<Name> {
+        let colon = member.iter().position(|b| *b == b':')?;
+        let (policy, key) = (&member[..colon], &member[colon + 1..]);
+        let p = self
+            .limiter
+            .policies
+            .iter()
+            .position(|p| p.name.as_bytes() == policy)?;
+        Some(Name {
+            policy: PolicyId(p),
+            key: key.into(),
+        })
+    }
+
+    fn bucket_key(&self, name: &Name) -> Vec<u8> {
+        let mut k = self.redis.key_prefix.as_bytes().to_vec();
+        k.extend_from_slice(&self.member(name));
+        k
+    }
+
+    fn rights_key(&self, name: &Name) -> Vec<u8> {
+        let mut k = self.bucket_key(name);
+        k.extend_from_slice(b":rights");
+        k
+    }
+
+    fn active_key(&self) -> String {
+        format!("{}regions:active", self.redis.key_prefix)
+    }
+}
+
+/// One peer's read: its active keys and the rights of `keys`, in one round trip.
+#[allow(clippy::too_many_arguments)]
+async fn read_peer(
+    conn: &mut Option<ConnectionManager>,
+    url: &str,
+    redis_cfg: &RedisConfig,
+    timeout: Duration,
+    active: &str,
+    since_ms: u64,
+    keys: &[Vec<u8>],
+    regions: usize,
+) -> Result<PeerRead, redis::RedisError> {
+    if conn.is_none() {
+        *conn = Some(connect(url, redis_cfg, timeout).await?);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Err(io_error("no connection"));
+    };
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZRANGEBYSCORE")
+        .arg(active)
+        .arg(since_ms)
+        .arg("+inf");
+    for k in keys {
+        pipe.cmd("HGETALL").arg(k);
+    }
+    let values: Vec<redis::Value> = tokio::time::timeout(timeout, pipe.query_async(c))
+        .await
+        .map_err(|_| io_error("timeout"))??;
+    let mut values = values.into_iter();
+    let active: Vec<Vec<u8>> = values
+        .next()
+        .and_then(|v| redis::from_redis_value(v).ok())
+        .unwrap_or_default();
+    let mut bytes = active.iter().map(Vec::len).sum();
+    let rights = values
+        .map(|v| {
+            let fields: Vec<Vec<u8>> = redis::from_redis_value(v).ok()?;
+            bytes += fields.iter().map(Vec::len).sum::<usize>();
+            let parsed = parse_fields(regions, &fields)?;
+            Some(parsed.rights)
+        })
+        .collect();
+    Ok(PeerRead {
+        active,
+        rights,
+        bytes,
+    })
+}
+
+/// A region's rights hash, parsed.
+struct Parsed {
+    rights: Rights,
+    gen: u64,
+    share: u64,
+    /// The script made this caller's gives.
+    gave: bool,
+}
+
+fn parse_rights(crdt: &Regions, fields: &[Vec<u8>]) -> Option<Parsed> {
+    parse_fields(crdt.count(), fields).map(|mut p| {
+        if p.rights.region_count() != crdt.count() {
+            p.rights = Rights::new(crdt);
+        }
+        p
+    })
+}
+
+/// Parses `HGETALL` output (field, value, ...); `None` for an empty hash (no rights there).
+fn parse_fields(regions: usize, fields: &[Vec<u8>]) -> Option<Parsed> {
+    if fields.is_empty() {
+        return None;
+    }
+    let shape = Regions::equal(regions, Units::ZERO).ok()?;
+    let mut p = Parsed {
+        rights: Rights::new(&shape),
+        gen: 0,
+        share: 0,
+        gave: false,
+    };
+    let mut versions: HashMap<u16, Demand> = HashMap::new();
+    for pair in fields.chunks_exact(2) {
+        let (Ok(field), Ok(value)) = (std::str::from_utf8(&pair[0]), std::str::from_utf8(&pair[1]))
+        else {
+            continue;
+        };
+        let number = value.parse::<u64>().ok();
+        let mut parts = field.split(':');
+        match (parts.next(), parts.next(), parts.next(), number) {
+            (Some("g"), Some(from), Some(to), Some(n)) => {
+                if let (Ok(from), Ok(to)) = (from.parse(), to.parse()) {
+                    p.rights.raise_given(RegionId(from), RegionId(to), Units(n));
+                }
+            }
+            (Some("dv"), Some(r), None, Some(n)) => {
+                if let Ok(r) = r.parse() {
+                    versions.entry(r).or_default().version = n;
+                }
+            }
+            (Some("do"), Some(r), None, Some(n)) => {
+                if let Ok(r) = r.parse() {
+                    versions.entry(r).or_default().observed = n;
+                }
+            }
+            (Some("share"), None, None, Some(n)) => p.share = n.min(SHARE_UNITS),
+            (Some("gen"), None, None, Some(n)) => p.gen = n,
+            (Some("_gave"), None, None, Some(n)) => p.gave = n == 1,
+            _ => {}
+        }
+    }
+    for (r, d) in versions {
+        p.rights.raise_demand(RegionId(r), d);
+    }
+    Some(p)
+}
+
+async fn connect(
+    url: &str,
+    cfg: &RedisConfig,
+    timeout: Duration,
+) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let mc = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(cfg.connect_timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(0);
+    tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, mc))
+        .await
+        .map_err(|_| io_error("connect timeout"))?
+}
+
+fn io_error(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, what))
+}
+
+fn region_id(i: usize) -> RegionId {
+    RegionId(u16::try_from(i).unwrap_or(u16::MAX))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, millis)
+}

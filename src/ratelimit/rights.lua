@@ -1,0 +1,109 @@
+-- One key's rights across regions in this region's Redis (KEYS[1], a hash) and the
+-- region's bucket of that key (KEYS[2]): merges what the caller read from every region,
+-- publishes this region's demand, makes the caller's gives, and resizes the bucket to the
+-- new share, all in one atomic step, so that a give has shrunk the bucket before any peer
+-- can read it. The rights are a CRDT (see src/ratelimit/regions): counters only grow and
+-- merge by maximum. Fields: g:<from>:<to> units given, dv:<r>/do:<r> region r's demand
+-- (version, requests per second), share (units this region enforces), gen (counts the
+-- rounds that gave), seen/ws (requests counted in the demand window since ws).
+-- ARGV: 1 = this region's index, 2 = number of regions, 3 = this region's initial share,
+--       4 = share to assume when the hash has none (what grant.lua assumed),
+--       5 = requests the caller saw since its last call, 6 = demand window in ms,
+--       7 = the gen the caller planned its gives from (-1: no gives),
+--       8 = the policy's tokens per millisecond, 9 = its burst, 10 = TTL in ms,
+--       then a count and that many (from, to, units) give counters,
+--       then a count and that many (region, version, requests per second) demands,
+--       then a count and that many (to, units) gives.
+-- Returns the hash after the change, as HGETALL does, then '_gave' and 1 if this call gave.
+local WHOLE = 1000000
+local me = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local function num(field)
+  return tonumber(redis.call('HGET', KEYS[1], field)) or 0
+end
+-- Integers as plain digits: tostring turns large numbers into exponent notation.
+local function int(x)
+  return string.format('%.0f', x)
+end
+-- initial + received - given, as every region computes it (Rights::share).
+local function share()
+  local s = tonumber(ARGV[3])
+  for r = 0, n - 1 do
+    if r ~= me then
+      s = s + num('g:' .. r .. ':' .. me) - num('g:' .. me .. ':' .. r)
+    end
+  end
+  return math.max(0, math.min(WHOLE, s))
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = tonumber(redis.call('HGET', KEYS[1], 'share')) or tonumber(ARGV[4])
+local i = 11
+for _ = 1, tonumber(ARGV[i]) do
+  local field = 'g:' .. ARGV[i + 1] .. ':' .. ARGV[i + 2]
+  local units = tonumber(ARGV[i + 3])
+  if units > num(field) then
+    redis.call('HSET', KEYS[1], field, int(units))
+  end
+  i = i + 3
+end
+i = i + 1
+for _ = 1, tonumber(ARGV[i]) do
+  local r, version, observed = ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local v, o = num('dv:' .. r), num('do:' .. r)
+  if version > v or (version == v and observed > o) then
+    redis.call('HSET', KEYS[1], 'dv:' .. r, int(version), 'do:' .. r, int(observed))
+  end
+  i = i + 3
+end
+i = i + 1
+-- This region's demand: requests counted by every instance, published once per window.
+local seen = num('seen') + tonumber(ARGV[5])
+local ws = tonumber(redis.call('HGET', KEYS[1], 'ws')) or now
+if now - ws >= tonumber(ARGV[6]) then
+  local rate = math.floor(seen * 1000 / (now - ws) + 0.5)
+  redis.call('HSET', KEYS[1], 'dv:' .. me, int(num('dv:' .. me) + 1), 'do:' .. me, int(rate))
+  seen, ws = 0, now
+end
+redis.call('HSET', KEYS[1], 'seen', int(seen), 'ws', int(ws))
+-- Gives, only from the state the caller planned on: of two instances planning at once,
+-- one gives.
+local s = share()
+local gen = num('gen')
+local gave = false
+if tonumber(ARGV[7]) == gen then
+  for _ = 1, tonumber(ARGV[i]) do
+    local to, units = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+    if to ~= me and to >= 0 and to < n and units > 0 and units <= s then
+      local field = 'g:' .. me .. ':' .. to
+      redis.call('HSET', KEYS[1], field, int(num(field) + units))
+      s = s - units
+      gave = true
+    end
+    i = i + 2
+  end
+  if gave then
+    gen = gen + 1
+  end
+end
+redis.call('HSET', KEYS[1], 'share', int(s), 'gen', int(gen))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[10]))
+-- The bucket follows the share: refilled at the old share's pace until now, then capped at
+-- the new capacity. A shrink drops the tokens above it; a grow adds none (starts empty).
+if s ~= old then
+  local b = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
+  local tokens, ts = tonumber(b[1]), tonumber(b[2])
+  if tokens ~= nil and ts ~= nil then
+    local rate, burst = tonumber(ARGV[8]), tonumber(ARGV[9])
+    if now > ts then
+      tokens = math.min(burst * old / WHOLE, tokens + (now - ts) * rate * old / WHOLE)
+      ts = now
+    end
+    tokens = math.min(tokens, burst * s / WHOLE)
+    redis.call('HSET', KEYS[2], 'tokens', tostring(tokens), 'ts', tostring(ts))
+  end
+end
+local out = redis.call('HGETALL', KEYS[1])
+table.insert(out, '_gave')
+table.insert(out, gave and '1' or '0')
+return out
