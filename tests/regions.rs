@@ -9,7 +9,8 @@
 mod common;
 
 use common::relay::DelayRelay;
-use common::{try_request, wait_for, Gateway, RedisServer, Upstream};
+use common::{try_request, Gateway, RedisServer, Upstream};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -151,6 +152,25 @@ impl Regions {
             .collect()
     }
 
+    /// Every region's share, each from its own Redis, read in region order and then back
+    /// again; `None` unless the second reads match the first. A region that gave between
+    /// its two reads would show a smaller share the second time; so when all match, no
+    /// region read before another gave to it in between, and the shares may be added: the
+    /// sum is at most the whole if the limiter is right. (A region without a rights hash yet
+    /// enforces its initial, equal share.)
+    fn snapshot(&self, client: &str) -> Option<Vec<u64>> {
+        let n = self.redis.len();
+        let read = |r: usize| self.share(r, client).unwrap_or(WHOLE / n as u64);
+        let first: Vec<u64> = (0..n).map(read).collect();
+        let again = (0..n - 1).rev().all(|r| read(r) == first[r]);
+        again.then_some(first)
+    }
+
+    /// Units moved so far: the sum of the give counters in region `r`'s Redis.
+    fn moved(&self, r: usize, client: &str) -> u64 {
+        self.gives(r, client).values().sum()
+    }
+
     /// Region `r`'s gateway's `gateway_ratelimit_region_stale` for `peer`.
     fn stale(&self, r: usize, peer: usize) -> f64 {
         self.gws[r].metric_sum(
@@ -255,12 +275,6 @@ impl Load {
         self.started.elapsed()
     }
 
-    fn sleep_until(&self, t: Duration) {
-        if let Some(d) = t.checked_sub(self.at()) {
-            std::thread::sleep(d);
-        }
-    }
-
     fn finish(self) -> Run {
         let mut samples = Vec::new();
         for h in self.handles {
@@ -346,6 +360,124 @@ impl Run {
     }
 }
 
+/// Consistent share snapshots taken while a load runs (see [`Regions::snapshot`]).
+#[derive(Default)]
+struct Shares {
+    samples: Vec<(Duration, Vec<u64>)>,
+    /// Snapshots that did not match on the second read.
+    skipped: usize,
+}
+
+impl Shares {
+    /// Samples every 50 ms until `until` into the load, calling `tick` each time.
+    fn watch(
+        &mut self,
+        regions: &Regions,
+        client: &str,
+        load: &Load,
+        until: Duration,
+        mut tick: impl FnMut(Duration),
+    ) {
+        while load.at() < until {
+            match regions.snapshot(client) {
+                Some(shares) => self.samples.push((load.at(), shares)),
+                None => self.skipped += 1,
+            }
+            tick(load.at());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Like [`Self::watch`], but only region `r`'s share (sampled as a one-region
+    /// snapshot: use `allowance(0, ..)`).
+    fn watch_region(
+        &mut self,
+        regions: &Regions,
+        r: usize,
+        client: &str,
+        load: &Load,
+        until: Duration,
+        mut tick: impl FnMut(Duration),
+    ) {
+        let initial = WHOLE / regions.redis.len() as u64;
+        while load.at() < until {
+            let share = regions.share(r, client).unwrap_or(initial);
+            self.samples.push((load.at(), vec![share]));
+            tick(load.at());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The largest sum of shares in one snapshot.
+    fn max_sum(&self) -> u64 {
+        self.samples
+            .iter()
+            .map(|(_, s)| s.iter().sum())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// When region `r`'s share was first above `units`.
+    fn first_above(&self, r: usize, units: u64) -> Option<Duration> {
+        self.samples
+            .iter()
+            .find(|(_, s)| s[r] > units)
+            .map(|(t, _)| *t)
+    }
+
+    /// What region `r` may admit from the load's start to `end` by the shares seen: its
+    /// largest burst plus the rate of each share over the time it held (generously, each
+    /// interval between snapshots at the larger of its two ends).
+    fn allowance(&self, r: usize, end: Duration) -> f64 {
+        let (Some(first), Some(last)) = (self.samples.first(), self.samples.last()) else {
+            return 0.0;
+        };
+        let frac = |units: u64| units as f64 / WHOLE as f64;
+        let mut tokens = RATE * frac(first.1[r]) * first.0.as_secs_f64();
+        for pair in self.samples.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            tokens += RATE * frac(a.1[r].max(b.1[r])) * (b.0 - a.0).as_secs_f64();
+        }
+        tokens += RATE * frac(last.1[r]) * end.saturating_sub(last.0).as_secs_f64();
+        let largest = self.samples.iter().map(|(_, s)| s[r]).max().unwrap_or(0);
+        tokens + BURST * frac(largest)
+    }
+
+    /// One snapshot in `every`, for the log.
+    fn trace(&self, every: usize) -> String {
+        let lines: Vec<String> = self
+            .samples
+            .iter()
+            .step_by(every)
+            .map(|(t, s)| format!("{:.1}s:{s:?}", t.as_secs_f64()))
+            .collect();
+        format!(
+            "{} ({} snapshots, {} skipped, largest sum {})",
+            lines.join(" "),
+            self.samples.len(),
+            self.skipped,
+            self.max_sum()
+        )
+    }
+
+    /// The shares never added up to more than the whole (and some snapshots were taken).
+    fn assert_within_whole(&self, regions: &Regions) {
+        assert!(
+            self.samples.len() >= 10,
+            "too few consistent snapshots ({}; {} skipped)",
+            self.samples.len(),
+            self.skipped
+        );
+        assert!(
+            self.max_sum() <= WHOLE,
+            "shares added up to {} > {WHOLE}: {}\n{}",
+            self.max_sum(),
+            self.trace(1),
+            regions.logs()
+        );
+    }
+}
+
 /// Two regions, every request in a: b gives its surplus to a (down to min_share), so a
 /// soon admits ~0.95 of the global rate, and never more than the whole.
 #[test]
@@ -353,57 +485,38 @@ fn all_traffic_in_one_of_two_regions_moves_the_rights_there() {
     let _turn = turn();
     let regions = Regions::start(2, 0.05);
     let client = "two-solo";
-    let load = start_load(
-        regions.urls(),
-        8,
-        Duration::from_secs(4),
-        client,
-        weights(&[1, 0]),
-    );
-    // a's share as its Redis holds it, watched while the load runs.
-    let mut above_090 = None;
-    let mut trace = Vec::new();
-    while load.at() < Duration::from_secs(4) {
-        let share = regions.share(0, client);
-        trace.push((load.at(), share));
-        if above_090.is_none() && share.is_some_and(|s| s > 900_000) {
-            above_090 = Some(load.at());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let duration = Duration::from_secs(4);
+    let load = start_load(regions.urls(), 8, duration, client, weights(&[1, 0]));
+    let mut shares = Shares::default();
+    shares.watch(&regions, client, &load, duration, |_| {});
     let run = load.finish();
     let half = run.elapsed / 2;
     let second_half = run.admitted_after(half) as f64 / (run.elapsed - half).as_secs_f64();
-    eprintln!("one of two regions: {}", run.summary(2));
-    eprintln!(
-        "second half: {second_half:.1}/s admitted = {:.3} x rate; a's share above 900000 after {above_090:?}",
-        second_half / RATE
-    );
-    let sampled: Vec<String> = trace
-        .iter()
-        .step_by(4)
-        .map(|(t, s)| {
-            format!(
-                "{:.1}s:{}",
-                t.as_secs_f64(),
-                s.map_or("-".into(), |s| s.to_string())
-            )
-        })
-        .collect();
-    eprintln!("a's share over time: {}", sampled.join(" "));
-    // Read a, b, a: with a's share unchanged around it, no give from a was under way, so the
-    // two shares may be added.
-    let (a1, b, a2) = (
-        regions.share(0, client),
-        regions.share(1, client),
-        regions.share(0, client),
-    );
+    let above_090 = shares.first_above(0, 900_000);
+    let a_allowance = shares.allowance(0, run.elapsed);
+    let a_ratio = run.ok(Some(0)) as f64 / a_allowance;
     let gives_to_a =
         regions.gws[1].metric_sum("gateway_ratelimit_region_gives_total", &["to=\"a\""]);
+    eprintln!("one of two regions: {}", run.summary(2));
     eprintln!(
-        "after the load: share a {a1:?}, b {b:?}; b's gives to a (metric) {gives_to_a}; rights a {:?}; rights b {:?}",
+        "second half: {second_half:.1}/s admitted = {:.3} x rate; a's share above 900000 after {above_090:?}; a admitted / what its shares allowed ({a_allowance:.0}) = {a_ratio:.3}; b's gives to a (metric) {gives_to_a}; units moved {}",
+        second_half / RATE,
+        regions.moved(0, client)
+    );
+    eprintln!("shares (a, b): {}", shares.trace(4));
+    eprintln!(
+        "rights a {:?}; rights b {:?}; keys replicated by a {}; bytes read/written by a {}/{}",
         regions.rights(0, client),
-        regions.rights(1, client)
+        regions.rights(1, client),
+        regions.gws[0].metric("gateway_ratelimit_region_keys"),
+        regions.gws[0].metric_sum(
+            "gateway_ratelimit_region_bytes_total",
+            &["direction=\"read\""]
+        ),
+        regions.gws[0].metric_sum(
+            "gateway_ratelimit_region_bytes_total",
+            &["direction=\"write\""]
+        ),
     );
     assert_eq!(run.other(None), 0, "no 5xx\n{}", regions.logs());
     assert!(
@@ -416,9 +529,17 @@ fn all_traffic_in_one_of_two_regions_moves_the_rights_there() {
         run.ratio(),
         regions.logs()
     );
+    shares.assert_within_whole(&regions);
+    assert!(
+        a_ratio <= 1.0,
+        "a admitted {} > {a_allowance:.0}, what its shares allowed: {}",
+        run.ok(Some(0)),
+        shares.trace(1)
+    );
     let above = above_090.unwrap_or_else(|| {
         panic!(
-            "a's share never rose above 900000 (min_share 0.05 lets it reach 950000)\n{}",
+            "a's share never rose above 900000 (min_share 0.05 lets it reach 950000): {}\n{}",
+            shares.trace(1),
             regions.logs()
         )
     });
@@ -432,35 +553,29 @@ fn all_traffic_in_one_of_two_regions_moves_the_rights_there() {
         regions.logs()
     );
     assert!(gives_to_a >= 1.0, "b's gateway counts its gives to a");
-    if a1 == a2 {
-        let sum = a1.unwrap_or(0) + b.unwrap_or(0);
-        assert!(sum <= WHOLE, "shares add up to {sum} > {WHOLE}");
-    }
 }
 
 /// Both regions over the limit at once, in two proportions: all of it together stays
-/// within the global limit (regions that ignored each other would admit ~2x).
+/// within the global limit (regions that ignored each other would admit ~2x), and the
+/// shares never add up to more than the whole.
 #[test]
 fn two_busy_regions_together_stay_within_the_limit() {
     let _turn = turn();
     let regions = Regions::start(2, 0.05);
     for (client, mix) in [("split-55", [1, 1]), ("split-91", [9, 1])] {
-        let load = start_load(
-            regions.urls(),
-            8,
-            Duration::from_secs(4),
-            client,
-            weights(&mix),
-        );
+        let duration = Duration::from_secs(4);
+        let load = start_load(regions.urls(), 8, duration, client, weights(&mix));
+        let mut shares = Shares::default();
+        shares.watch(&regions, client, &load, duration, |_| {});
         let run = load.finish();
         eprintln!(
-            "two regions, requests {}:{}: {}; shares a {:?} b {:?}",
+            "two regions, requests {}:{}: {}; units moved {}",
             mix[0],
             mix[1],
             run.summary(2),
-            regions.share(0, client),
-            regions.share(1, client)
+            regions.moved(0, client)
         );
+        eprintln!("shares (a, b): {}", shares.trace(4));
         assert_eq!(run.other(None), 0, "no 5xx\n{}", regions.logs());
         for (r, name) in NAMES.iter().enumerate().take(2) {
             assert!(
@@ -478,12 +593,13 @@ fn two_busy_regions_together_stay_within_the_limit() {
             run.ratio(),
             regions.logs()
         );
+        shares.assert_within_whole(&regions);
     }
 }
 
 /// The link between the regions is cut mid-run, with traffic on both sides: each region
-/// keeps the share it had (no transfers with a stale peer), so the total stays within the
-/// limit during the cut; after the heal the give counters converge.
+/// keeps at most the share it had (no transfers with a stale peer), so the total stays
+/// within the limit during the cut; after the heal the give counters converge.
 #[test]
 fn a_cut_link_never_doubles_the_limit_and_rights_converge_after() {
     let _turn = turn();
@@ -507,17 +623,18 @@ fn a_cut_link_never_doubles_the_limit_and_rights_converge_after() {
         }
     });
     let load = start_load(regions.urls(), 8, end, client, mix);
-    load.sleep_until(cut_at);
-    let shares_at_cut = (regions.share(0, client), regions.share(1, client));
+    let mut shares = Shares::default();
+    shares.watch(&regions, client, &load, cut_at, |_| {});
+    let shares_at_cut = regions.snapshot(client);
     let cut = load.at();
     regions.cut(0, 1);
-    let stale_seen = wait_for(
-        "both regions to see the other stale",
-        Duration::from_secs(3),
-        || (regions.stale(0, 1) == 1.0 && regions.stale(1, 0) == 1.0).then(|| load.at()),
-    );
-    load.sleep_until(heal_at);
-    let shares_in_cut = (regions.share(0, client), regions.share(1, client));
+    let mut stale_seen = None;
+    shares.watch(&regions, client, &load, heal_at, |t| {
+        if stale_seen.is_none() && regions.stale(0, 1) == 1.0 && regions.stale(1, 0) == 1.0 {
+            stale_seen = Some(t - cut);
+        }
+    });
+    let shares_in_cut = regions.snapshot(client);
     let errors = regions.gws[0].metric_sum(
         "gateway_ratelimit_region_reads_total",
         &["region=\"b\"", "outcome=\"error\""],
@@ -525,37 +642,41 @@ fn a_cut_link_never_doubles_the_limit_and_rights_converge_after() {
     let heal = load.at();
     regions.heal(0, 1);
     // After the heal: the stale marks go, and the g:* counters in both Redises match.
-    let (mut fresh_at, mut converged_at) = (None, None);
-    let deadline = heal + Duration::from_secs(6);
-    while load.at() < deadline && (fresh_at.is_none() || converged_at.is_none()) {
-        if fresh_at.is_none() && regions.stale(0, 1) == 0.0 && regions.stale(1, 0) == 0.0 {
-            fresh_at = Some(load.at() - heal);
+    let (fresh_at, converged_at) = (Cell::new(None), Cell::new(None));
+    let check = |t: Duration| {
+        if fresh_at.get().is_none() && regions.stale(0, 1) == 0.0 && regions.stale(1, 0) == 0.0 {
+            fresh_at.set(Some(t - heal));
         }
-        if converged_at.is_none() {
+        if converged_at.get().is_none() {
             let (a, b) = (regions.gives(0, client), regions.gives(1, client));
             if a == b && !a.is_empty() {
-                converged_at = Some(load.at() - heal);
+                converged_at.set(Some(t - heal));
             }
         }
+    };
+    shares.watch(&regions, client, &load, end, check);
+    let deadline = heal + Duration::from_secs(6);
+    while load.at() < deadline && (fresh_at.get().is_none() || converged_at.get().is_none()) {
+        check(load.at());
         std::thread::sleep(Duration::from_millis(20));
     }
+    let (fresh_at, converged_at) = (fresh_at.get(), converged_at.get());
     let run = load.finish();
     let in_cut = run.admitted_within(cut, heal);
     let cut_allowed = allowed((heal - cut).as_secs_f64());
     let cut_ratio = in_cut as f64 / cut_allowed;
     eprintln!("cut link: {}", run.summary(2));
     eprintln!(
-        "during the cut ({:.2}s): admitted {in_cut}, allowed {cut_allowed:.0}, admitted/allowed = {cut_ratio:.3}; shares (a, b) at the cut {shares_at_cut:?}, late in it {shares_in_cut:?}; stale seen {:.2}s after the cut; read errors at a {errors}",
+        "during the cut ({:.2}s): admitted {in_cut}, allowed {cut_allowed:.0}, admitted/allowed = {cut_ratio:.3}; shares (a, b) at the cut {shares_at_cut:?}, late in it {shares_in_cut:?}; both stale {stale_seen:?} after the cut; read errors at a {errors}",
         (heal - cut).as_secs_f64(),
-        (stale_seen - cut).as_secs_f64()
     );
     eprintln!(
-        "after the heal: stale back to 0 after {fresh_at:?}, g:* converged after {converged_at:?}; gives a {:?}, b {:?}; shares a {:?}, b {:?}",
+        "after the heal: stale back to 0 after {fresh_at:?}, g:* converged after {converged_at:?}; gives a {:?}, b {:?}; shares {:?}",
         regions.gives(0, client),
         regions.gives(1, client),
-        regions.share(0, client),
-        regions.share(1, client)
+        regions.snapshot(client)
     );
+    eprintln!("shares (a, b): {}", shares.trace(4));
     assert_eq!(run.other(None), 0, "no 5xx\n{}", regions.logs());
     assert!(
         run.limited(Some(1)) > 0 && run.limited(Some(0)) > 0,
@@ -570,6 +691,12 @@ fn a_cut_link_never_doubles_the_limit_and_rights_converge_after() {
         run.ratio() <= 1.0,
         "over-admission over the run: admitted/allowed {:.3}\n{}",
         run.ratio(),
+        regions.logs()
+    );
+    shares.assert_within_whole(&regions);
+    assert!(
+        stale_seen.is_some(),
+        "the peers were never both stale during the cut\n{}",
         regions.logs()
     );
     assert!(errors >= 1.0, "a counted failed reads of b during the cut");
@@ -607,34 +734,29 @@ fn a_dead_redis_in_one_region_breaks_neither_region() {
         client,
         weights(&[1, 1]),
     );
-    let mut max_share_a = WHOLE / 2;
-    let mut watch = |regions: &Regions, until: Duration| {
-        while load.at() < until {
-            if let Some(s) = regions.share(0, client) {
-                max_share_a = max_share_a.max(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    watch(&regions, Duration::from_secs(2));
+    // a's share over time (b's Redis cannot be read once dead: no snapshots of both).
+    let mut shares_a = Shares::default();
+    shares_a.watch_region(&regions, 0, client, &load, Duration::from_secs(2), |_| {});
     let killed = load.at();
     regions.redis[1].kill();
-    let stale_seen = wait_for("a to see b stale", Duration::from_secs(3), || {
-        (regions.stale(0, 1) == 1.0).then(|| load.at())
+    let mut stale_seen = None;
+    shares_a.watch_region(&regions, 0, client, &load, Duration::from_secs(6), |t| {
+        if stale_seen.is_none() && regions.stale(0, 1) == 1.0 {
+            stale_seen = Some(t - killed);
+        }
     });
-    watch(&regions, Duration::from_secs(6));
     let run = load.finish();
     let decisions = "gateway_ratelimit_decisions_total";
     let unreachable_b = regions.gws[1].metric_sum(decisions, &["reason=\"redis_unreachable\""]);
     let fallback_a = regions.gws[0].metric_sum(decisions, &["outcome=\"fallback\""]);
-    let a_allowance = max_share_a as f64 / WHOLE as f64 * allowed(run.elapsed.as_secs_f64());
+    let a_allowance = shares_a.allowance(0, run.elapsed);
     eprintln!("dead Redis in b: {}", run.summary(2));
     eprintln!(
-        "a admitted {} <= {a_allowance:.0} (largest share seen {max_share_a}) = {:.3}; b's decisions for an unreachable Redis {unreachable_b}; a's fallbacks {fallback_a}; b killed at {:.2}s, stale at a {:.2}s later",
+        "a admitted {} <= {a_allowance:.0} (what its shares allowed) = {:.3}; b's decisions for an unreachable Redis {unreachable_b}; a's fallbacks {fallback_a}; b killed at {:.2}s, stale at a {stale_seen:?} later; a's share: {}",
         run.ok(Some(0)),
         run.ok(Some(0)) as f64 / a_allowance,
         killed.as_secs_f64(),
-        (stale_seen - killed).as_secs_f64()
+        shares_a.trace(8)
     );
     assert_eq!(
         run.other(Some(1)),
@@ -654,6 +776,7 @@ fn a_dead_redis_in_one_region_breaks_neither_region() {
         regions.logs()
     );
     assert_eq!(fallback_a, 0.0, "a's own Redis was fine throughout");
+    assert!(stale_seen.is_some(), "a never marked b stale");
     assert!(run.limited(Some(0)) > 0, "a was over its share");
     assert!(
         run.ok(Some(0)) as f64 <= a_allowance,
@@ -663,26 +786,30 @@ fn a_dead_redis_in_one_region_breaks_neither_region() {
     );
 }
 
-/// Three regions: with every request in one, it gets nearly all the limit (all but the two
-/// floors); split three ways, the total stays within the limit.
+/// Three regions: with every request in one, it soon gets nearly all the limit (all but
+/// the two floors); split three ways, the total stays within the limit.
 #[test]
 fn three_regions_follow_demand_within_the_limit() {
     let _turn = turn();
     // A floor of 0.02: the busy region can reach 0.96 of the rate.
     let regions = Regions::start(3, 0.02);
-    let load = start_load(
-        regions.urls(),
-        8,
-        Duration::from_secs(5),
-        "tri-solo",
-        weights(&[1, 0, 0]),
-    );
+    let duration = Duration::from_secs(5);
+    let load = start_load(regions.urls(), 8, duration, "tri-solo", weights(&[1, 0, 0]));
+    let mut solo_shares = Shares::default();
+    solo_shares.watch(&regions, "tri-solo", &load, duration, |_| {});
     let solo = load.finish();
-    let shares: Vec<Option<u64>> = (0..3).map(|r| regions.share(r, "tri-solo")).collect();
+    // Rights need a few intervals to move (demand is published once per interval, then
+    // read, then given): measured from 1.5 s (7 intervals) on, a should have ~0.96.
+    let ramp = Duration::from_millis(1500);
+    let settled = solo.admitted_after(ramp) as f64 / (RATE * (solo.elapsed - ramp).as_secs_f64());
+    let a_allowance = solo_shares.allowance(0, solo.elapsed);
+    let a_ratio = solo.ok(Some(0)) as f64 / a_allowance;
     eprintln!(
-        "three regions, all in a: {}; shares {shares:?}",
-        solo.summary(3)
+        "three regions, all in a: {}; from {ramp:?} on admitted/(rate x time) = {settled:.3}; a above 900000 after {:?}; a admitted / what its shares allowed ({a_allowance:.0}) = {a_ratio:.3}",
+        solo.summary(3),
+        solo_shares.first_above(0, 900_000)
     );
+    eprintln!("shares (a, b, c): {}", solo_shares.trace(4));
     let load = start_load(
         regions.urls(),
         9,
@@ -690,12 +817,15 @@ fn three_regions_follow_demand_within_the_limit() {
         "tri-split",
         weights(&[1, 1, 1]),
     );
+    let mut split_shares = Shares::default();
+    split_shares.watch(&regions, "tri-split", &load, Duration::from_secs(4), |_| {});
     let split = load.finish();
-    let shares: Vec<Option<u64>> = (0..3).map(|r| regions.share(r, "tri-split")).collect();
     eprintln!(
-        "three regions, split three ways: {}; shares {shares:?}",
-        split.summary(3)
+        "three regions, split three ways: {}; units moved {}",
+        split.summary(3),
+        regions.moved(0, "tri-split")
     );
+    eprintln!("shares (a, b, c): {}", split_shares.trace(4));
     for run in [&solo, &split] {
         assert_eq!(run.other(None), 0, "no 5xx\n{}", regions.logs());
         assert!(
@@ -705,13 +835,74 @@ fn three_regions_follow_demand_within_the_limit() {
             regions.logs()
         );
     }
+    solo_shares.assert_within_whole(&regions);
+    split_shares.assert_within_whole(&regions);
     assert!(
-        solo.ratio() >= 0.85,
-        "all traffic in a: admitted/allowed {:.3} < 0.85\n{}",
-        solo.ratio(),
+        a_ratio <= 1.0,
+        "a admitted {} > {a_allowance:.0}, what its shares allowed: {}",
+        solo.ok(Some(0)),
+        solo_shares.trace(1)
+    );
+    assert!(
+        settled >= 0.85,
+        "all traffic in a, once settled: {settled:.3} of the rate < 0.85 (shares {:?})\n{}",
+        regions.snapshot("tri-solo"),
         regions.logs()
+    );
+    assert!(
+        solo.ratio() >= 0.75,
+        "all traffic in a, over the whole run: admitted/allowed {:.3} < 0.75",
+        solo.ratio()
     );
     for (r, name) in NAMES.iter().enumerate() {
         assert!(split.limited(Some(r)) > 0, "region {name} over its share");
+    }
+}
+
+/// Both regions busy from a key's first request, half the traffic each: neither has a
+/// surplus (share 0.5, demand 0.5), so neither should give most of its share away. A region
+/// that plans before its own demand is published sees itself idle and gives down to the
+/// floor while it has half the requests.
+#[test]
+fn a_region_with_half_the_traffic_keeps_about_half_the_rights() {
+    let _turn = turn();
+    let regions = Regions::start(2, 0.05);
+    let client = "even";
+    let duration = Duration::from_secs(3);
+    let load = start_load(regions.urls(), 8, duration, client, weights(&[1, 1]));
+    let mut shares = Shares::default();
+    // Both rights hashes when a share is first seen near the floor, for the message.
+    let mut at_floor = None;
+    shares.watch(&regions, client, &load, duration, |t| {
+        let low = (0..2).any(|r| regions.share(r, client).is_some_and(|s| s <= 100_000));
+        if low && at_floor.is_none() {
+            at_floor = Some(format!(
+                "at {:.2}s: rights a {:?}; rights b {:?}",
+                t.as_secs_f64(),
+                regions.rights(0, client),
+                regions.rights(1, client)
+            ));
+        }
+    });
+    let run = load.finish();
+    let lowest: Vec<u64> = (0..2)
+        .map(|r| shares.samples.iter().map(|(_, s)| s[r]).min().unwrap_or(0))
+        .collect();
+    eprintln!(
+        "even split: {}; lowest shares {lowest:?}; units moved {}",
+        run.summary(2),
+        regions.moved(0, client)
+    );
+    eprintln!("shares (a, b): {}", shares.trace(2));
+    eprintln!("a share near the floor {at_floor:?}");
+    assert_eq!(run.other(None), 0, "no 5xx\n{}", regions.logs());
+    shares.assert_within_whole(&regions);
+    for (r, name) in NAMES.iter().enumerate().take(2) {
+        assert!(
+            lowest[r] >= 250_000,
+            "region {name}, with half the requests, fell to a share of {}: {}",
+            lowest[r],
+            shares.trace(1)
+        );
     }
 }
