@@ -257,7 +257,7 @@ pub(super) mod raw {
     }
 
     fn hysteresis() -> f64 {
-        0.02
+        0.05
     }
 
     fn min_share() -> f64 {

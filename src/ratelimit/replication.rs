@@ -649,3 +649,70 @@ fn unix_ms() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, millis)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<Vec<u8>> {
+        pairs
+            .iter()
+            .flat_map(|(f, v)| [f.as_bytes().to_vec(), v.as_bytes().to_vec()])
+            .collect()
+    }
+
+    #[test]
+    fn a_rights_hash_reads_back_as_the_rights_that_wrote_it() {
+        let crdt = Regions::equal(3, Units(50_000)).unwrap();
+        let mut a = Replica::new(&crdt, RegionId(0)).unwrap();
+        a.give(&crdt, RegionId(2), Units(120_000)).unwrap();
+        a.publish_demand(42).unwrap();
+        let mut b = Replica::new(&crdt, RegionId(1)).unwrap();
+        b.give(&crdt, RegionId(0), Units(7)).unwrap();
+        a.merge(b.rights()).unwrap();
+        let mut hash = vec![
+            ("share".to_string(), "213340".to_string()),
+            ("gen".to_string(), "3".to_string()),
+            ("seen".to_string(), "9".to_string()),
+            ("_gave".to_string(), "1".to_string()),
+        ];
+        for (from, to, units) in a.rights().gives() {
+            hash.push((format!("g:{}:{}", from.0, to.0), units.0.to_string()));
+        }
+        for r in crdt.ids() {
+            let d = a.rights().demand(r);
+            hash.push((format!("dv:{}", r.0), d.version.to_string()));
+            hash.push((format!("do:{}", r.0), d.observed.to_string()));
+        }
+        let pairs: Vec<(&str, &str)> = hash.iter().map(|(f, v)| (f.as_str(), v.as_str())).collect();
+        let parsed = parse_rights(&crdt, &fields(&pairs)).unwrap();
+        assert_eq!(&parsed.rights, a.rights());
+        assert_eq!((parsed.gen, parsed.share, parsed.gave), (3, 213_340, true));
+        assert_eq!(
+            parsed.rights.share(&crdt, RegionId(0)),
+            Units(333_334 - 120_000 + 7)
+        );
+    }
+
+    #[test]
+    fn a_hostile_or_foreign_hash_cannot_grant_more_than_the_whole() {
+        let crdt = Regions::equal(2, Units(50_000)).unwrap();
+        // Out-of-range regions, a give to itself, garbage and a share above the whole.
+        let junk = fields(&[
+            ("g:0:9", "5"),
+            ("g:1:1", "999"),
+            ("g:x:0", "1"),
+            ("g:1:0", "not a number"),
+            ("share", "99999999"),
+            ("dv:7", "1"),
+        ]);
+        let parsed = parse_rights(&crdt, &junk).unwrap();
+        assert_eq!(parsed.rights, Rights::new(&crdt));
+        assert_eq!(parsed.share, SHARE_UNITS);
+        assert!(parse_rights(&crdt, &[]).is_none());
+        // A hash written for three regions, read with two: the extra region is ignored.
+        let three = fields(&[("g:2:0", "400000"), ("g:1:0", "10")]);
+        let parsed = parse_rights(&crdt, &three).unwrap();
+        assert_eq!(parsed.rights.share(&crdt, RegionId(0)), Units(500_010));
+    }
+}

@@ -57,12 +57,16 @@ for _ = 1, tonumber(ARGV[i]) do
   i = i + 3
 end
 i = i + 1
--- This region's demand: requests counted by every instance, published once per window.
+-- This region's demand: requests counted by every instance, published once per window as
+-- a moving average (a quarter of the newest window): one noisy window of two saturated
+-- regions must not move rights back and forth; a region that goes from nothing to busy
+-- still shows demand after one window.
 local seen = num('seen') + tonumber(ARGV[5])
 local ws = tonumber(redis.call('HGET', KEYS[1], 'ws')) or now
 if now - ws >= tonumber(ARGV[6]) then
-  local rate = math.floor(seen * 1000 / (now - ws) + 0.5)
-  redis.call('HSET', KEYS[1], 'dv:' .. me, int(num('dv:' .. me) + 1), 'do:' .. me, int(rate))
+  local rate = seen * 1000 / (now - ws)
+  local smooth = math.floor(num('do:' .. me) * 0.75 + rate * 0.25 + 0.5)
+  redis.call('HSET', KEYS[1], 'dv:' .. me, int(num('dv:' .. me) + 1), 'do:' .. me, int(smooth))
   seen, ws = 0, now
 end
 redis.call('HSET', KEYS[1], 'seen', int(seen), 'ws', int(ws))
@@ -89,19 +93,25 @@ end
 redis.call('HSET', KEYS[1], 'share', int(s), 'gen', int(gen))
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[10]))
 -- The bucket follows the share: refilled at the old share's pace until now, then capped at
--- the new capacity. A shrink drops the tokens above it; a grow adds none (starts empty).
+-- the new capacity. A shrink drops the tokens above it; a grow adds none (the added
+-- capacity starts empty). A missing bucket is full at the old share (new, or expired
+-- because it was full): made so, or grant.lua would make it full at the new share.
 if s ~= old then
-  local b = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
-  local tokens, ts = tonumber(b[1]), tonumber(b[2])
-  if tokens ~= nil and ts ~= nil then
-    local rate, burst = tonumber(ARGV[8]), tonumber(ARGV[9])
-    if now > ts then
-      tokens = math.min(burst * old / WHOLE, tokens + (now - ts) * rate * old / WHOLE)
-      ts = now
-    end
-    tokens = math.min(tokens, burst * s / WHOLE)
-    redis.call('HSET', KEYS[2], 'tokens', tostring(tokens), 'ts', tostring(ts))
+  local b = redis.call('HMGET', KEYS[2], 'tokens', 'ts', 'epoch')
+  local tokens, ts, epoch = tonumber(b[1]), tonumber(b[2]), tonumber(b[3])
+  local rate, burst = tonumber(ARGV[8]), tonumber(ARGV[9])
+  if tokens == nil or ts == nil or epoch == nil then
+    tokens, ts, epoch = burst * old / WHOLE, now, now
   end
+  if now > ts then
+    tokens = math.min(burst * old / WHOLE, tokens + (now - ts) * rate * old / WHOLE)
+    ts = now
+  end
+  tokens = math.min(tokens, burst * s / WHOLE)
+  redis.call('HSET', KEYS[2], 'tokens', tostring(tokens), 'ts', tostring(ts), 'epoch', tostring(epoch))
+  -- Kept while it differs from a full bucket, as grant.lua does.
+  local pace = math.max(rate * s / WHOLE, 1e-9)
+  redis.call('PEXPIRE', KEYS[2], math.max(1000, 2 * math.ceil((burst * s / WHOLE - tokens) / pace)))
 end
 local out = redis.call('HGETALL', KEYS[1])
 table.insert(out, '_gave')

@@ -406,3 +406,144 @@ fn redis_needs_the_number_of_instances() {
     ))
     .unwrap();
 }
+
+const REGIONS: &str = "rate_limits:
+  redis:
+    url: redis://127.0.0.1:6379/
+    expected_instances: 2
+  regions:
+    region: eu
+    members:
+      - name: eu
+      - name: us
+        redis: redis://10.0.0.2:6379/
+      - name: ap
+        redis: redis://10.0.0.3:6379/
+  policies:
+    p:
+      rate: 5
+      per: 1m
+";
+
+#[test]
+fn regions_get_equal_shares_and_defaults() {
+    let c = parse(&format!("{MINIMAL}{REGIONS}")).unwrap();
+    let r = c.rate_limits.regions.unwrap();
+    assert_eq!(r.this, 0);
+    assert_eq!(r.this().redis, "redis://127.0.0.1:6379/");
+    let shares: Vec<u64> = r.members.iter().map(|m| m.initial_share).collect();
+    assert_eq!(shares, [333_334, 333_333, 333_333]);
+    assert_eq!(shares.iter().sum::<u64>(), SHARE_UNITS);
+    assert_eq!(r.replicate_every, Duration::from_millis(500));
+    assert_eq!(r.stale_after, Duration::from_secs(2));
+    assert_eq!((r.hysteresis, r.min_share), (50_000, 50_000));
+}
+
+#[test]
+fn written_shares_must_add_up_to_one_and_respect_the_floor() {
+    let text = format!("{MINIMAL}{REGIONS}")
+        .replace(
+            "      - name: eu\n",
+            "      - name: eu\n        share: 0.5\n",
+        )
+        .replace(
+            "        redis: redis://10.0.0.2:6379/\n",
+            "        redis: redis://10.0.0.2:6379/\n        share: 0.49\n",
+        )
+        .replace(
+            "        redis: redis://10.0.0.3:6379/\n",
+            "        redis: redis://10.0.0.3:6379/\n        share: 0.01\n",
+        );
+    let p = problems(&text);
+    assert!(
+        has(
+            &p,
+            "rate_limits.regions.members[2].share",
+            "at least min_share"
+        ),
+        "{p:#?}"
+    );
+    let p = problems(&text.replace("share: 0.01", "share: 0.2"));
+    assert!(
+        has(&p, "rate_limits.regions.members", "add up to 1, got 1.19"),
+        "{p:#?}"
+    );
+    let p = problems(&text.replace("        share: 0.01\n", ""));
+    assert!(
+        has(
+            &p,
+            "rate_limits.regions.members",
+            "every member a `share` or none"
+        ),
+        "{p:#?}"
+    );
+    let c = parse(
+        &text
+            .replace("share: 0.01", "share: 0.06")
+            .replace("share: 0.5", "share: 0.45"),
+    )
+    .unwrap();
+    let shares: Vec<u64> = c
+        .rate_limits
+        .regions
+        .unwrap()
+        .members
+        .iter()
+        .map(|m| m.initial_share)
+        .collect();
+    assert_eq!(shares, [450_000, 490_000, 60_000]);
+}
+
+#[test]
+fn every_regions_problem_is_reported_at_once() {
+    let text = format!("{MINIMAL}{REGIONS}")
+        .replace("    region: eu\n", "    region: mars\n    replicate_every: 1s\n    stale_after: 1s\n    min_share: 0.4\n    hysteresis: 0.9\n")
+        .replace("      - name: ap\n", "      - name: us\n")
+        .replace("redis://10.0.0.3:6379/", "http://x");
+    let p = problems(&text);
+    for (at, needle) in [
+        (
+            "rate_limits.regions.region",
+            "\"mars\" is not one of the members (eu, us, us)",
+        ),
+        (
+            "rate_limits.regions.stale_after",
+            "at least twice replicate_every (2s)",
+        ),
+        ("rate_limits.regions.min_share", "must be at most 0.333"),
+        (
+            "rate_limits.regions.hysteresis",
+            "must be at most 0.5, got 0.9",
+        ),
+        ("rate_limits.regions.members[2].name", "listed twice"),
+        ("rate_limits.regions.members[2].redis", "is not a Redis URL"),
+    ] {
+        assert!(has(&p, at, needle), "{at}: {needle}\n{p:#?}");
+    }
+}
+
+#[test]
+fn this_regions_redis_is_the_limiters() {
+    let text = format!("{MINIMAL}{REGIONS}").replace(
+        "      - name: eu\n",
+        "      - name: eu\n        redis: redis://127.0.0.1:6380/\n",
+    );
+    let p = problems(&text);
+    assert!(
+        has(
+            &p,
+            "rate_limits.regions.members[0].redis",
+            "rate_limits.redis.url"
+        ),
+        "{p:#?}"
+    );
+    let without = format!("{MINIMAL}{REGIONS}").replace(
+        "  redis:\n    url: redis://127.0.0.1:6379/\n    expected_instances: 2\n",
+        "",
+    );
+    let p = problems(&without);
+    assert!(
+        has(&p, "rate_limits.regions", "needs rate_limits.redis"),
+        "{p:#?}"
+    );
+}
