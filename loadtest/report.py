@@ -814,6 +814,165 @@ def cmd_relay(a):
     asyncio.run(serve())
 
 
+# ==================================================================== regions.sh
+def resp_command(port, *args, timeout=1.0):
+    """One Redis command on 127.0.0.1:PORT (RESP, stdlib only) -> its reply: bytes, int,
+    list or None; raises OSError when Redis cannot be reached."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        out = b"*%d\r\n" % len(args)
+        for x in args:
+            x = x if isinstance(x, bytes) else str(x).encode()
+            out += b"$%d\r\n%s\r\n" % (len(x), x)
+        s.sendall(out)
+        f = s.makefile("rb")
+
+        def reply():
+            line = f.readline()
+            if not line:
+                raise OSError("connection closed")
+            kind, rest = line[:1], line[1:-2]
+            if kind == b"+":
+                return rest
+            if kind == b"-":
+                raise OSError(rest.decode(errors="replace"))
+            if kind == b":":
+                return int(rest)
+            if kind == b"$":
+                n = int(rest)
+                return None if n < 0 else f.read(n + 2)[:-2]
+            if kind == b"*":
+                n = int(rest)
+                return None if n < 0 else [reply() for _ in range(n)]
+            raise OSError("bad reply " + repr(line))
+        return reply()
+
+
+def rights_of(port, key):
+    """A region's rights hash for KEY: {field: int} ({} when absent), None when that
+    Redis cannot be read."""
+    try:
+        flat = resp_command(port, "HGETALL", key) or []
+    except OSError:
+        return None
+    out = {}
+    for f, v in zip(flat[::2], flat[1::2]):
+        try:
+            out[f.decode()] = int(v)
+        except ValueError:
+            pass
+    return out
+
+
+def cmd_shares(a):
+    """Samples every region's rights hash of KEY every INTERVAL s into OUT (TSV: unix time,
+    region index, share or NA, the give counters as from:to=units,...) until terminated."""
+    on_term()
+    ports = [int(p) for p in a.ports.split(",")]
+    with open(a.out, "w") as out:
+        for _ in paced(a.interval):
+            now = time.time()
+            for i, port in enumerate(ports):
+                r = rights_of(port, a.key)
+                share = "NA" if r is None or "share" not in r else r["share"]
+                gives = "" if r is None else ",".join(
+                    "%s=%d" % (k[2:], v) for k, v in sorted(r.items()) if k.startswith("g:"))
+                out.write("%.3f\t%d\t%s\t%s\n" % (now, i, share, gives))
+            out.flush()
+
+
+def share_samples(path):
+    """cmd_shares' TSV -> [(t, {region: (share or None, gives)})], one entry per sample time."""
+    rows = {}
+    for line in read(path).splitlines():
+        parts = line.split("\t")
+        if len(parts) != 4:
+            continue
+        t, region, share, gives = float(parts[0]), int(parts[1]), parts[2], parts[3]
+        rows.setdefault(t, {})[region] = (None if share == "NA" else int(share), gives)
+    return sorted(rows.items())
+
+
+def first_time(samples, since, test):
+    """Seconds from SINCE to the first sample at or after it that passes TEST, or None."""
+    for t, regions in samples:
+        if t >= since and test(regions):
+            return t - since
+    return None
+
+
+# The counters of a regions.sh part, per gateway (deltas of /metrics): key, selector.
+REGIONS_FIGURES = [
+    ("admitted", 'gateway_requests_total{status="200"}'),
+    ("limited", 'gateway_requests_total{status="429"}'),
+    ("r5xx", 'gateway_requests_total{status="5.."}'),
+    ("fallback", 'gateway_ratelimit_decisions_total{outcome="fallback"}'),
+    ("bytes", "gateway_ratelimit_region_bytes_total"),
+    ("rounds_ok", 'gateway_ratelimit_region_reads_total{outcome="ok"}'),
+    ("gives", "gateway_ratelimit_region_gives_total"),
+]
+REGIONS_TARGETS = {"exact_max": 1.00, "one_min": 0.90, "per_admitted_max": 0.05, "converge_max_rounds": 2}
+
+
+def redis_calls(text):
+    """Redis INFO commandstats -> the calls of every command."""
+    return sum(int(n) for n in re.findall(r"^cmdstat_[^:]+:calls=(\d+)", text, re.M))
+
+
+def cmd_regions(a):
+    """One part of regions.sh, from DIR: before-/after-/mid0-/mid1-R.metrics per region R
+    (one gateway each), before-/after-R.redis, shares.tsv; facts: scenario rate burst
+    regions interval_ms t0 t1 [cut0 cut1] [kill]."""
+    st, f = State(), facts(a.facts)
+    path = lambda name: os.path.join(a.dir, name)
+    n, rate, burst = int(f["regions"]), float(f["rate"]), float(f["burst"])
+    t0, t1, interval = float(f["t0"]), float(f["t1"]), float(f["interval_ms"]) / 1000
+    per = []
+    for r in range(n):
+        m0, m1 = Metrics.file(path("before-%d.metrics" % r)), Metrics.file(path("after-%d.metrics" % r))
+        d = {k: (m1.msum(sel) or 0) - (m0.msum(sel) or 0) for k, sel in REGIONS_FIGURES}
+        d["calls"] = redis_calls(read(path("after-%d.redis" % r))) - redis_calls(read(path("before-%d.redis" % r)))
+        per.append(d)
+    admitted = sum(d["admitted"] for d in per)
+    elapsed = t1 - t0
+    allowed = burst + rate * elapsed
+    scenario = f["scenario"]
+    exact = admitted / allowed
+    st.sum("## %s: %d regions, %g/s burst %g, %.2f s: admitted %d of %.0f allowed = %.4f (target <= %.2f): %s" % (
+        scenario, n, rate, burst, elapsed, admitted, allowed, exact, REGIONS_TARGETS["exact_max"],
+        st.verdict(exact <= REGIONS_TARGETS["exact_max"], scenario + ":exact")))
+    for r, d in enumerate(per):
+        bytes_per = d["bytes"] / d["rounds_ok"] if d["rounds_ok"] else None
+        st.sum("   region %d: admitted %d, 429 %d, 5xx %d, fallback decisions %d, gives %d, Redis commands %d "
+               "= %s per admitted, replication %s bytes per key per round (%d rounds)" % (
+                   r, d["admitted"], d["limited"], d["r5xx"], d["fallback"], d["gives"], d["calls"],
+                   ratio(d["calls"], d["admitted"], ".4f"), fmt(bytes_per, ".0f"), d["rounds_ok"]))
+    samples = share_samples(path("shares.tsv"))
+    if scenario == "one":
+        # The second half of the run: how much of the limit the one busy region gets.
+        h0, h1 = Metrics.file(path("mid0-0.metrics")), Metrics.file(path("mid1-0.metrics"))
+        sel = REGIONS_FIGURES[0][1]
+        half = ((h1.msum(sel) or 0) - (h0.msum(sel) or 0)) / (float(f["mid1"]) - float(f["mid0"])) / rate
+        took = first_time(samples, t0, lambda rs: (rs.get(0, (None,))[0] or 0) >= 900000)
+        st.sum("   the busy region's share reached 0.9 after %s s (%s rounds); admitted rate in the second half "
+               "%.3f of the limit (target >= %.2f): %s" % (
+                   fmt(took, ".2f"), fmt(took / interval if took is not None else None, ".1f"), half,
+                   REGIONS_TARGETS["one_min"], st.verdict(half >= REGIONS_TARGETS["one_min"], "one:share")))
+    if "cut0" in f:
+        c0, c1 = float(f["cut0"]), float(f["cut1"])
+        cut = sum((Metrics.file(path("mid1-%d.metrics" % r)).msum(REGIONS_FIGURES[0][1]) or 0)
+                  - (Metrics.file(path("mid0-%d.metrics" % r)).msum(REGIONS_FIGURES[0][1]) or 0) for r in range(n))
+        cut_allowed = burst + rate * (c1 - c0)
+        same = lambda rs: len({g for _, g in rs.values()}) == 1 and all(s is not None for s, _ in rs.values())
+        took = first_time(samples, c1, same)
+        st.sum("   during the cut (%.2f s): admitted %d of %.0f allowed = %.4f (target <= 1.00): %s; after the heal "
+               "every region holds the same counters after %s s = %s rounds (target <= %d): %s" % (
+                   c1 - c0, cut, cut_allowed, cut / cut_allowed,
+                   st.verdict(cut <= cut_allowed, "cut:exact"), fmt(took, ".2f"),
+                   fmt(took / interval if took is not None else None, ".1f"), REGIONS_TARGETS["converge_max_rounds"],
+                   st.verdict(took is not None and took / interval <= REGIONS_TARGETS["converge_max_rounds"],
+                              "cut:converge")))
+
+
 # ==================================================================== breaker.sh
 STATE_NAMES = {0: "closed", 1: "open", 2: "half"}
 
@@ -1509,6 +1668,8 @@ def main(argv=None):
     add("run-report", cmd_run_report, ("targets", {"nargs": "+"}))
     add("ratelimit", cmd_ratelimit, ("part", {"choices": ["a", "b", "c", "d", "e"]}), "dir", ("facts", many))
     add("relay", cmd_relay, ("port", {"type": int}), ("target", {"type": int}), ("delay_ms", {"type": float}), "ready")
+    add("regions", cmd_regions, "dir", ("facts", many))
+    add("shares", cmd_shares, "ports", "key", ("interval", {"type": float}), "out")
     add("breaker", cmd_breaker, ("scenario", {"choices": ["one-dies", "hc", "all-down"]}), "name", ("facts", many))
     add("sample-metrics", cmd_sample_metrics, "admin", "out", ("interval", {"type": float}))
     add("state", cmd_state, "admin", "backend")

@@ -170,10 +170,13 @@ impl Replication {
             let is_stale = link
                 .last_ok
                 .is_none_or(|at| now.duration_since(at) > self.split.config.stale_after);
-            if is_stale {
+            metrics.set_region_stale(&link.name, is_stale);
+            // Not read in this round: it gets nothing now (rights given to a region that
+            // cannot hear of them are lost to everyone until the link heals), and its
+            // share and demand stay out of the targets.
+            if !reads.iter().any(|(r, _)| *r == i) {
                 stale = stale.with(region_id(i));
             }
-            metrics.set_region_stale(&link.name, is_stale);
         }
         for (_, read) in &reads {
             read_bytes += read.bytes;
@@ -303,8 +306,12 @@ impl Replication {
                     let _ = rights.merge(theirs);
                 }
             }
-            let transfers = match (k.gen, Replica::restore(crdt, me, rights.clone())) {
-                (Some(_), Ok(replica)) => {
+            // Gives only from a state this region's Redis confirmed (`gen`), and once this
+            // region has published its own demand for the key: before that it would look
+            // idle to itself and give away what its own traffic needs.
+            let published = rights.demand(me).version > 0;
+            let transfers = match (k.gen, published, Replica::restore(crdt, me, rights.clone())) {
+                (Some(_), true, Ok(replica)) => {
                     regions::plan(crdt, me, &View::of(&replica, crdt, stale), margin)
                 }
                 _ => Vec::new(),

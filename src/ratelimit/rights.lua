@@ -58,14 +58,17 @@ for _ = 1, tonumber(ARGV[i]) do
 end
 i = i + 1
 -- This region's demand: requests counted by every instance, published once per window as
--- a moving average (a quarter of the newest window): one noisy window of two saturated
--- regions must not move rights back and forth; a region that goes from nothing to busy
--- still shows demand after one window.
+-- a moving average (a quarter of the newest window; the first window as it is): one noisy
+-- window of two saturated regions must not move rights back and forth.
 local seen = num('seen') + tonumber(ARGV[5])
 local ws = tonumber(redis.call('HGET', KEYS[1], 'ws')) or now
 if now - ws >= tonumber(ARGV[6]) then
   local rate = seen * 1000 / (now - ws)
-  local smooth = math.floor(num('do:' .. me) * 0.75 + rate * 0.25 + 0.5)
+  local smooth = rate
+  if num('dv:' .. me) > 0 then
+    smooth = num('do:' .. me) * 0.75 + rate * 0.25
+  end
+  smooth = math.floor(smooth + 0.5)
   redis.call('HSET', KEYS[1], 'dv:' .. me, int(num('dv:' .. me) + 1), 'do:' .. me, int(smooth))
   seen, ws = 0, now
 end
