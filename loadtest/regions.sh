@@ -3,7 +3,7 @@
 # Redis and gateway, with the links between regions delayed (and cut) by relays. Release
 # binary, loopback. See loadtest/README.md ("Regions: regions.sh").
 #
-# Every part: policy 100/s burst 20 on header X-Client, one key, wrk on the busy
+# Every part (but economy): policy 100/s burst 20 on header X-Client, one key, wrk on the busy
 # regions' gateways at once, replicate_every INTERVAL; a gateway reaches its own
 # Redis directly and every other region's through a relay that delays each byte by
 # DELAY_MS one way. Reported per part: admitted (200s) over all regions / (burst + rate
@@ -19,9 +19,11 @@
 #   kill     2 regions, 8 and 8; region 1's Redis killed -9 at DURATION/3 (not
 #            restarted): region 1 follows on_redis_error (local), region 0 goes on
 #   three    3 regions, all traffic in region 0 (as `one`)
+#   economy  2 regions, 8 and 8, policy 1000/s burst 1000 (ratelimit.sh a's hot key):
+#            Redis commands per admitted request in each region (target < 0.05)
 #
 # Knobs (environment):
-#   SCENARIOS="one split50 split90 cut kill three"   which parts, in this order
+#   SCENARIOS="one split50 split90 cut kill three economy"   which parts, in this order
 #   DURATION=12      seconds of wrk per part
 #   DELAY_MS=40      one-way delay between regions (a relay per pair), in ms
 #   INTERVAL=200     replicate_every, in ms
@@ -32,33 +34,33 @@ set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-SCENARIOS=${SCENARIOS:-one split50 split90 cut kill three}
+SCENARIOS=${SCENARIOS:-one split50 split90 cut kill three economy}
 DURATION=${DURATION:-12}
 DELAY_MS=${DELAY_MS:-40}
 INTERVAL=${INTERVAL:-200}
 THREADS=${THREADS:-1}
-RATE=100
-BURST=20
 
 require_positive DURATION INTERVAL THREADS
 is_uint "$DELAY_MS" || die "DELAY_MS must be a whole number of milliseconds"
-parse_list SCENARIOS SCENARIO_LIST scenario "one split50 split90 cut kill three"
+parse_list SCENARIOS SCENARIO_LIST scenario "one split50 split90 cut kill three economy"
 require_tools wrk curl python3 timeout "$REDIS_SERVER" "$REDIS_CLI"
 
 setup_tmp gateway-regions "configs, logs, metrics snapshots, share samples"
 echo "== regions test: SCENARIOS='${SCENARIO_LIST[*]}' DURATION=${DURATION}s DELAY_MS=$DELAY_MS INTERVAL=${INTERVAL}ms THREADS=$THREADS"
 echo "== temp dir: $TMP"
-report begin regions- "rate limits across regions" "scenarios=${SCENARIO_LIST[*]} duration_s=$DURATION delay_ms=$DELAY_MS replicate_every_ms=$INTERVAL gateway_threads=$THREADS rate=$RATE burst=$BURST" --versions redis,wrk
+report begin regions- "rate limits across regions" "scenarios=${SCENARIO_LIST[*]} duration_s=$DURATION delay_ms=$DELAY_MS replicate_every_ms=$INTERVAL gateway_threads=$THREADS" --versions redis,wrk
 prepare_gateway
 
-# The parts: number of regions, wrk connections per region (0: no traffic there).
+# The parts: number of regions, the policy's rate per second and burst, wrk
+# connections per region (0: no traffic there).
 declare -A PART=(
-    [one]="2 16 0"
-    [split50]="2 8 8"
-    [split90]="2 18 2"
-    [cut]="2 8 8"
-    [kill]="2 8 8"
-    [three]="3 16 0 0"
+    [one]="2 100 20 16 0"
+    [split50]="2 100 20 8 8"
+    [split90]="2 100 20 18 2"
+    [cut]="2 100 20 8 8"
+    [kill]="2 100 20 8 8"
+    [three]="3 100 20 16 0 0"
+    [economy]="2 1000 1000 8 8"
 )
 
 # Writes the config of region R's gateway to $dir/gw-R.yaml.
@@ -97,8 +99,8 @@ snapshot() { # dir label n: /metrics of every gateway, INFO of every Redis
 
 run_part() { # scenario
     local s=$1 dir=$TMP/part-$1 n r p conns pids=() relays=() wrks=() t0 t1 mid0= mid1= facts=()
-    read -r n conns <<<"${PART[$s]}"
-    read -r -a conns <<<"${PART[$s]#* }"
+    read -r n RATE BURST conns <<<"${PART[$s]}"
+    read -r -a conns <<<"$conns"
     mkdir -p "$dir"
     declare -gA REDIS_PORT=() GW_PORT=() ADMIN_PORT=() RELAY_PORT=()
     free_ports $((3 * n + n * (n - 1)))

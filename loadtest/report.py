@@ -824,27 +824,26 @@ def resp_command(port, *args, timeout=1.0):
             x = x if isinstance(x, bytes) else str(x).encode()
             out += b"$%d\r\n%s\r\n" % (len(x), x)
         s.sendall(out)
-        f = s.makefile("rb")
-
-        def reply():
-            line = f.readline()
-            if not line:
-                raise OSError("connection closed")
-            kind, rest = line[:1], line[1:-2]
-            if kind == b"+":
-                return rest
-            if kind == b"-":
-                raise OSError(rest.decode(errors="replace"))
-            if kind == b":":
-                return int(rest)
-            if kind == b"$":
-                n = int(rest)
-                return None if n < 0 else f.read(n + 2)[:-2]
-            if kind == b"*":
-                n = int(rest)
-                return None if n < 0 else [reply() for _ in range(n)]
-            raise OSError("bad reply " + repr(line))
-        return reply()
+        with s.makefile("rb") as f:
+            def reply():
+                line = f.readline()
+                if not line:
+                    raise OSError("connection closed")
+                kind, rest = line[:1], line[1:-2]
+                if kind == b"+":
+                    return rest
+                if kind == b"-":
+                    raise OSError(rest.decode(errors="replace"))
+                if kind == b":":
+                    return int(rest)
+                if kind == b"$":
+                    n = int(rest)
+                    return None if n < 0 else f.read(n + 2)[:-2]
+                if kind == b"*":
+                    n = int(rest)
+                    return None if n < 0 else [reply() for _ in range(n)]
+                raise OSError("bad reply " + repr(line))
+            return reply()
 
 
 def rights_of(port, key):
@@ -930,7 +929,9 @@ def cmd_regions(a):
     for r in range(n):
         m0, m1 = Metrics.file(path("before-%d.metrics" % r)), Metrics.file(path("after-%d.metrics" % r))
         d = {k: (m1.msum(sel) or 0) - (m0.msum(sel) or 0) for k, sel in REGIONS_FIGURES}
-        d["calls"] = redis_calls(read(path("after-%d.redis" % r))) - redis_calls(read(path("before-%d.redis" % r)))
+        after = read(path("after-%d.redis" % r))
+        # A Redis that was killed has no INFO after: its commands are unknown.
+        d["calls"] = redis_calls(after) - redis_calls(read(path("before-%d.redis" % r))) if after.strip() else None
         per.append(d)
     admitted = sum(d["admitted"] for d in per)
     elapsed = t1 - t0
@@ -942,10 +943,15 @@ def cmd_regions(a):
         st.verdict(exact <= REGIONS_TARGETS["exact_max"], scenario + ":exact")))
     for r, d in enumerate(per):
         bytes_per = d["bytes"] / d["rounds_ok"] if d["rounds_ok"] else None
-        st.sum("   region %d: admitted %d, 429 %d, 5xx %d, fallback decisions %d, gives %d, Redis commands %d "
-               "= %s per admitted, replication %s bytes per key per round (%d rounds)" % (
-                   r, d["admitted"], d["limited"], d["r5xx"], d["fallback"], d["gives"], d["calls"],
-                   ratio(d["calls"], d["admitted"], ".4f"), fmt(bytes_per, ".0f"), d["rounds_ok"]))
+        per_admitted = ratio(d["calls"], d["admitted"], ".4f")
+        economy = "" if scenario != "economy" or d["calls"] is None else " (target < %.2f: %s)" % (
+            REGIONS_TARGETS["per_admitted_max"], st.verdict(
+                d["admitted"] > 0 and d["calls"] / d["admitted"] < REGIONS_TARGETS["per_admitted_max"],
+                "economy:region%d" % r))
+        st.sum("   region %d: admitted %d, 429 %d, 5xx %d, fallback decisions %d, gives %d, Redis commands %s "
+               "= %s per admitted%s, replication %s bytes per key per round (%d rounds)" % (
+                   r, d["admitted"], d["limited"], d["r5xx"], d["fallback"], d["gives"], awk_num(d["calls"]),
+                   per_admitted, economy, fmt(bytes_per, ".0f"), d["rounds_ok"]))
     samples = share_samples(path("shares.tsv"))
     if scenario == "one":
         # The second half of the run: how much of the limit the one busy region gets.

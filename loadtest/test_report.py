@@ -229,3 +229,49 @@ class CliTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RegionsTest(unittest.TestCase):
+    def test_rights_of_reads_a_real_redis_and_says_when_it_cannot(self):
+        s = __import__("socket").socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                try:
+                    if report.resp_command(port, "PING") == b"PONG":
+                        break
+                except OSError:
+                    __import__("time").sleep(0.05)
+            report.resp_command(port, "HSET", "k", "share", "950000", "g:1:0", "450000", "ws", "x")
+            self.assertEqual(report.rights_of(port, "k"), {"share": 950000, "g:1:0": 450000})
+            self.assertEqual(report.rights_of(port, "missing"), {})
+            with self.assertRaises(OSError):
+                report.resp_command(port, "NOSUCHCOMMAND")
+        finally:
+            server.kill()
+            server.wait()
+        self.assertIsNone(report.rights_of(port, "k"))
+
+    def test_share_samples_find_when_a_share_rose_and_when_regions_agreed(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "shares.tsv")
+            with open(path, "w") as f:
+                f.write("10.0\t0\t500000\t\n10.0\t1\t500000\t\n"
+                        "10.5\t0\t950000\t1:0=450000\n10.5\t1\tNA\t\n"
+                        "11.0\t0\t950000\t1:0=450000\n11.0\t1\t50000\t1:0=450000\nbroken line\n")
+            samples = report.share_samples(path)
+        self.assertEqual(len(samples), 3)
+        self.assertEqual(samples[1][1][1], (None, ""))
+        self.assertEqual(report.first_time(samples, 10.0, lambda rs: rs[0][0] >= 900000), 0.5)
+        same = lambda rs: len({g for _, g in rs.values()}) == 1 and all(s is not None for s, _ in rs.values())
+        self.assertAlmostEqual(report.first_time(samples, 10.2, same), 0.8)
+        self.assertIsNone(report.first_time(samples, 11.5, same))
+
+    def test_redis_calls_add_up_every_command(self):
+        info = "# Commandstats\r\ncmdstat_evalsha:calls=40,usec=1\r\ncmdstat_hgetall:calls=2,usec=3\r\n"
+        self.assertEqual(report.redis_calls(info), 42)
+        self.assertEqual(report.redis_calls(""), 0)

@@ -90,6 +90,8 @@ struct Known {
     share: Option<u64>,
     /// When some region last reported the key active.
     active_at: Instant,
+    /// When this instance last put the key in its region's active set.
+    advertised: Option<Instant>,
 }
 
 /// One region's Redis as the replication sees it.
@@ -113,6 +115,8 @@ pub struct Replication {
     split: Arc<RegionSplit>,
     redis: RedisConfig,
     script: redis::Script,
+    /// When the active set was last trimmed of keys idle for `active_for`.
+    trimmed_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Replication {
@@ -122,6 +126,7 @@ impl Replication {
             split,
             redis,
             script: redis::Script::new(include_str!("rights.lua")),
+            trimmed_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -203,6 +208,7 @@ impl Replication {
             gen: None,
             share: None,
             active_at: now,
+            advertised: None,
         }
     }
 
@@ -371,28 +377,54 @@ impl Replication {
             }
             planned.push(transfers);
         }
-        // The keys active here, so that other regions replicate them too.
+        // The keys active here, so that other regions replicate them too: each written
+        // again a few times per `active_for` (not every round), and the set trimmed as
+        // often, so that a hot key costs its region one command per round.
+        let now = Instant::now();
+        let refresh = self.split.config.active_for / 4;
+        let due = |at: Option<Instant>| at.is_none_or(|at| now.duration_since(at) >= refresh);
+        let advertise: Vec<&Name> = counts
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| due(known.get(*name).and_then(|k| k.advertised)))
+            .collect();
         let now_ms = unix_ms();
-        if !counts.is_empty() {
+        if !advertise.is_empty() {
             let zadd = pipe.cmd("ZADD").arg(self.active_key());
-            for (name, _) in counts {
+            for name in &advertise {
                 zadd.arg(now_ms).arg(self.member(name));
             }
             zadd.ignore();
         }
-        pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(self.active_key())
-            .arg("-inf")
-            .arg(now_ms.saturating_sub(millis(self.split.config.active_for)))
-            .ignore();
-        pipe.cmd("PEXPIRE")
-            .arg(self.active_key())
-            .arg(millis(self.split.config.active_for) * 2)
-            .ignore();
+        let trim = {
+            let mut at = self.trimmed_at.lock().unwrap_or_else(|e| e.into_inner());
+            let trim = due(*at);
+            if trim {
+                *at = Some(now);
+            }
+            trim
+        };
+        if trim {
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(self.active_key())
+                .arg("-inf")
+                .arg(now_ms.saturating_sub(millis(self.split.config.active_for)))
+                .ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(self.active_key())
+                .arg(millis(self.split.config.active_for) * 2)
+                .ignore();
+        }
         let replies = self.send_own(link, &pipe).await;
         let Some(replies) = replies else {
             return bytes;
         };
+        let advertised: Vec<Name> = advertise.into_iter().cloned().collect();
+        for name in advertised {
+            if let Some(k) = known.get_mut(&name) {
+                k.advertised = Some(now);
+            }
+        }
         for ((name, reply), transfers) in names.iter().zip(replies).zip(planned) {
             let Ok(fields) = reply else { continue };
             let Some(parsed) = parse_rights(crdt, &fields) else {
