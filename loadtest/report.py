@@ -908,19 +908,15 @@ REGIONS_FIGURES = [
     ("bytes", "gateway_ratelimit_region_bytes_total"),
     ("rounds_ok", 'gateway_ratelimit_region_reads_total{outcome="ok"}'),
     ("gives", "gateway_ratelimit_region_gives_total"),
+    ("leases", "gateway_ratelimit_redis_round_trips_total"),
 ]
 REGIONS_TARGETS = {"exact_max": 1.00, "one_min": 0.90, "per_admitted_max": 0.05, "converge_max_rounds": 2}
 
 
-def redis_calls(text):
-    """Redis INFO commandstats -> the calls of every command."""
-    return sum(int(n) for n in re.findall(r"^cmdstat_[^:]+:calls=(\d+)", text, re.M))
-
-
 def cmd_regions(a):
     """One part of regions.sh, from DIR: before-/after-/mid0-/mid1-R.metrics per region R
-    (one gateway each), before-/after-R.redis, shares.tsv; facts: scenario rate burst
-    regions interval_ms t0 t1 [cut0 cut1] [kill]."""
+    (one gateway each), shares.tsv; facts: scenario rate burst regions interval_ms t0 t1
+    [mid0 mid1] [cut0 cut1] [kill]."""
     st, f = State(), facts(a.facts)
     path = lambda name: os.path.join(a.dir, name)
     n, rate, burst = int(f["regions"]), float(f["rate"]), float(f["burst"])
@@ -929,10 +925,13 @@ def cmd_regions(a):
     for r in range(n):
         m0, m1 = Metrics.file(path("before-%d.metrics" % r)), Metrics.file(path("after-%d.metrics" % r))
         d = {k: (m1.msum(sel) or 0) - (m0.msum(sel) or 0) for k, sel in REGIONS_FIGURES}
-        after = read(path("after-%d.redis" % r))
-        # A Redis that was killed has no INFO after: its commands are unknown.
-        d["calls"] = redis_calls(after) - redis_calls(read(path("before-%d.redis" % r))) if after.strip() else None
         per.append(d)
+    # Commands each region's Redis got from every gateway (a script counts as one; INFO's
+    # commandstats counts the commands inside scripts too).
+    for r, d in enumerate(per):
+        sel = 'gateway_ratelimit_redis_commands_total{region="r%d"}' % r
+        d["calls"] = sum((Metrics.file(path("after-%d.metrics" % g)).msum(sel) or 0)
+                         - (Metrics.file(path("before-%d.metrics" % g)).msum(sel) or 0) for g in range(n))
     admitted = sum(d["admitted"] for d in per)
     elapsed = t1 - t0
     allowed = burst + rate * elapsed
@@ -948,10 +947,14 @@ def cmd_regions(a):
             REGIONS_TARGETS["per_admitted_max"], st.verdict(
                 d["admitted"] > 0 and d["calls"] / d["admitted"] < REGIONS_TARGETS["per_admitted_max"],
                 "economy:region%d" % r))
+        # Lease round trips (one key: one EVALSHA each) go to the gateway's own region.
         st.sum("   region %d: admitted %d, 429 %d, 5xx %d, fallback decisions %d, gives %d, Redis commands %s "
-               "= %s per admitted%s, replication %s bytes per key per round (%d rounds)" % (
+               "= %s per admitted%s (leases %s, replication %s), replication %s bytes per key per round "
+               "(%d rounds)" % (
                    r, d["admitted"], d["limited"], d["r5xx"], d["fallback"], d["gives"], awk_num(d["calls"]),
-                   per_admitted, economy, fmt(bytes_per, ".0f"), d["rounds_ok"]))
+                   per_admitted, economy, ratio(d["leases"], d["admitted"], ".4f"),
+                   ratio(d["calls"] - d["leases"], d["admitted"], ".4f"), fmt(bytes_per, ".0f"),
+                   d["rounds_ok"]))
     samples = share_samples(path("shares.tsv"))
     if scenario == "one":
         # The second half of the run: how much of the limit the one busy region gets.

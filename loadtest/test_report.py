@@ -270,8 +270,3 @@ class RegionsTest(unittest.TestCase):
         same = lambda rs: len({g for _, g in rs.values()}) == 1 and all(s is not None for s, _ in rs.values())
         self.assertAlmostEqual(report.first_time(samples, 10.2, same), 0.8)
         self.assertIsNone(report.first_time(samples, 11.5, same))
-
-    def test_redis_calls_add_up_every_command(self):
-        info = "# Commandstats\r\ncmdstat_evalsha:calls=40,usec=1\r\ncmdstat_hgetall:calls=2,usec=3\r\n"
-        self.assertEqual(report.redis_calls(info), 42)
-        self.assertEqual(report.redis_calls(""), 0)

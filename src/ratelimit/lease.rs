@@ -24,12 +24,13 @@ impl LeaseSync {
         let lease_now = st.lease.load(Ordering::Acquire);
         let spent = (st.granted_mark.load(Ordering::Acquire) - lease_now).max(0) as f64;
         let hits = st.hits.swap(0, Ordering::AcqRel) as f64;
-        let demand = ((spent + hits) / (since as f64 / 1e9)).min(policy.shape.per_second);
+        let shape = self.limiter.key_shape(policy, st);
+        let demand = ((spent + hits) / (since as f64 / 1e9)).min(shape.per_second);
         let lead = self.shared.lead();
         let cover = cfg.lease_horizon.max(lead * 2).as_secs_f64();
         let target = ((demand * cover).ceil() as u64)
             .clamp(cfg.lease_min, cfg.lease_max)
-            .min(policy.shape.burst as u64)
+            .min(shape.burst as u64)
             .max(1);
         let low = ((demand * lead.as_secs_f64()).ceil() as u64).max(target / 2);
         let have = lease_now.max(0) as u64;
@@ -52,7 +53,8 @@ impl LeaseSync {
         if st.empty_until.load(Ordering::Acquire) > now {
             return 0.0;
         }
-        let refill = policy.shape.per_second * (now.saturating_sub(seen) as f64 / 1e9);
-        (st.redis_left.load(Ordering::Relaxed) as f64 + refill).min(policy.shape.burst)
+        let shape = self.limiter.key_shape(policy, st);
+        let refill = shape.per_second * (now.saturating_sub(seen) as f64 / 1e9);
+        (st.redis_left.load(Ordering::Relaxed) as f64 + refill).min(shape.burst)
     }
 }

@@ -345,19 +345,20 @@ impl Limiter {
         // grant (over its limit), and more waiting would only add latency to a 429.
         let seen = st.seen_at.load(Ordering::Acquire);
         let warm = seen != 0;
+        let shape = self.key_shape(policy, &st);
         // "At its limit" holds until the empty spell ends, or a token has had time to
         // accrue since the last grant: a client that honoured Retry-After waits for its
         // token instead of getting another 429.
         let limit_until = st
             .empty_until
             .load(Ordering::Acquire)
-            .max(seen.saturating_add(policy.shape.time_for(1.0).as_nanos() as u64));
+            .max(seen.saturating_add(shape.time_for(1.0).as_nanos() as u64));
         if warm && st.over.load(Ordering::Acquire) && now < limit_until {
             // At its limit (Redis had nothing left at the last grant): the refill is asked
             // for and serves the next requests. This one is answered at once, so that a
             // hot key never adds a round trip; a token is due in about `1 / rate`.
             shared.enqueue(&st, true);
-            return Decision::limited(policy.shape.time_for(1.0), Reason::NoLease);
+            return Decision::limited(shape.time_for(1.0), Reason::NoLease);
         }
         let started = tokio::time::Instant::now();
         let d = self
@@ -425,7 +426,8 @@ impl Limiter {
                 shared.enqueue(st, false);
             }
             let remaining = left as u64 + st.redis_left.load(Ordering::Relaxed);
-            let reset = policy.shape.time_for(policy.shape.burst - remaining as f64);
+            let shape = self.key_shape(policy, st);
+            let reset = shape.time_for(shape.burst - remaining as f64);
             return Some(Decision::allowed(remaining, reset, Reason::Lease));
         }
         let until = st.empty_until.load(Ordering::Acquire);
@@ -455,6 +457,19 @@ impl Limiter {
         let mut b = st.local.lock().unwrap_or_else(|e| e.into_inner());
         let take = b.take(shape, now);
         Decision::from_take(take, b.time_to_full(shape), reason)
+    }
+
+    /// The bucket a key's leases come from: the policy's, or with regions this region's
+    /// part of it (its share, as last replicated), so that lease sizes, empty spells and
+    /// `Retry-After` follow the rate this region actually has.
+    pub(crate) fn key_shape(&self, policy: &Policy, st: &KeyState) -> Shape {
+        match self.regions {
+            None => policy.shape,
+            Some(_) => {
+                let share = st.share.load(Ordering::Relaxed) as f64 / SHARE_UNITS as f64;
+                policy.shape.scaled(share)
+            }
+        }
     }
 
     /// With regions, counts the request toward the region's demand for the key.

@@ -265,6 +265,11 @@ impl Replication {
             };
             let ok = read.is_ok();
             self.limiter.metrics().region_read(&link.name, ok);
+            // Sent (or tried): the active set and one HGETALL per key.
+            let sent = if conn.is_some() { 1 + names.len() } else { 0 };
+            self.limiter
+                .metrics()
+                .limit_redis_commands(&link.name, sent);
             match read {
                 Ok(read) => {
                     link.conn = conn;
@@ -463,6 +468,7 @@ impl Replication {
             link.conn = connect(&link.url, &self.redis, self.timeout()).await.ok();
         }
         let conn = link.conn.as_mut()?;
+        metrics.limit_redis_commands(&link.name, pipe.len());
         let sent = tokio::time::timeout(self.timeout(), pipe.query_async(conn)).await;
         let replies: Vec<redis::RedisResult<Vec<Vec<u8>>>> = match sent {
             Ok(Ok(r)) => r,

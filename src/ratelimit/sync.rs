@@ -83,6 +83,9 @@ impl LeaseSync {
         let metrics: &Metrics = self.limiter.metrics();
         let mut pipe = self.pipeline(asks);
         pipe.ignore_errors();
+        let region = self.limiter.regions.as_ref();
+        let region = region.map_or("", |split| split.config.this().name.as_str());
+        metrics.limit_redis_commands(region, pipe.len());
         let started = Instant::now();
         metrics.limit_redis_round_trip();
         let replies: Vec<redis::RedisResult<Reply>> =
@@ -225,15 +228,16 @@ impl LeaseSync {
             // limit costs one round trip per lease, not one per trickle of tokens.
             // Capped at half the time to fill the burst, so that no refill is lost to
             // the cap while nobody asks; at least a tick, at least until a token is due.
-            let refill = policy.shape.time_for((a.want - granted) as f64);
-            let cap = policy.shape.time_for(policy.shape.burst) / 2;
+            let shape = self.limiter.key_shape(policy, st);
+            let refill = shape.time_for((a.want - granted) as f64);
+            let cap = shape.time_for(shape.burst) / 2;
             // Never longer than the burst takes to refill (a bucket that owes tokens after an
             // outage asks again then, rather than refusing for the whole debt).
             let wait = refill
                 .min(cap)
                 .max(Duration::from_millis(wait_ms))
                 .max(self.shared.config.sync_interval)
-                .min(policy.shape.time_for(policy.shape.burst));
+                .min(shape.time_for(shape.burst));
             let wait_ns = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
             st.empty_until
                 .store(now.saturating_add(wait_ns), Ordering::Release);

@@ -10,6 +10,7 @@ pub(super) struct Regions {
     gives: IntCounterVec,
     keys: IntGauge,
     bytes: IntCounterVec,
+    commands: IntCounterVec,
 }
 
 impl Regions {
@@ -39,6 +40,11 @@ impl Regions {
                 "Replication payload bytes (field names and values, without RESP framing), read from every region's Redis and written to this region's",
                 &["direction"],
             )?,
+            commands: r.counter_vec(
+                "gateway_ratelimit_redis_commands_total",
+                "Commands the limiter sent to a region's Redis (leases, replication), by region (\"\" without regions); a script counts as one",
+                &["region"],
+            )?,
         })
     }
 }
@@ -65,6 +71,13 @@ impl Metrics {
 
     pub fn set_region_keys(&self, n: usize) {
         self.regions.keys.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn limit_redis_commands(&self, region: &str, n: usize) {
+        self.regions
+            .commands
+            .with_label_values(&[region])
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     pub fn region_bytes(&self, read: usize, written: usize) {
