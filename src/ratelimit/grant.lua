@@ -19,9 +19,14 @@ local want = tonumber(ARGV[3])
 local back = tonumber(ARGV[4])
 local seed = tonumber(ARGV[6])
 local debit = tonumber(ARGV[7])
+-- A new bucket starts full, but with regions at most at the share the asker knew: the
+-- rights' share may have grown since, and added capacity starts empty.
+local fresh = burst
 if KEYS[2] then
-  local share = tonumber(redis.call('HGET', KEYS[2], 'share')) or tonumber(ARGV[8])
+  local known = tonumber(ARGV[8])
+  local share = tonumber(redis.call('HGET', KEYS[2], 'share')) or known
   rate = rate * share / 1000000
+  fresh = burst * math.min(share, known) / 1000000
   burst = burst * share / 1000000
 end
 -- A region holding no share refills nothing: divisions below use at least this rate.
@@ -33,9 +38,9 @@ local tokens = tonumber(b[1])
 local ts = tonumber(b[2])
 local epoch = tonumber(b[3])
 if tokens == nil or ts == nil or epoch == nil then
-  tokens = burst
+  tokens = fresh
   if seed >= 0 then
-    tokens = math.min(burst, seed)
+    tokens = math.min(fresh, seed)
     -- Tokens handed back belong to the lost bucket's epoch: not added to the new one;
     -- the seed already counts what was admitted offline.
     back = 0

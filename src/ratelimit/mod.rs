@@ -274,8 +274,13 @@ impl Limiter {
                     // "empty until" read a tick late only rejects a tick longer.
                     let now = self.clock.coarse();
                     st.last_used.store(now, Ordering::Relaxed);
-                    self.count_request(st);
-                    self.spend_lease(shared, st, policy, now)
+                    let d = self.spend_lease(shared, st, policy, now);
+                    // Counted where it is decided: a request this leaves undecided goes
+                    // on to `decide`, which counts it.
+                    if d.is_some() {
+                        self.count_request(st);
+                    }
+                    d
                 }
             })
             .flatten()?;

@@ -19,6 +19,7 @@ use super::Limiter;
 use crate::config::{PolicyId, RedisConfig, RegionsConfig, SHARE_UNITS};
 use crate::observability::Metrics;
 use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -35,6 +36,10 @@ pub(crate) struct RegionSplit {
     pub config: RegionsConfig,
     pub crdt: Regions,
     pub me: RegionId,
+    /// The members in order and their initial shares, hashed: written into every rights
+    /// hash, and a hash written under another configuration is never merged (its indices
+    /// would name other regions, its shares add up to something else).
+    pub fingerprint: String,
 }
 
 impl RegionSplit {
@@ -56,10 +61,19 @@ impl RegionSplit {
             .unwrap_or_else(|_| unreachable_regions())
         });
         let me = RegionId(u16::try_from(config.this).unwrap_or(0));
+        let mut hash = Sha256::new();
+        for m in &config.members {
+            hash.update(format!("{}={};", m.name, m.initial_share));
+        }
+        let fingerprint = hash.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Self {
             config: config.clone(),
             crdt,
             me,
+            fingerprint,
         }
     }
 
@@ -107,6 +121,8 @@ struct PeerRead {
     active: Vec<Vec<u8>>,
     rights: Vec<Option<Rights>>,
     bytes: usize,
+    /// Hashes written under another regions configuration (ignored).
+    foreign: usize,
 }
 
 /// The replication service of one limiter.
@@ -117,6 +133,7 @@ pub struct Replication {
     script: redis::Script,
     /// When the active set was last trimmed of keys idle for `active_for`.
     trimmed_at: std::sync::Mutex<Option<Instant>>,
+    mismatch_logged: std::sync::atomic::AtomicBool,
 }
 
 impl Replication {
@@ -127,6 +144,7 @@ impl Replication {
             redis,
             script: redis::Script::new(include_str!("rights.lua")),
             trimmed_at: std::sync::Mutex::new(None),
+            mismatch_logged: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -248,10 +266,19 @@ impl Replication {
             let conn = link.conn.take();
             let (url, keys, connect) = (link.url.clone(), rights_keys.clone(), self.redis.clone());
             let active = self.active_key();
+            let fingerprint = self.split.fingerprint.clone();
             tasks.spawn(async move {
                 let mut conn = conn;
                 let read = read_peer(
-                    &mut conn, &url, &connect, timeout, &active, since, &keys, regions,
+                    &mut conn,
+                    &url,
+                    &connect,
+                    timeout,
+                    &active,
+                    since,
+                    &keys,
+                    regions,
+                    &fingerprint,
                 )
                 .await;
                 (i, conn, read)
@@ -272,6 +299,9 @@ impl Replication {
                 .limit_redis_commands(&link.name, sent);
             match read {
                 Ok(read) => {
+                    if read.foreign > 0 {
+                        self.mismatch(&link.name);
+                    }
                     link.conn = conn;
                     link.last_ok = Some(Instant::now());
                     out.push((i, read));
@@ -304,17 +334,17 @@ impl Replication {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let mut bytes = 0;
-        let mut planned: Vec<Vec<regions::Transfer>> = Vec::with_capacity(names.len());
+        // Per script call, in order: the key it is for and the gives it asks.
+        let mut planned: Vec<(&Name, Vec<regions::Transfer>)> = Vec::with_capacity(names.len());
         let window = millis(self.split.config.replicate_every);
         for (i, name) in names.iter().enumerate() {
             let Some(k) = known.get(name) else {
-                planned.push(Vec::new());
                 continue;
             };
             let mut rights = k.rights.clone();
-            for (_, read) in reads {
+            for (peer, read) in reads {
                 if let Some(Some(theirs)) = read.rights.get(i) {
-                    let _ = rights.merge(theirs);
+                    let _ = rights.merge(&theirs.from_peer(crdt, region_id(*peer), me));
                 }
             }
             // Gives only from a state this region's Redis confirmed (`gen`), and once this
@@ -328,7 +358,6 @@ impl Replication {
                 _ => Vec::new(),
             };
             let Some(policy) = self.limiter.policies.get(name.policy.0) else {
-                planned.push(Vec::new());
                 continue;
             };
             let assumed = k.share.unwrap_or_else(|| self.split.initial_share());
@@ -352,6 +381,7 @@ impl Replication {
                 (policy.shape.per_second / 1000.0).to_string().into_bytes(),
                 policy.shape.burst.to_string().into_bytes(),
                 millis(RIGHTS_TTL).to_string().into_bytes(),
+                self.split.fingerprint.clone().into_bytes(),
             ];
             let gives: Vec<_> = rights.gives().collect();
             args.push(gives.len().to_string().into_bytes());
@@ -380,7 +410,7 @@ impl Replication {
             for a in args {
                 cmd.arg(a);
             }
-            planned.push(transfers);
+            planned.push((name, transfers));
         }
         // The keys active here, so that other regions replicate them too: each written
         // again a few times per `active_for` (not every round), and the set trimmed as
@@ -430,11 +460,15 @@ impl Replication {
                 k.advertised = Some(now);
             }
         }
-        for ((name, reply), transfers) in names.iter().zip(replies).zip(planned) {
+        for ((name, transfers), reply) in planned.into_iter().zip(replies) {
             let Ok(fields) = reply else { continue };
             let Some(parsed) = parse_rights(crdt, &fields) else {
                 continue;
             };
+            if parsed.fingerprint.as_deref() != Some(self.split.fingerprint.as_str()) {
+                self.mismatch(&self.split.config.this().name);
+                continue;
+            }
             if parsed.gave {
                 for t in &transfers {
                     if let Some(to) = self.split.config.members.get(t.to.index()) {
@@ -492,6 +526,16 @@ impl Replication {
         metrics.region_read(&link.name, true);
         link.last_ok = Some(Instant::now());
         Some(replies)
+    }
+
+    /// A rights hash in `region`'s Redis was written under another regions configuration:
+    /// logged once; such hashes are never merged.
+    fn mismatch(&self, region: &str) {
+        if !self.mismatch_logged.swap(true, Ordering::Relaxed) {
+            log::error!(
+                "rate limiting: region {region} keeps rights written under another regions configuration (members, their order or initial shares differ); they are ignored. Every region must run the same `rate_limits.regions.members`; to change them, change `rate_limits.redis.key_prefix` too (logged once)"
+            );
+        }
     }
 
     fn timeout(&self) -> Duration {
@@ -557,6 +601,7 @@ async fn read_peer(
     since_ms: u64,
     keys: &[Vec<u8>],
     regions: usize,
+    fingerprint: &str,
 ) -> Result<PeerRead, redis::RedisError> {
     if conn.is_none() {
         *conn = Some(connect(url, redis_cfg, timeout).await?);
@@ -581,11 +626,16 @@ async fn read_peer(
         .and_then(|v| redis::from_redis_value(v).ok())
         .unwrap_or_default();
     let mut bytes = active.iter().map(Vec::len).sum();
+    let mut foreign = 0;
     let rights = values
         .map(|v| {
             let fields: Vec<Vec<u8>> = redis::from_redis_value(v).ok()?;
             bytes += fields.iter().map(Vec::len).sum::<usize>();
             let parsed = parse_fields(regions, &fields)?;
+            if parsed.fingerprint.as_deref() != Some(fingerprint) {
+                foreign += 1;
+                return None;
+            }
             Some(parsed.rights)
         })
         .collect();
@@ -593,6 +643,7 @@ async fn read_peer(
         active,
         rights,
         bytes,
+        foreign,
     })
 }
 
@@ -603,6 +654,8 @@ struct Parsed {
     share: u64,
     /// The script made this caller's gives.
     gave: bool,
+    /// The regions' configuration the hash was written under (see [`RegionSplit`]).
+    fingerprint: Option<String>,
 }
 
 fn parse_rights(crdt: &Regions, fields: &[Vec<u8>]) -> Option<Parsed> {
@@ -625,6 +678,7 @@ fn parse_fields(regions: usize, fields: &[Vec<u8>]) -> Option<Parsed> {
         gen: 0,
         share: 0,
         gave: false,
+        fingerprint: None,
     };
     let mut versions: HashMap<u16, Demand> = HashMap::new();
     for pair in fields.chunks_exact(2) {
@@ -632,6 +686,10 @@ fn parse_fields(regions: usize, fields: &[Vec<u8>]) -> Option<Parsed> {
         else {
             continue;
         };
+        if field == "fp" {
+            p.fingerprint = Some(value.to_string());
+            continue;
+        }
         let number = value.parse::<u64>().ok();
         let mut parts = field.split(':');
         match (parts.next(), parts.next(), parts.next(), number) {
@@ -720,6 +778,7 @@ mod tests {
             ("gen".to_string(), "3".to_string()),
             ("seen".to_string(), "9".to_string()),
             ("_gave".to_string(), "1".to_string()),
+            ("fp".to_string(), "00ff".to_string()),
         ];
         for (from, to, units) in a.rights().gives() {
             hash.push((format!("g:{}:{}", from.0, to.0), units.0.to_string()));
@@ -733,6 +792,7 @@ mod tests {
         let parsed = parse_rights(&crdt, &fields(&pairs)).unwrap();
         assert_eq!(&parsed.rights, a.rights());
         assert_eq!((parsed.gen, parsed.share, parsed.gave), (3, 213_340, true));
+        assert_eq!(parsed.fingerprint.as_deref(), Some("00ff"));
         assert_eq!(
             parsed.rights.share(&crdt, RegionId(0)),
             Units(333_334 - 120_000 + 7)

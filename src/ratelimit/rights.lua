@@ -4,15 +4,18 @@
 -- new share, all in one atomic step, so that a give has shrunk the bucket before any peer
 -- can read it. The rights are a CRDT (see src/ratelimit/regions): counters only grow and
 -- merge by maximum. Fields: g:<from>:<to> units given, dv:<r>/do:<r> region r's demand
--- (version, requests per second), share (units this region enforces), gen (counts the
--- rounds that gave), seen/ws (requests counted in the demand window since ws).
+-- (version, requests per 1000 s: a policy of 5 a minute still shows), share (units this
+-- region enforces), gen (counts the rounds that gave), seen/ws (requests counted in the
+-- demand window since ws), fp (the regions' configuration it was written under).
 -- ARGV: 1 = this region's index, 2 = number of regions, 3 = this region's initial share,
 --       4 = share to assume when the hash has none (what grant.lua assumed),
 --       5 = requests the caller saw since its last call, 6 = demand window in ms,
 --       7 = the gen the caller planned its gives from (-1: no gives),
 --       8 = the policy's tokens per millisecond, 9 = its burst, 10 = TTL in ms,
+--       11 = the fingerprint of the regions' configuration (a hash written under another
+--            one is left as it is: its indices name other regions),
 --       then a count and that many (from, to, units) give counters,
---       then a count and that many (region, version, requests per second) demands,
+--       then a count and that many (region, version, requests per 1000 s) demands,
 --       then a count and that many (to, units) gives.
 -- Returns the hash after the change, as HGETALL does, then '_gave' and 1 if this call gave.
 local WHOLE = 1000000
@@ -35,10 +38,20 @@ local function share()
   end
   return math.max(0, math.min(WHOLE, s))
 end
+local fp = redis.call('HGET', KEYS[1], 'fp')
+if fp and fp ~= ARGV[11] then
+  local out = redis.call('HGETALL', KEYS[1])
+  table.insert(out, '_gave')
+  table.insert(out, '0')
+  return out
+end
+redis.call('HSET', KEYS[1], 'fp', ARGV[11])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local old = tonumber(redis.call('HGET', KEYS[1], 'share')) or tonumber(ARGV[4])
-local i = 11
+-- A hash without a share is new here, or Redis lost it: then so is the bucket's history.
+local had = tonumber(redis.call('HGET', KEYS[1], 'share'))
+local old = had or tonumber(ARGV[4])
+local i = 12
 for _ = 1, tonumber(ARGV[i]) do
   local field = 'g:' .. ARGV[i + 1] .. ':' .. ARGV[i + 2]
   local units = tonumber(ARGV[i + 3])
@@ -63,12 +76,13 @@ i = i + 1
 local seen = num('seen') + tonumber(ARGV[5])
 local ws = tonumber(redis.call('HGET', KEYS[1], 'ws')) or now
 if now - ws >= tonumber(ARGV[6]) then
-  local rate = seen * 1000 / (now - ws)
+  local rate = seen * 1000000 / (now - ws)
   local smooth = rate
   if num('dv:' .. me) > 0 then
     smooth = num('do:' .. me) * 0.75 + rate * 0.25
   end
-  smooth = math.floor(smooth + 0.5)
+  -- Floored, so that an idle region's demand decays to zero.
+  smooth = math.floor(smooth)
   redis.call('HSET', KEYS[1], 'dv:' .. me, int(num('dv:' .. me) + 1), 'do:' .. me, int(smooth))
   seen, ws = 0, now
 end
@@ -97,13 +111,16 @@ redis.call('HSET', KEYS[1], 'share', int(s), 'gen', int(gen))
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[10]))
 -- The bucket follows the share: refilled at the old share's pace until now, then capped at
 -- the new capacity. A shrink drops the tokens above it; a grow adds none (the added
--- capacity starts empty). A missing bucket is full at the old share (new, or expired
--- because it was full): made so, or grant.lua would make it full at the new share.
-if s ~= old then
-  local b = redis.call('HMGET', KEYS[2], 'tokens', 'ts', 'epoch')
-  local tokens, ts, epoch = tonumber(b[1]), tonumber(b[2]), tonumber(b[3])
+-- capacity starts empty). A missing bucket next to a known share expired because it was
+-- full at that share: made so, or grant.lua would make it full at the new one. Next to no
+-- known share (Redis lost both), it is left for grant.lua to seed from what the asking
+-- instance last saw.
+local b = redis.call('HMGET', KEYS[2], 'tokens', 'ts', 'epoch')
+local tokens, ts, epoch = tonumber(b[1]), tonumber(b[2]), tonumber(b[3])
+local missing = tokens == nil or ts == nil or epoch == nil
+if s ~= old and (had or not missing) then
   local rate, burst = tonumber(ARGV[8]), tonumber(ARGV[9])
-  if tokens == nil or ts == nil or epoch == nil then
+  if missing then
     tokens, ts, epoch = burst * old / WHOLE, now, now
   end
   if now > ts then

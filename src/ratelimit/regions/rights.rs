@@ -128,6 +128,33 @@ impl Rights {
             })
     }
 
+    /// What may be believed of the rights `peer` published in its own Redis: its own row
+    /// (only it writes it), its copy of `me`'s row (any copy of it is an older value, so it
+    /// can only restore what `me` lost) and its demand; not its copies of third regions'
+    /// rows, which a faulty or hostile peer could make up. Its own row is dropped too when
+    /// it gives away more than it could ever have held by its own account.
+    pub fn from_peer(&self, regions: &Regions, peer: RegionId, me: RegionId) -> Rights {
+        let mut out = Rights::new(regions);
+        let n = out.region_count();
+        if peer.index() >= n || me.index() >= n || self.region_count() != n {
+            return out;
+        }
+        let (p, others) = (peer.index(), (0..n).filter(|&o| o != peer.index()));
+        let gave: u128 = others.clone().map(|o| u128::from(self.cell(p, o))).sum();
+        let held: u128 = u128::from(regions.initial(peer).0)
+            + others.map(|o| u128::from(self.cell(o, p))).sum::<u128>();
+        for from in [peer, me] {
+            if from == peer && gave > held {
+                continue;
+            }
+            for to in regions.ids() {
+                out.raise_given(from, to, self.given(from, to));
+            }
+        }
+        out.raise_demand(peer, self.demand(peer));
+        out
+    }
+
     /// `Ok` when the arrays fit one N in `1..=64` (rights from the wire may not).
     fn check_shape(&self) -> Result<(), RegionsError> {
         let n = self.region_count();
@@ -274,6 +301,36 @@ mod tests {
 
     fn local_sum(regions: &Regions, replicas: &[Replica]) -> u64 {
         replicas.iter().map(|r| r.share(regions).0).sum()
+    }
+
+    #[test]
+    fn a_peer_is_believed_for_its_own_row_and_ours_only() {
+        let regions = Regions::equal(3, FLOOR).unwrap();
+        let c = RegionId(2);
+        let mut b = Replica::new(&regions, B).unwrap();
+        b.give(&regions, A, Units(100_000)).unwrap();
+        b.publish_demand(7).unwrap();
+        let mut forged = b.rights().clone();
+        // B's copy claims C gave A everything, and that A gave B 5 units.
+        forged.raise_given(c, A, Units(333_333));
+        forged.raise_given(A, B, Units(5));
+        let seen = forged.from_peer(&regions, B, A);
+        assert_eq!(seen.given(B, A), Units(100_000));
+        assert_eq!(
+            seen.given(c, A),
+            Units::ZERO,
+            "a third region's row is not taken"
+        );
+        assert_eq!(
+            seen.given(A, B),
+            Units(5),
+            "our own row restores from any copy"
+        );
+        assert_eq!(seen.demand(B).observed, 7);
+        assert_eq!(seen.demand(c), Demand::default());
+        // A row giving more than B could ever have held is dropped whole.
+        forged.raise_given(B, c, Units(300_000));
+        assert_eq!(forged.from_peer(&regions, B, A).given(B, A), Units::ZERO);
     }
 
     #[test]
