@@ -51,6 +51,8 @@ pub struct KeyState {
     /// With regions: this region's share of the key's limit (millionths) as last seen by
     /// the replication; scales the `local` fallback, and seeds a bucket Redis lost.
     pub share: AtomicU64,
+    /// `share` came from a replication reply (else it is the region's initial share).
+    pub share_seen: AtomicBool,
     /// Wakes requests waiting for this key's lease.
     pub notify: Notify,
 }
@@ -76,6 +78,7 @@ impl KeyState {
             local: Mutex::new(local),
             requests: AtomicU64::new(0),
             share: AtomicU64::new(crate::config::SHARE_UNITS),
+            share_seen: AtomicBool::new(false),
             notify: Notify::new(),
         }
     }

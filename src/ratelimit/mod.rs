@@ -487,8 +487,14 @@ impl Limiter {
     fn fallback(&self, st: &KeyState, policy: &Policy, now: u64) -> Decision {
         let d = match policy.on_redis_error {
             OnRedisError::Local if self.regions.is_some() => {
-                // This instance's part of the region's last known share, not of the whole.
-                let share = st.share.load(Ordering::Relaxed) as f64 / SHARE_UNITS as f64;
+                // This instance's part of the region's last known share, not of the whole;
+                // of the floor for a key whose share it never heard (the region may have
+                // given the rest away, never the floor).
+                let share = match (&self.regions, st.share_seen.load(Ordering::Relaxed)) {
+                    (Some(split), false) => split.config.min_share,
+                    _ => st.share.load(Ordering::Relaxed),
+                };
+                let share = share as f64 / SHARE_UNITS as f64;
                 let shape = policy.fallback_shape.scaled(share);
                 self.local(st, &shape, now, UNREACHABLE)
             }

@@ -483,7 +483,8 @@ impl Replication {
             }
             if let Some(table) = self.limiter.tables().get(name.policy.0) {
                 table.peek(&name.key, |st| {
-                    st.share.store(parsed.share, Ordering::Relaxed)
+                    st.share.store(parsed.share, Ordering::Relaxed);
+                    st.share_seen.store(true, Ordering::Relaxed);
                 });
             }
         }
