@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared helpers of the load-test scripts (run.sh, ratelimit.sh, breaker.sh,
+# Shared helpers of the load-test scripts (run.sh, ratelimit.sh, regions.sh, breaker.sh,
 # slowloris.sh, ab.sh), sourced by each right after `set -euo pipefail`:
 #   . "$(dirname "$0")/lib.sh"
 # It defines functions and a few defaults only; each script keeps its own knobs and

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The load-test harness's one Python program (python3, standard library only).
 
-The scripts (run.sh, ratelimit.sh, breaker.sh, slowloris.sh, ab.sh) start and stop the
-servers and run wrk; what they measure they leave as files in their temp dir (wrk
-outputs, /metrics texts, Redis INFO, the probes' records), and this program parses,
+The scripts (run.sh, ratelimit.sh, regions.sh, breaker.sh, slowloris.sh, ab.sh) start
+and stop the servers and run wrk; what they measure they leave as files in their temp dir
+(wrk outputs, /metrics texts, Redis INFO, the probes' records), and this program parses,
 adds up and prints it: `report.py SUBCOMMAND ...` (`report.py -h` lists them). The
 probes the scripts run in the background (samplers, the slowloris attacker, the
 breaker's kill watcher, ...) live here too, so that /metrics has one parser.
