@@ -74,7 +74,9 @@ i = i + 1
 -- a moving average (a quarter of the newest window; the first window as it is): one noisy
 -- window of two saturated regions must not move rights back and forth.
 local seen = num('seen') + tonumber(ARGV[5])
-local ws = tonumber(redis.call('HGET', KEYS[1], 'ws')) or now
+-- A new hash publishes at once, the caller's count taken as one window's: an idle region
+-- says so in its first round, and a busy one is not taken for idle meanwhile.
+local ws = tonumber(redis.call('HGET', KEYS[1], 'ws')) or (now - tonumber(ARGV[6]))
 if now - ws >= tonumber(ARGV[6]) then
   local rate = seen * 1000000 / (now - ws)
   local smooth = rate
