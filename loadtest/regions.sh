@@ -23,9 +23,10 @@
 #   economy  2 regions, 8 and 8, policy 1000/s burst 1000 (ratelimit.sh a's hot key),
 #            replicate_every at its default (500 ms): Redis commands per admitted request
 #            in each region (target < 0.05), leases and replication apart
+#   economy1 the same with all traffic in region 0 (a hot key where its users are)
 #
 # Knobs (environment):
-#   SCENARIOS="one split50 split90 cut kill three economy"   which parts, in this order
+#   SCENARIOS="one split50 split90 cut kill three economy economy1"   which parts, in this order
 #   DURATION=12      seconds of wrk per part
 #   DELAY_MS=40      one-way delay between regions (a relay per pair), in ms
 #   INTERVAL=200     replicate_every, in ms
@@ -36,7 +37,7 @@ set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-SCENARIOS=${SCENARIOS:-one split50 split90 cut kill three economy}
+SCENARIOS=${SCENARIOS:-one split50 split90 cut kill three economy economy1}
 DURATION=${DURATION:-12}
 DELAY_MS=${DELAY_MS:-40}
 INTERVAL=${INTERVAL:-200}
@@ -44,7 +45,7 @@ THREADS=${THREADS:-1}
 
 require_positive DURATION INTERVAL THREADS
 is_uint "$DELAY_MS" || die "DELAY_MS must be a whole number of milliseconds"
-parse_list SCENARIOS SCENARIO_LIST scenario "one split50 split90 cut kill three economy"
+parse_list SCENARIOS SCENARIO_LIST scenario "one split50 split90 cut kill three economy economy1"
 require_tools wrk curl python3 timeout "$REDIS_SERVER" "$REDIS_CLI"
 
 setup_tmp gateway-regions "configs, logs, metrics snapshots, share samples"
@@ -63,6 +64,7 @@ declare -A PART=(
     [kill]="2 100 20 $INTERVAL 8 8"
     [three]="3 100 20 $INTERVAL 16 0 0"
     [economy]="2 1000 1000 500 8 8"
+    [economy1]="2 1000 1000 500 16 0"
 )
 
 # Writes the config of region R's gateway to $dir/gw-R.yaml.

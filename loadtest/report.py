@@ -943,10 +943,10 @@ def cmd_regions(a):
     for r, d in enumerate(per):
         bytes_per = d["bytes"] / d["rounds_ok"] if d["rounds_ok"] else None
         per_admitted = ratio(d["calls"], d["admitted"], ".4f")
-        economy = "" if scenario != "economy" or d["calls"] is None else " (target < %.2f: %s)" % (
+        economy = "" if not scenario.startswith("economy") or not d["admitted"] else " (target < %.2f: %s)" % (
             REGIONS_TARGETS["per_admitted_max"], st.verdict(
                 d["admitted"] > 0 and d["calls"] / d["admitted"] < REGIONS_TARGETS["per_admitted_max"],
-                "economy:region%d" % r))
+                "%s:region%d" % (scenario, r)))
         # Lease round trips (one key: one EVALSHA each) go to the gateway's own region.
         st.sum("   region %d: admitted %d, 429 %d, 5xx %d, fallback decisions %d, gives %d, Redis commands %s "
                "= %s per admitted%s (leases %s, replication %s), replication %s bytes per key per round "
