@@ -9,7 +9,7 @@
 mod common;
 
 use common::relay::DelayRelay;
-use common::{try_request, Gateway, RedisServer, Upstream};
+use common::{try_request, wait_for, Gateway, RedisServer, Upstream};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -905,4 +905,47 @@ fn a_region_with_half_the_traffic_keeps_about_half_the_rights() {
             shares.trace(1)
         );
     }
+}
+
+/// A one-way cut: region a cannot read b's Redis, b can read a's. All the traffic is in a,
+/// so b should give; but a would never merge what b gives (it cannot read b), and those
+/// rights would be lost to both until the link heals. b gives nothing while a does not
+/// hear it, and gives once it does.
+#[test]
+fn rights_go_only_to_a_region_that_hears_the_giver() {
+    let _turn = turn();
+    let regions = Regions::start(2, 0.05);
+    let client = "one-way";
+    regions.links[0][1].as_ref().unwrap().cut();
+    let duration = Duration::from_secs(4);
+    let load = start_load(regions.urls(), 4, duration, client, weights(&[1, 0]));
+    std::thread::sleep(Duration::from_secs(2));
+    let moved_during_cut = regions.moved(1, client);
+    let a_share_during_cut = regions.share(0, client);
+    regions.links[0][1].as_ref().unwrap().heal();
+    let healed = Instant::now();
+    let moved_after = wait_for(
+        "b to give to a after the heal",
+        Duration::from_secs(3),
+        || {
+            let moved = regions.moved(1, client);
+            (moved > 0).then_some(moved)
+        },
+    );
+    let gave_after = healed.elapsed();
+    let run = load.finish();
+    eprintln!(
+        "one-way cut: b gave {moved_during_cut} units while a could not read it (a's share {a_share_during_cut:?}); {moved_after} units {gave_after:?} after the heal; {}",
+        run.summary(2)
+    );
+    assert_eq!(run.other(None), 0, "no 5xx\n{}", regions.logs());
+    assert_eq!(
+        moved_during_cut,
+        0,
+        "b gave rights a could not hear of: {:?}\n{}",
+        regions.gives(1, client),
+        regions.logs()
+    );
+    assert_eq!(a_share_during_cut, Some(WHOLE / 2));
+    assert!(run.ratio() <= 1.0, "admitted/allowed {:.3}", run.ratio());
 }

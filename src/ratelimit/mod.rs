@@ -525,6 +525,11 @@ impl Limiter {
         Decision::from_take(take, b.time_to_full(shape), Reason::Untracked)
     }
 
+    /// The most keys one policy tracks.
+    pub fn max_keys(&self) -> usize {
+        self.config.max_keys
+    }
+
     /// Keys tracked, over all policies.
     pub fn keys(&self) -> usize {
         self.tables.iter().map(|t| t.len()).sum()

@@ -205,11 +205,13 @@ impl Replication {
             read_bytes += read.bytes;
             // Keys active in a peer are replicated here too: this region may have to give.
             for member in &read.active {
-                if let Some(name) = self.name_of(member) {
-                    known
-                        .entry(name)
-                        .and_modify(|k| k.active_at = now)
-                        .or_insert_with(|| self.unknown(now));
+                let Some(name) = self.name_of(member) else {
+                    continue;
+                };
+                if let Some(k) = known.get_mut(&name) {
+                    k.active_at = now;
+                } else if known.len() < self.max_keys() {
+                    known.insert(name, self.unknown(now));
                 }
             }
         }
@@ -218,6 +220,14 @@ impl Replication {
             .await;
         metrics.region_bytes(read_bytes, written);
         metrics.set_region_keys(names.len());
+    }
+
+    /// The most keys replicated at once: what the limiter itself may track. A flood of
+    /// keys (or a peer's active set) beyond it is not replicated, never an unbounded map.
+    fn max_keys(&self) -> usize {
+        self.limiter
+            .max_keys()
+            .saturating_mul(self.limiter.policies.len().max(1))
     }
 
     fn unknown(&self, now: Instant) -> Known {
@@ -243,10 +253,11 @@ impl Replication {
                     policy: PolicyId(p),
                     key: st.key.clone(),
                 };
-                known
-                    .entry(name.clone())
-                    .and_modify(|k| k.active_at = now)
-                    .or_insert_with(|| self.unknown(now));
+                if let Some(k) = known.get_mut(&name) {
+                    k.active_at = now;
+                } else if known.len() < self.max_keys() {
+                    known.insert(name.clone(), self.unknown(now));
+                }
                 counts.push((name, n));
             }
         }
@@ -267,6 +278,7 @@ impl Replication {
             let (url, keys, connect) = (link.url.clone(), rights_keys.clone(), self.redis.clone());
             let active = self.active_key();
             let fingerprint = self.split.fingerprint.clone();
+            let max_keys = self.max_keys();
             tasks.spawn(async move {
                 let mut conn = conn;
                 let read = read_peer(
@@ -279,6 +291,7 @@ impl Replication {
                     &keys,
                     regions,
                     &fingerprint,
+                    max_keys,
                 )
                 .await;
                 (i, conn, read)
@@ -351,9 +364,10 @@ impl Replication {
             // region has published its own demand for the key: before that it would look
             // idle to itself and give away what its own traffic needs.
             let published = rights.demand(me).version > 0;
+            let unheard = self.unheard(stale, reads, i, rights.demand(me).version);
             let transfers = match (k.gen, published, Replica::restore(crdt, me, rights.clone())) {
                 (Some(_), true, Ok(replica)) => {
-                    regions::plan(crdt, me, &View::of(&replica, crdt, stale), margin)
+                    regions::plan(crdt, me, &View::of(&replica, crdt, unheard), margin)
                 }
                 _ => Vec::new(),
             };
@@ -491,6 +505,38 @@ impl Replication {
         bytes
     }
 
+    /// The regions a give of key `i` must not go to: those not read in this round, and
+    /// those that do not hear this region: they never merged its demand register, or their
+    /// copy (their merge of what they read here) lags it by more than `stale_after` worth
+    /// of rounds, or they hold no rights for the key yet. What goes to a region that cannot read it would be
+    /// lost to everyone until it can (an asymmetric cut, a region whose gateways stopped).
+    fn unheard(
+        &self,
+        stale: RegionSet,
+        reads: &[(usize, PeerRead)],
+        i: usize,
+        mine: u64,
+    ) -> RegionSet {
+        let cfg = &self.split.config;
+        let rounds = cfg.stale_after.as_nanos() / cfg.replicate_every.as_nanos().max(1);
+        let lag = u64::try_from(rounds).unwrap_or(u64::MAX).max(2);
+        let me = self.split.me;
+        let mut out = stale;
+        for (peer, read) in reads {
+            let heard = match read.rights.get(i) {
+                Some(Some(theirs)) => {
+                    let copy = theirs.demand(me).version;
+                    copy > 0 && copy.saturating_add(lag) >= mine
+                }
+                _ => false,
+            };
+            if !heard {
+                out = out.with(region_id(*peer));
+            }
+        }
+        out
+    }
+
     /// Sends the pipeline to this region's Redis; `None` when it failed (the next round
     /// sends again from the same view: merges and gives are idempotent per `gen`).
     async fn send_own(
@@ -603,6 +649,7 @@ async fn read_peer(
     keys: &[Vec<u8>],
     regions: usize,
     fingerprint: &str,
+    max_keys: usize,
 ) -> Result<PeerRead, redis::RedisError> {
     if conn.is_none() {
         *conn = Some(connect(url, redis_cfg, timeout).await?);
@@ -614,7 +661,10 @@ async fn read_peer(
     pipe.cmd("ZRANGEBYSCORE")
         .arg(active)
         .arg(since_ms)
-        .arg("+inf");
+        .arg("+inf")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(max_keys);
     for k in keys {
         pipe.cmd("HGETALL").arg(k);
     }
