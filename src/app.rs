@@ -148,7 +148,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
     ));
 
     let drain = Arc::new(Drain::new());
-    let admin = admin(&metrics, &state, &drain);
+    let admin = admin(config, &metrics, &state, &drain);
     let gateway = Gateway {
         state,
         metrics: metrics.clone(),
@@ -243,10 +243,17 @@ fn open_access_log(config: &Config, metrics: &Metrics) -> Result<Option<AccessLo
     })
 }
 
-/// The admin endpoints, reading pool health from the snapshot in force.
-fn admin(metrics: &Arc<Metrics>, state: &Arc<ArcSwap<Snapshot>>, drain: &Arc<Drain>) -> Admin {
+/// The admin endpoints, reading pool health from the snapshot in force; the token is the
+/// one of the config at start (a change needs a restart, like the listeners).
+fn admin(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    state: &Arc<ArcSwap<Snapshot>>,
+    drain: &Arc<Drain>,
+) -> Admin {
     let state = state.clone();
     Admin {
+        token: config.admin.token.clone(),
         metrics: metrics.clone(),
         pools_not_ready: Box::new(move || {
             state

@@ -4,7 +4,7 @@
 //! SIGHUP ─► read + validate the file ──problems──► keep serving the old config, log each one
 //!                 │ ok
 //!                 ▼
-//!          a change that needs a restart (listen, server, rate_limits.redis, access_log)?
+//!          a change that needs a restart (listen, admin, server, rate_limits.redis, access_log)?
 //!                 │ yes ─► refused: keep the old config, say what changed and `-u`
 //!                 ▼ no
 //!          build the new snapshot: unchanged pools carried over with their health and
@@ -65,6 +65,9 @@ pub fn restart_only_changes(now: &Config, next: &Config) -> Vec<String> {
     let mut changed = Vec::new();
     if now.listen != next.listen {
         changed.push("listen (addresses are bound at start)".to_string());
+    }
+    if now.admin != next.admin {
+        changed.push("admin (the token is read at start)".to_string());
     }
     if now.server != next.server {
         changed.push("server (threads and process settings are fixed at start)".to_string());

@@ -3,6 +3,7 @@
 //! Loading never touches the network. Upstream addresses that are DNS names are
 //! kept as names here and resolved once when the server is built.
 
+mod admin;
 mod auth;
 mod breaker;
 mod edge;
@@ -18,6 +19,7 @@ mod upstreams;
 mod validator;
 mod values;
 
+pub use admin::{AdminConfig, AdminToken};
 pub use breaker::BreakerConfig;
 pub use edge::{EdgeConfig, EscapedSlashes, PathConfig, PathParameters, UnderscoreHeaders};
 pub use observability::{AccessLogConfig, CorrelationConfig, LogDestination};
@@ -85,6 +87,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Path normalisation and header-name rules, applied before routing.
     pub edge: EdgeConfig,
+    /// What the admin listener asks for.
+    pub admin: AdminConfig,
 }
 
 /// One thing wrong with a config file.
@@ -207,6 +211,7 @@ const fn ms(n: u64) -> Duration {
 /// broken section does not hide the problems of another.
 pub const SECTIONS: &[&str] = &[
     "listen",
+    "admin",
     "server",
     "ping",
     "upstreams",
@@ -254,6 +259,7 @@ impl Validator<'_> {
         self.known_sections(&doc);
 
         let listen: server::raw::Listen = self.section(&mut doc, "listen");
+        let admin: admin::raw::Admin = self.section(&mut doc, "admin");
         let server: server::raw::Server = self.section(&mut doc, "server");
         let ping: routes::raw::Ping = self.section(&mut doc, "ping");
         let edge: EdgeConfig = self.section(&mut doc, "edge");
@@ -273,6 +279,7 @@ impl Validator<'_> {
         if listen.proxy == listen.admin && listen.proxy.port() != 0 {
             self.problem("listen.admin", "must differ from listen.proxy");
         }
+        let admin = self.admin(admin, &listen);
         let server = self.server(server);
         let ping = self.ping(ping, &rate_limits);
         let upstreams = self.pools(doc.remove("upstreams"));
@@ -291,6 +298,7 @@ impl Validator<'_> {
             rate_limits,
             auth,
             edge,
+            admin,
         })
     }
 

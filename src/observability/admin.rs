@@ -1,4 +1,6 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`. Bound to loopback by default.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`. Bound to loopback by default;
+//! with `admin.token` (required elsewhere) everything but the two probes asks for it as a
+//! bearer token.
 
 use super::Metrics;
 use crate::drain::Drain;
@@ -7,6 +9,7 @@ use http::{header, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
 /// The admin endpoints' application.
 pub struct Admin {
@@ -16,6 +19,8 @@ pub struct Admin {
     pub pools_not_ready: Box<dyn Fn() -> Vec<String> + Send + Sync>,
     /// Draining (after SIGTERM): not ready, so load balancers stop sending.
     pub drain: Arc<Drain>,
+    /// The digest of the bearer token asked for, if any (see `config::AdminConfig`).
+    pub token: Option<crate::config::AdminToken>,
 }
 
 impl Admin {
@@ -29,6 +34,23 @@ impl Admin {
             .into_iter()
             .chain((self.pools_not_ready)())
             .collect()
+    }
+
+    /// Whether a request may see `path`: the probes always (load balancers and kubelets
+    /// carry no token), the rest with the bearer token when one is configured. Digests
+    /// compared in constant time: the time taken says nothing of how much matched.
+    fn allowed(&self, path: &str, authorization: Option<&[u8]>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        if matches!(path, "/healthz" | "/readyz") {
+            return true;
+        }
+        let Some(sent) = authorization.and_then(|a| a.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        let digest = crate::config::AdminToken::digest(sent);
+        digest.ct_eq(&token.0).into()
     }
 
     fn answer(&self, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
@@ -64,9 +86,18 @@ impl Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path().to_string();
-        let (status, content_type, body) = self.answer(&path);
-        Response::builder()
+        let req = session.req_header();
+        let path = req.uri.path().to_string();
+        let authorization = req.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        let mut reply = Response::builder();
+        let (status, content_type, body) = if self.allowed(&path, authorization) {
+            self.answer(&path)
+        } else {
+            reply = reply.header(header::WWW_AUTHENTICATE, "Bearer realm=\"gateway admin\"");
+            let body = br#"{"error":"unauthorized: send the admin token as Authorization: Bearer <token>"}"#;
+            (StatusCode::UNAUTHORIZED, "application/json", body.to_vec())
+        };
+        reply
             .status(status)
             .header(header::CONTENT_TYPE, content_type)
             .header(header::CONTENT_LENGTH, body.len())

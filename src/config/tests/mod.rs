@@ -547,3 +547,63 @@ fn this_regions_redis_is_the_limiters() {
         "{p:#?}"
     );
 }
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    let open = format!("listen:\n  proxy: 0.0.0.0:8000\n  admin: 0.0.0.0:9100\n{MINIMAL}");
+    let p = problems(&open);
+    assert!(has(&p, "listen.admin", "set admin.token"), "{p:#?}");
+    let with = format!("{open}admin:\n  token: a-long-enough-admin-token\n");
+    let c = parse(&with).unwrap();
+    assert_eq!(
+        c.admin.token,
+        Some(AdminToken(AdminToken::digest(b"a-long-enough-admin-token")))
+    );
+    assert!(
+        !format!("{:?}", c.admin).contains("a-long-enough"),
+        "the token is never printed"
+    );
+    // Loopback needs none; a token there is still honoured.
+    assert_eq!(parse(MINIMAL).unwrap().admin.token, None);
+}
+
+#[test]
+fn admin_tokens_are_checked() {
+    let p = problems(&format!("{MINIMAL}admin:\n  token: short\n"));
+    assert!(
+        has(
+            &p,
+            "admin.token",
+            "must be at least 16 characters, got 5 characters"
+        ),
+        "{p:#?}"
+    );
+    let p = problems(&format!(
+        "{MINIMAL}admin:\n  token: \"has a space in it ok\"\n"
+    ));
+    assert!(has(&p, "admin.token", "visible ASCII"), "{p:#?}");
+    let p = problems(&format!(
+        "{MINIMAL}admin:\n  token: a-long-enough-admin-token\n  token_file: /nonexistent\n"
+    ));
+    assert!(has(&p, "admin", "not both"), "{p:#?}");
+    let p = problems(&format!(
+        "{MINIMAL}admin:\n  token_file: /nonexistent/token\n"
+    ));
+    assert!(
+        has(&p, "admin.token_file", "cannot read \"/nonexistent/token\""),
+        "{p:#?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "from-a-file-0123456789\n").unwrap();
+    let c = parse(&format!(
+        "{MINIMAL}admin:\n  token_file: {}\n",
+        file.display()
+    ))
+    .unwrap();
+    assert_eq!(
+        c.admin.token,
+        Some(AdminToken(AdminToken::digest(b"from-a-file-0123456789"))),
+        "the trailing newline is not part of the token"
+    );
+}
