@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests and load tests need, when they are missing:
-# redis-server (tests), python3 (a real WSGI upstream in tests/edge.rs), nginx + wrk
-# (load tests), cmake + a C compiler (Pingora's build). `install-deps.sh build`: only
+# redis-server (tests), python3 (a real WSGI upstream in tests/edge.rs), prometheus +
+# promtool (tests/prometheus.rs), nginx + wrk (load tests), cmake + a C compiler
+# (Pingora's build). `install-deps.sh build`: only
 # what the build needs (for scripts/run.sh).
 set -euo pipefail
 
@@ -13,6 +14,7 @@ if [ "${1:-}" != build ]; then
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
