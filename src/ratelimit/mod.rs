@@ -477,6 +477,17 @@ impl Limiter {
         }
     }
 
+    /// `<policy>:<client key>`: a key's name in Redis (after the key prefix) and in the
+    /// regions' active-key sets.
+    pub(crate) fn key_name(&self, policy: PolicyId, key: &[u8]) -> Vec<u8> {
+        let policy = self.policies.get(policy.0).map_or("", |p| p.name.as_str());
+        let mut name = Vec::with_capacity(policy.len() + 1 + key.len());
+        name.extend_from_slice(policy.as_bytes());
+        name.push(b':');
+        name.extend_from_slice(key);
+        name
+    }
+
     /// With regions, counts the request toward the region's demand for the key.
     fn count_request(&self, st: &KeyState) {
         if self.regions.is_some() {
@@ -486,19 +497,25 @@ impl Limiter {
 
     fn fallback(&self, st: &KeyState, policy: &Policy, now: u64) -> Decision {
         let d = match policy.on_redis_error {
-            OnRedisError::Local if self.regions.is_some() => {
-                // This instance's part of the region's last known share, not of the whole;
-                // of the floor for a key whose share it never heard (the region may have
-                // given the rest away, never the floor).
-                let share = match (&self.regions, st.share_seen.load(Ordering::Relaxed)) {
-                    (Some(split), false) => split.config.min_share,
-                    _ => st.share.load(Ordering::Relaxed),
+            OnRedisError::Local => {
+                // With regions, this instance's part of the region's last known share, not
+                // of the whole; of the floor for a key whose share it never heard (the
+                // region may have given the rest away, never the floor).
+                let shape = match &self.regions {
+                    None => policy.fallback_shape,
+                    Some(split) => {
+                        let share = if st.share_seen.load(Ordering::Relaxed) {
+                            st.share.load(Ordering::Relaxed)
+                        } else {
+                            split.config.min_share
+                        };
+                        policy
+                            .fallback_shape
+                            .scaled(share as f64 / SHARE_UNITS as f64)
+                    }
                 };
-                let share = share as f64 / SHARE_UNITS as f64;
-                let shape = policy.fallback_shape.scaled(share);
                 self.local(st, &shape, now, UNREACHABLE)
             }
-            OnRedisError::Local => self.local(st, &policy.fallback_shape, now, UNREACHABLE),
             OnRedisError::Open => Decision::allowed(0, Duration::ZERO, UNREACHABLE),
             OnRedisError::Closed => Decision::limited(Duration::from_secs(1), UNREACHABLE),
         };

@@ -593,16 +593,7 @@ impl Replication {
 
     /// `<policy>:<key>`: a key's name in the active sets.
     fn member(&self, name: &Name) -> Vec<u8> {
-        let policy = self
-            .limiter
-            .policies
-            .get(name.policy.0)
-            .map_or("", |p| p.name.as_str());
-        let mut m = Vec::with_capacity(policy.len() + 1 + name.key.len());
-        m.extend_from_slice(policy.as_bytes());
-        m.push(b':');
-        m.extend_from_slice(&name.key);
-        m
+        self.limiter.key_name(name.policy, &name.key)
     }
 
     /// The key a member of an active set names, if its policy is configured here.
@@ -627,14 +618,19 @@ impl Replication {
     }
 
     fn rights_key(&self, name: &Name) -> Vec<u8> {
-        let mut k = self.bucket_key(name);
-        k.extend_from_slice(b":rights");
-        k
+        rights_key(&self.bucket_key(name))
     }
 
     fn active_key(&self) -> String {
         format!("{}regions:active", self.redis.key_prefix)
     }
+}
+
+/// The rights hash that goes with a bucket key (the same name, `:rights` appended).
+pub(super) fn rights_key(bucket: &[u8]) -> Vec<u8> {
+    let mut k = bucket.to_vec();
+    k.extend_from_slice(b":rights");
+    k
 }
 
 /// One peer's read: its active keys and the rights of `keys`, in one round trip.

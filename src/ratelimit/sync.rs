@@ -46,18 +46,8 @@ impl LeaseSync {
     }
 
     fn redis_key(&self, st: &super::KeyState) -> Vec<u8> {
-        let policy = self
-            .limiter
-            .policies
-            .get(st.policy.0)
-            .map_or("", |p| p.name.as_str());
-        let mut k = Vec::with_capacity(
-            self.shared.config.key_prefix.len() + policy.len() + 1 + st.key.len(),
-        );
-        k.extend_from_slice(self.shared.config.key_prefix.as_bytes());
-        k.extend_from_slice(policy.as_bytes());
-        k.push(b':');
-        k.extend_from_slice(&st.key);
+        let mut k = self.shared.config.key_prefix.as_bytes().to_vec();
+        k.extend_from_slice(&self.limiter.key_name(st.policy, &st.key));
         k
     }
 
@@ -166,8 +156,7 @@ impl LeaseSync {
             let cmd = pipe.cmd("EVALSHA").arg(self.script.get_hash());
             if self.limiter.regions.is_some() {
                 // This region's part: the script scales the bucket by the rights' share.
-                let mut rights = bucket.clone();
-                rights.extend_from_slice(b":rights");
+                let rights = super::replication::rights_key(&bucket);
                 cmd.arg(2).arg(bucket).arg(rights);
             } else {
                 cmd.arg(1).arg(bucket);
