@@ -1,6 +1,7 @@
 //! Wires a Pingora `Server` and its services (proxy, admin, health checks) from a [`Config`].
 
 use crate::config::{Config, LogDestination};
+use crate::dashboard::{Dashboard, Sampler};
 use crate::drain::Drain;
 use crate::observability::{AccessLog, Admin, Metrics};
 use crate::proxy::{BareProxy, Gateway, Snapshot};
@@ -148,13 +149,23 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
     ));
 
     let drain = Arc::new(Drain::new());
-    let admin = admin(config, &metrics, &state, &drain);
+    let dashboard = Arc::new(Dashboard::new(options.config_path.clone()));
+    server.add_service(background_service(
+        "dashboard sampler",
+        Sampler {
+            dashboard: dashboard.clone(),
+            metrics: metrics.clone(),
+            state: state.clone(),
+        },
+    ));
+    let admin = admin(config, &metrics, &state, &drain, &dashboard);
     let gateway = Gateway {
         state,
         metrics: metrics.clone(),
         access_log,
         upstream_idle_timeout: config.server.upstream_idle_timeout,
         drain: drain.clone(),
+        dashboard,
     };
     add_listeners(&mut server, config, gateway, admin, &drain, metrics);
     let signals = Signals::new(
@@ -250,9 +261,18 @@ fn admin(
     metrics: &Arc<Metrics>,
     state: &Arc<ArcSwap<Snapshot>>,
     drain: &Arc<Drain>,
+    dashboard: &Arc<Dashboard>,
 ) -> Admin {
+    let stats = {
+        let (state, metrics, dashboard) = (state.clone(), metrics.clone(), dashboard.clone());
+        move || {
+            let stats = dashboard.stats(&state.load(), &metrics);
+            serde_json::to_vec(&stats).unwrap_or_default()
+        }
+    };
     let state = state.clone();
     Admin {
+        stats: Box::new(stats),
         token: config.admin.token.clone(),
         metrics: metrics.clone(),
         pools_not_ready: Box::new(move || {

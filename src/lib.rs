@@ -12,6 +12,7 @@
 //! - [`reload`]: SIGHUP re-reads the config and swaps routes, pools and auth at once
 //! - [`routing`]: host + path-prefix routes, upstream pools, health
 //! - [`observability`]: metrics, access log, admin endpoints
+//! - [`dashboard`]: the live page on the admin listener and its `/api/stats`
 //! - [`server`]: the connection loop (header deadlines, idle timeout, connection cap) and signals
 //! - [`drain`]: shutting down: draining flag and in-flight request count
 
@@ -21,6 +22,7 @@ pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod correlation;
+pub mod dashboard;
 pub mod drain;
 pub mod edge;
 pub mod observability;

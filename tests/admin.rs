@@ -86,3 +86,71 @@ fn an_open_admin_listener_off_loopback_is_refused_at_start() {
         "{text}"
     );
 }
+
+/// A browser cannot send a bearer token when it opens a page: the dashboard takes the
+/// token as the password of Basic authentication (the browser asks for it on the 401,
+/// then sends it with the page's every request), any user name, nothing else.
+#[test]
+fn the_dashboard_takes_the_token_as_a_basic_password_and_nothing_less() {
+    use base64::Engine;
+    let up = Upstream::start("app");
+    let gw = Gateway::start_with(|proxy, admin| {
+        config(&up, proxy, admin, &format!("admin:\n  token: {TOKEN}\n"))
+    });
+    let at = |path: &str| format!("http://127.0.0.1:{}{path}", gw.admin_port);
+    let basic = |credentials: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        )
+    };
+    let refused = [
+        basic(&format!("admin:{TOKEN}x")),
+        basic(&format!("admin:{}", &TOKEN[..TOKEN.len() - 1])),
+        basic(&format!("{TOKEN}:")), // the token as the user name
+        basic(TOKEN),                // no colon at all
+        "Basic !!!not-base64!!!".to_string(),
+        format!("Basic {TOKEN}"), // the raw token, not encoded
+    ];
+    for path in ["/dashboard", "/api/stats"] {
+        let r = get(&at(path), &[]);
+        assert_eq!(r.status, 401, "{path}");
+        let challenges: Vec<&str> = r
+            .headers
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert!(
+            challenges.iter().any(|c| c.starts_with("Basic realm=")),
+            "a browser must be asked: {challenges:?}"
+        );
+        assert!(!r.body.contains("<html"), "no page before the token");
+        for header in &refused {
+            let r = get(&at(path), &[("authorization", header.as_str())]);
+            assert_eq!(r.status, 401, "{header} on {path}");
+        }
+        for user in ["admin", "", "anyone"] {
+            let r = get(
+                &at(path),
+                &[("authorization", &basic(&format!("{user}:{TOKEN}")))],
+            );
+            assert_eq!(r.status, 200, "user {user:?} on {path}: {}", r.body);
+        }
+    }
+    let page = get(
+        &at("/dashboard"),
+        &[("authorization", &basic(&format!("ops:{TOKEN}")))],
+    );
+    assert!(page.body.contains("<canvas"), "the page itself");
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'sha256-"),
+        "{csp}"
+    );
+    let stats = get(
+        &at("/api/stats"),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(stats.json()["version"], env!("CARGO_PKG_VERSION"));
+}

@@ -1,6 +1,8 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`. Bound to loopback by default;
-//! with `admin.token` (required elsewhere) everything but the two probes asks for it as a
-//! bearer token.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, the live `/dashboard` and its
+//! `/api/stats`. Bound to loopback by default; with `admin.token` (required elsewhere)
+//! everything but the two probes asks for it: as a bearer token (Prometheus, curl), or as
+//! the password of HTTP Basic authentication (a browser asks for it, then sends it with
+//! every request of the page), any user name.
 
 use super::Metrics;
 use crate::drain::Drain;
@@ -19,8 +21,56 @@ pub struct Admin {
     pub pools_not_ready: Box<dyn Fn() -> Vec<String> + Send + Sync>,
     /// Draining (after SIGTERM): not ready, so load balancers stop sending.
     pub drain: Arc<Drain>,
-    /// The digest of the bearer token asked for, if any (see `config::AdminConfig`).
+    /// The digest of the bearer token asked for, if any (see `config::AdminToken`).
     pub token: Option<crate::config::AdminToken>,
+    /// The JSON of `/api/stats`, for the config in force.
+    pub stats: Box<dyn Fn() -> Vec<u8> + Send + Sync>,
+}
+
+/// One reply of the admin listener.
+struct Answer {
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+    /// Extra headers (the page's content security policy, no caching of stats).
+    headers: Vec<(header::HeaderName, String)>,
+}
+
+impl Answer {
+    fn new(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            content_type,
+            body,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// The page's content security policy: nothing from elsewhere, its inline script and
+/// style allowed by their digests only, its requests to this listener only.
+fn page_csp() -> &'static str {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CSP.get_or_init(|| {
+        let digest = |open: &str, close: &str| {
+            use base64::Engine;
+            use sha2::Digest;
+            let inner = crate::dashboard::PAGE
+                .split_once(open)
+                .and_then(|(_, rest)| rest.split_once(close))
+                .map_or("", |(inner, _)| inner);
+            let hash = sha2::Sha256::digest(inner.as_bytes());
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(hash)
+            )
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            digest("<script>", "</script>"),
+            digest("<style>", "</style>")
+        )
+    })
 }
 
 impl Admin {
@@ -46,22 +96,39 @@ impl Admin {
         if matches!(path, "/healthz" | "/readyz") {
             return true;
         }
-        let Some(sent) = authorization.and_then(|a| a.strip_prefix(b"Bearer ")) else {
+        let Some(sent) = authorization.and_then(presented_token) else {
             return false;
         };
-        let digest = crate::config::AdminToken::digest(sent);
+        let digest = crate::config::AdminToken::digest(&sent);
         digest.ct_eq(&token.0).into()
     }
 
-    fn answer(&self, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
+    fn answer(&self, path: &str) -> Answer {
         const JSON: &str = "application/json";
         match path {
-            "/metrics" => (
+            "/metrics" => Answer::new(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
                 self.metrics.render().into_bytes(),
             ),
-            "/healthz" => (StatusCode::OK, JSON, br#"{"status":"alive"}"#.to_vec()),
+            "/healthz" => Answer::new(StatusCode::OK, JSON, br#"{"status":"alive"}"#.to_vec()),
+            "/dashboard" => Answer {
+                headers: vec![
+                    (header::CONTENT_SECURITY_POLICY, page_csp().to_string()),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
+                    (header::REFERRER_POLICY, "no-referrer".into()),
+                    (header::CACHE_CONTROL, "no-cache".into()),
+                ],
+                ..Answer::new(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    crate::dashboard::PAGE.as_bytes().to_vec(),
+                )
+            },
+            "/api/stats" => Answer {
+                headers: vec![(header::CACHE_CONTROL, "no-store".into())],
+                ..Answer::new(StatusCode::OK, JSON, (self.stats)())
+            },
             "/readyz" => {
                 let reasons = self.not_ready();
                 let (status, body) = if reasons.is_empty() {
@@ -72,15 +139,30 @@ impl Admin {
                         serde_json::json!({"status": "not ready", "reasons": reasons}),
                     )
                 };
-                (status, JSON, body.to_string().into_bytes())
+                Answer::new(status, JSON, body.to_string().into_bytes())
             }
-            _ => (
+            _ => Answer::new(
                 StatusCode::NOT_FOUND,
                 JSON,
-                br#"{"error":"not found","endpoints":["/metrics","/healthz","/readyz"]}"#.to_vec(),
+                br#"{"error":"not found","endpoints":["/metrics","/healthz","/readyz","/dashboard","/api/stats"]}"#.to_vec(),
             ),
         }
     }
+}
+
+/// The token in an `Authorization` header: `Bearer <token>`, or `Basic` with the token as
+/// the password (the user name is ignored).
+fn presented_token(authorization: &[u8]) -> Option<Vec<u8>> {
+    if let Some(token) = authorization.strip_prefix(b"Bearer ") {
+        return Some(token.to_vec());
+    }
+    use base64::Engine;
+    let encoded = authorization.strip_prefix(b"Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    Some(decoded.get(colon + 1..)?.to_vec())
 }
 
 #[async_trait]
@@ -89,19 +171,34 @@ impl ServeHttp for Admin {
         let req = session.req_header();
         let path = req.uri.path().to_string();
         let authorization = req.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-        let mut reply = Response::builder();
-        let (status, content_type, body) = if self.allowed(&path, authorization) {
+        let answer = if self.allowed(&path, authorization) {
             self.answer(&path)
         } else {
-            reply = reply.header(header::WWW_AUTHENTICATE, "Bearer realm=\"gateway admin\"");
-            let body = br#"{"error":"unauthorized: send the admin token as Authorization: Bearer <token>"}"#;
-            (StatusCode::UNAUTHORIZED, "application/json", body.to_vec())
+            // Bearer for programs; Basic so that a browser asks for the token (as password).
+            let body = br#"{"error":"unauthorized: send the admin token as Authorization: Bearer <token> (or as the password of Basic authentication)"}"#;
+            Answer {
+                headers: vec![
+                    (
+                        header::WWW_AUTHENTICATE,
+                        "Bearer realm=\"gateway admin\"".into(),
+                    ),
+                    (
+                        header::WWW_AUTHENTICATE,
+                        "Basic realm=\"gateway admin\", charset=\"UTF-8\"".into(),
+                    ),
+                ],
+                ..Answer::new(StatusCode::UNAUTHORIZED, "application/json", body.to_vec())
+            }
         };
+        let mut reply = Response::builder()
+            .status(answer.status)
+            .header(header::CONTENT_TYPE, answer.content_type)
+            .header(header::CONTENT_LENGTH, answer.body.len());
+        for (name, value) in answer.headers {
+            reply = reply.header(name, value);
+        }
         reply
-            .status(status)
-            .header(header::CONTENT_TYPE, content_type)
-            .header(header::CONTENT_LENGTH, body.len())
-            .body(body)
+            .body(answer.body)
             .unwrap_or_else(|_| Response::new(Vec::new()))
     }
 }

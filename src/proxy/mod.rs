@@ -70,6 +70,8 @@ pub struct Gateway {
     pub upstream_idle_timeout: Option<Duration>,
     /// Shutting down: every response closes its client connection.
     pub drain: Arc<Drain>,
+    /// The live dashboard: told of the responses the gateway makes itself.
+    pub dashboard: Arc<crate::dashboard::Dashboard>,
 }
 
 /// The socket peer's IP (not the derived client: X-Forwarded-For appends this hop).
@@ -386,6 +388,7 @@ impl ProxyHttp for Gateway {
         let route = self.metrics.route(ctx.route, &ctx.snapshot.route_metrics);
         self.metrics
             .observe_request(route, status, elapsed.as_secs_f64());
+        self.tell_dashboard(status, ctx);
         let Some(log) = &self.access_log else {
             return;
         };

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::TierId;
+use crate::dashboard::Client;
 use crate::edge::Refusal;
 
 impl Gateway {
@@ -171,6 +172,26 @@ impl Gateway {
         if self.drain.is_draining() {
             session.set_keepalive(None);
         }
+    }
+
+    /// A response the gateway made itself, or a refusal: for the dashboard's blocked
+    /// clients and last errors. Proxied responses (even an upstream's 429) are not its.
+    pub(super) fn tell_dashboard(&self, status: u16, ctx: &Ctx) {
+        let Some(failure) = ctx.error.filter(|_| status >= 400) else {
+            return;
+        };
+        let client = match (&ctx.principal, ctx.client_ip) {
+            (Some(p), _) => Client::Consumer(&p.consumer),
+            (None, Some(ip)) => Client::Ip(ip),
+            (None, None) => Client::Unknown,
+        };
+        self.dashboard.record(
+            status,
+            failure.as_str(),
+            Self::route_name(ctx),
+            ctx.request_id(),
+            client,
+        );
     }
 
     pub(super) fn route_name(ctx: &Ctx) -> &str {

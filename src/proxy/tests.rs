@@ -27,6 +27,7 @@ fn gateway(text: &str) -> Gateway {
         access_log: None,
         upstream_idle_timeout: None,
         drain: Arc::new(crate::drain::Drain::new()),
+        dashboard: Arc::new(crate::dashboard::Dashboard::new(None)),
     }
 }
 

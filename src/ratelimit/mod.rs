@@ -24,6 +24,7 @@ mod lease;
 mod policy;
 pub mod regions;
 mod replication;
+pub(crate) use replication::{connect, io_error};
 mod service;
 mod sync;
 
@@ -238,6 +239,18 @@ impl Limiter {
     /// True when limits are shared through Redis.
     pub fn is_distributed(&self) -> bool {
         self.shared.is_some()
+    }
+
+    /// With Redis: whether the lease sync reaches it now (`None` without Redis).
+    pub fn redis_reachable(&self) -> Option<bool> {
+        self.shared
+            .as_ref()
+            .map(|s| s.redis_ok.load(Ordering::Acquire))
+    }
+
+    /// The Redis this limiter shares its limits through, if any.
+    pub fn redis_config(&self) -> Option<&RedisConfig> {
+        self.shared.as_ref().map(|s| &s.config)
     }
 
     /// The background service: lease sync with Redis, or eviction alone without it.

@@ -767,7 +767,7 @@ fn parse_fields(regions: usize, fields: &[Vec<u8>]) -> Option<Parsed> {
     Some(p)
 }
 
-async fn connect(
+pub(crate) async fn connect(
     url: &str,
     cfg: &RedisConfig,
     timeout: Duration,
@@ -782,7 +782,7 @@ async fn connect(
         .map_err(|_| io_error("connect timeout"))?
 }
 
-fn io_error(what: &'static str) -> redis::RedisError {
+pub(crate) fn io_error(what: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Io, what))
 }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +42,22 @@ struct BackendHealth {
     checked: AtomicBool,
     /// `None` when the pool's breaker is disabled. Locked briefly, never across an await.
     breaker: Option<Mutex<Breaker>>,
+    /// When the breaker last changed state ([`Clock`] ns; 0: never, since the pool was built).
+    breaker_changed: AtomicU64,
+}
+
+/// One backend as the dashboard shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BackendReport {
+    pub backend: String,
+    /// By active health checks (always true without them).
+    pub healthy: bool,
+    /// Whether a first health check has finished (false without health checks).
+    pub checked: bool,
+    /// `closed`, `open` or `half_open`; `None` without a breaker.
+    pub breaker: Option<&'static str>,
+    /// Seconds since the breaker's last change of state (or since the pool was built).
+    pub breaker_since_seconds: Option<f64>,
 }
 
 impl std::fmt::Debug for PoolHealth {
@@ -67,6 +83,7 @@ impl PoolHealth {
                         .circuit_breaker
                         .as_ref()
                         .map(|c| Mutex::new(Breaker::new(c.clone()))),
+                    breaker_changed: AtomicU64::new(0),
                 })
                 .collect(),
             healthy: AtomicUsize::new(addrs.len()),
@@ -171,6 +188,7 @@ impl PoolHealth {
     }
 
     fn transition(&self, b: &BackendHealth, t: Transition) {
+        b.breaker_changed.store(self.clock.now(), Ordering::Relaxed);
         if t.to == Phase::Open && t.from != Phase::Open {
             self.open.fetch_add(1, Ordering::AcqRel);
         } else if t.from == Phase::Open && t.to != Phase::Open {
@@ -218,6 +236,29 @@ impl PoolHealth {
             ));
         }
         (!self.any_healthy()).then(|| format!("pool {}: no healthy backend", self.name))
+    }
+
+    /// Every backend's health and breaker, for the dashboard (locks each breaker briefly).
+    pub fn report(&self) -> Vec<BackendReport> {
+        let now = self.clock.now();
+        self.backends
+            .iter()
+            .map(|b| BackendReport {
+                backend: b.label.clone(),
+                healthy: b.healthy.load(Ordering::Relaxed),
+                checked: self.has_health_check && b.checked.load(Ordering::Acquire),
+                breaker: b.breaker.as_ref().map(|m| lock(m).state().phase().name()),
+                breaker_since_seconds: b.breaker.as_ref().map(|_| {
+                    let since = now.saturating_sub(b.breaker_changed.load(Ordering::Relaxed));
+                    Duration::from_nanos(since).as_secs_f64()
+                }),
+            })
+            .collect()
+    }
+
+    /// Whether the pool runs active health checks.
+    pub fn has_health_check(&self) -> bool {
+        self.has_health_check
     }
 
     fn find(&self, target: &Backend) -> Option<&BackendHealth> {

@@ -5,7 +5,7 @@ mod health;
 mod pool;
 mod resolve;
 
-pub use health::{BackendAttempt, PoolHealth};
+pub use health::{BackendAttempt, BackendReport, PoolHealth};
 pub use pool::Pool;
 pub use resolve::{describe as describe_unresolved, resolve_backends, ResolveError};
 

@@ -139,3 +139,40 @@ impl Metrics {
         self.limits.keys.set(n as i64);
     }
 }
+
+/// The limiter's work with Redis and its decisions so far, for the dashboard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct LimiterTotals {
+    pub redis_round_trips: u64,
+    pub redis_errors: u64,
+    /// The moving average of the lease round trip, in milliseconds.
+    pub redis_round_trip_ms: f64,
+    pub allowed: u64,
+    pub limited: u64,
+    /// Decided without Redis (unreachable, or a key it never answered for).
+    pub fallback: u64,
+}
+
+impl Metrics {
+    pub fn limiter_totals(&self) -> LimiterTotals {
+        use prometheus::core::Collector;
+        let mut t = LimiterTotals {
+            redis_round_trips: self.limits.redis_round_trips.get(),
+            redis_errors: self.limits.redis_errors.get(),
+            redis_round_trip_ms: self.limits.redis_round_trip.get() * 1e3,
+            ..LimiterTotals::default()
+        };
+        for family in self.limits.decisions.collect() {
+            for m in family.metric.iter() {
+                let n = m.counter.value() as u64;
+                match super::requests::label(m, "outcome") {
+                    Some("allowed") => t.allowed += n,
+                    Some("limited") => t.limited += n,
+                    Some("fallback") => t.fallback += n,
+                    _ => {}
+                }
+            }
+        }
+        t
+    }
+}

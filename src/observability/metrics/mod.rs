@@ -14,8 +14,8 @@ mod requests;
 mod upstreams;
 
 pub use connections::ConnClose;
-pub use limits::{DecisionCounters, DecisionReason};
-pub use requests::{RouteLabel, RouteMetrics};
+pub use limits::{DecisionCounters, DecisionReason, LimiterTotals};
+pub use requests::{RequestTotals, RouteLabel, RouteMetrics, RouteTotals};
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -116,6 +116,14 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         let r = Registrar(&registry);
+        let build = r.gauge_vec(
+            "gateway_build_info",
+            "1, labelled with the version and the git commit this binary was built from",
+            &["version", "commit"],
+        )?;
+        build
+            .with_label_values(&[super::BUILD.version, super::BUILD.commit])
+            .set(1);
         let metrics = Self {
             requests: requests::Requests::register(&r)?,
             upstreams: upstreams::Upstreams::register(&r)?,

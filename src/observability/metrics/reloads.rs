@@ -36,4 +36,12 @@ impl Metrics {
         self.reloads.config_info.reset();
         self.reloads.config_info.with_label_values(&[sha256]).set(1);
     }
+
+    /// The SHA-256 of the config file in force, once one was set.
+    pub fn config_hash(&self) -> Option<String> {
+        use prometheus::core::Collector;
+        let families = self.reloads.config_info.collect();
+        let m = families.first()?.metric.first()?;
+        super::requests::label(m, "sha256").map(str::to_string)
+    }
 }

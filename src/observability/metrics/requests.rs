@@ -97,3 +97,62 @@ impl Metrics {
         }
     }
 }
+
+/// Cumulative request counts, read from the counters for the dashboard's sampler (once a
+/// second, off the request path).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestTotals {
+    /// Requests by status, summed over routes.
+    pub by_status: Vec<(u16, u64)>,
+    /// Per route label: requests, and the cumulative count of each latency bucket.
+    pub routes: Vec<RouteTotals>,
+    /// The buckets' upper bounds in seconds (`+Inf` last), as in every `RouteTotals`.
+    pub bounds: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteTotals {
+    pub route: String,
+    pub count: u64,
+    pub buckets: Vec<u64>,
+}
+
+impl Metrics {
+    /// Reads every request counter and duration histogram.
+    pub fn request_totals(&self) -> RequestTotals {
+        use prometheus::core::Collector;
+        let mut totals = RequestTotals::default();
+        let mut by_status = std::collections::BTreeMap::<u16, u64>::new();
+        for family in self.requests.requests.collect() {
+            for m in family.metric.iter() {
+                let status = label(m, "status").and_then(|s| s.parse().ok());
+                if let Some(status) = status {
+                    *by_status.entry(status).or_default() += m.counter.value() as u64;
+                }
+            }
+        }
+        totals.by_status = by_status.into_iter().collect();
+        for family in self.requests.durations.collect() {
+            for m in family.metric.iter() {
+                let h = &m.histogram;
+                if totals.bounds.is_empty() {
+                    totals.bounds = h.bucket.iter().map(|b| b.upper_bound()).collect();
+                    totals.bounds.push(f64::INFINITY);
+                }
+                let mut buckets: Vec<u64> = h.bucket.iter().map(|b| b.cumulative_count()).collect();
+                buckets.push(h.sample_count());
+                totals.routes.push(RouteTotals {
+                    route: label(m, "route").unwrap_or_default().to_string(),
+                    count: h.sample_count(),
+                    buckets,
+                });
+            }
+        }
+        totals
+    }
+}
+
+/// The value of label `name` of one series.
+pub(super) fn label<'m>(m: &'m prometheus::proto::Metric, name: &str) -> Option<&'m str> {
+    m.label.iter().find(|l| l.name() == name).map(|l| l.value())
+}
