@@ -150,12 +150,13 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
 
     let drain = Arc::new(Drain::new());
     let dashboard = Arc::new(Dashboard::new(options.config_path.clone()));
+    let redis_state = state.clone();
     server.add_service(background_service(
         "dashboard sampler",
         Sampler {
             dashboard: dashboard.clone(),
             metrics: metrics.clone(),
-            state: state.clone(),
+            redis: Box::new(move || redis_state.load().limiter.redis_config().cloned()),
         },
     ));
     let admin = admin(config, &metrics, &state, &drain, &dashboard);
@@ -266,7 +267,8 @@ fn admin(
     let stats = {
         let (state, metrics, dashboard) = (state.clone(), metrics.clone(), dashboard.clone());
         move || {
-            let stats = dashboard.stats(&state.load(), &metrics);
+            let snap = state.load();
+            let stats = dashboard.stats(&snap.pools, &snap.limiter, &metrics);
             serde_json::to_vec(&stats).unwrap_or_default()
         }
     };

@@ -19,14 +19,15 @@ mod series;
 pub use sampler::Sampler;
 
 use crate::observability::{LimiterTotals, Metrics, BUILD};
-use crate::proxy::Snapshot;
+use crate::ratelimit::Limiter;
+use crate::routing::Pool;
 use heavy::{Counted, Recent};
 use serde::Serialize;
 use series::{RouteLatency, RouteRates, Series};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The page, HTML with its CSS and JavaScript inline: nothing fetched from elsewhere.
@@ -152,8 +153,8 @@ impl Dashboard {
         lock(&self.series).sample(unix_now().as_secs(), &totals);
     }
 
-    /// What `/api/stats` answers, for the config in force.
-    pub fn stats(&self, snap: &Snapshot, metrics: &Metrics) -> Stats {
+    /// What `/api/stats` answers, for the pools and limiter of the config in force.
+    pub fn stats(&self, pools: &[Arc<Pool>], limiter: &Limiter, metrics: &Metrics) -> Stats {
         let now = unix_now();
         let series = lock(&self.series);
         let traffic = Traffic {
@@ -176,7 +177,6 @@ impl Dashboard {
                 lock(&self.blocked).top(minute, BLOCKED_SHOWN),
             ),
         };
-        let limiter = &snap.limiter;
         Stats {
             version: BUILD.version,
             commit: BUILD.commit,
@@ -192,8 +192,7 @@ impl Dashboard {
                 window_minutes: BLOCKED_MINUTES,
                 top: top.iter().map(BlockedClient::from).collect(),
             },
-            upstreams: snap
-                .pools
+            upstreams: pools
                 .iter()
                 .map(|p| PoolReport {
                     pool: p.health.name.clone(),

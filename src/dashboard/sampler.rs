@@ -11,8 +11,6 @@ use super::heavy::{sort_top, Counted};
 use super::{lock, unix_now, Dashboard, BLOCKED_MINUTES, BLOCKED_SHOWN};
 use crate::config::RedisConfig;
 use crate::observability::Metrics;
-use crate::proxy::Snapshot;
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -33,8 +31,8 @@ const MERGE_EVERY: u32 = 2;
 pub struct Sampler {
     pub dashboard: Arc<Dashboard>,
     pub metrics: Arc<Metrics>,
-    /// The config in force: whether (and which) Redis to merge through.
-    pub state: Arc<ArcSwap<Snapshot>>,
+    /// The Redis of the config in force, if any, to merge the blocked clients through.
+    pub redis: Box<dyn Fn() -> Option<RedisConfig> + Send + Sync>,
 }
 
 #[async_trait]
@@ -54,9 +52,8 @@ impl BackgroundService for Sampler {
             if !n.is_multiple_of(MERGE_EVERY) {
                 continue;
             }
-            let snap = self.state.load_full();
-            match snap.limiter.redis_config() {
-                Some(cfg) => match merge.round(&self.dashboard, cfg).await {
+            match (self.redis)() {
+                Some(cfg) => match merge.round(&self.dashboard, &cfg).await {
                     Ok(top) => self.dashboard.set_merged(Some(top)),
                     Err(e) => {
                         // The page falls back to this instance's view; the limiter's own
