@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests and load tests need, when they are missing:
 # redis-server (tests), python3 (a real WSGI upstream in tests/edge.rs), prometheus +
-# promtool (tests/prometheus.rs), nginx + wrk (load tests), cmake + a C compiler
+# promtool (tests/prometheus.rs), docker-compose (CI validates docker-compose.yml),
+# nginx + wrk (load tests), cmake + a C compiler
 # (Pingora's build). `install-deps.sh build`: only
 # what the build needs (for scripts/run.sh).
 set -euo pipefail
@@ -15,6 +16,7 @@ if [ "${1:-}" != build ]; then
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

@@ -467,3 +467,128 @@ fn every_query_of_the_grafana_dashboard_returns_series_from_a_real_gateway() {
     );
     eprintln!("{} dashboard queries return series", queries.len());
 }
+
+/// docker-compose.yml cannot run here (no Docker engine; CI runs `docker-compose config`):
+/// what it mounts exists, its Prometheus config passes promtool once its container paths
+/// are the repository's, and the dashboard uses the datasource Grafana is given.
+#[test]
+fn the_compose_files_fit_together() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("docker-compose.yml")).unwrap())
+            .unwrap();
+    let services = compose["services"].as_mapping().unwrap();
+    let mut mounts = Vec::new();
+    for (name, service) in services {
+        for v in service["volumes"].as_sequence().into_iter().flatten() {
+            let (from, to) = v.as_str().unwrap().split_once(':').unwrap();
+            let from = from
+                .strip_prefix("./")
+                .unwrap_or_else(|| panic!("{name:?}: {from}"));
+            assert!(
+                root.join(from).exists(),
+                "{name:?} mounts {from}, which is missing"
+            );
+            mounts.push((from.to_string(), to.split(':').next().unwrap().to_string()));
+        }
+    }
+    // The container path of a repository file, through the mounts.
+    let inside = |file: &str| -> Vec<String> {
+        mounts
+            .iter()
+            .filter_map(|(from, to)| {
+                let rest = file.strip_prefix(from.as_str())?;
+                Some(format!("{to}{rest}"))
+            })
+            .collect()
+    };
+    let prometheus = std::fs::read_to_string(root.join("deploy/compose/prometheus.yml")).unwrap();
+    for (file, at) in [
+        ("deploy/prometheus/alerts.yml", "/etc/prometheus/alerts.yml"),
+        (
+            "deploy/compose/admin-token",
+            "/etc/gateway-compose/admin-token",
+        ),
+    ] {
+        assert!(
+            inside(file).contains(&at.to_string()),
+            "{file} is not at {at}"
+        );
+        assert!(prometheus.contains(at), "{at}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let local = prometheus
+        .replace(
+            "/etc/prometheus/alerts.yml",
+            &deploy("alerts.yml").display().to_string(),
+        )
+        .replace(
+            "/etc/gateway-compose/admin-token",
+            &root
+                .join("deploy/compose/admin-token")
+                .display()
+                .to_string(),
+        );
+    std::fs::write(dir.path().join("prometheus.yml"), local).unwrap();
+    promtool(&[
+        "check",
+        "config",
+        &dir.path().join("prometheus.yml").display().to_string(),
+    ]);
+    // The gateway reads the token Prometheus sends.
+    let gateway = &services["gateway"]["environment"];
+    assert!(inside("deploy/compose/admin-token").contains(
+        &gateway["GATEWAY_ADMIN_TOKEN_FILE"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    ));
+    assert!(inside("deploy/compose/gateway.yaml").contains(&"/etc/gateway/gateway.yaml".into()));
+    // Grafana: the home dashboard is the mounted one, on the provisioned datasource.
+    let grafana = &services["grafana"]["environment"];
+    let home = grafana["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+        .as_str()
+        .unwrap();
+    assert!(inside("deploy/grafana/dashboards/gateway.json").contains(&home.to_string()));
+    let datasources: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(
+            root.join("deploy/grafana/provisioning/datasources/prometheus.yml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        datasources["datasources"][0]["url"],
+        "http://prometheus:9090"
+    );
+    let uid = datasources["datasources"][0]["uid"].as_str().unwrap();
+    let dash = dashboard();
+    let mut used = Vec::new();
+    fn datasources_of(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(ds) = m.get("datasource") {
+                    if ds["type"] == "prometheus" {
+                        out.push(ds["uid"].as_str().unwrap_or("").to_string());
+                    }
+                }
+                m.values().for_each(|v| datasources_of(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| datasources_of(v, out)),
+            _ => {}
+        }
+    }
+    datasources_of(&dash, &mut used);
+    assert!(used.len() > 30, "{used:?}");
+    assert!(used.iter().all(|u| u == uid), "{used:?} vs {uid}");
+    let providers: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/provisioning/dashboards/gateway.yml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let path = providers["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
+    assert!(inside("deploy/grafana/dashboards").contains(&path.to_string()));
+    assert!(inside("deploy/grafana/provisioning").contains(&"/etc/grafana/provisioning".into()));
+}
