@@ -75,9 +75,7 @@ pub fn expand(s: &str, env: Lookup<'_>) -> Result<Option<String>, Vec<String>> {
         out.push_str(&rest[..at]);
         let inner = &rest[at + 2..];
         let Some(close) = inner.find('}') else {
-            problems.push(format!(
-                "\"${{\" without its \"}}\" (write $${{ for a literal \"${{\")"
-            ));
+            problems.push(r#""${" without its "}" (write $${ for a literal "${")"#.to_string());
             rest = "";
             break;
         };
