@@ -21,13 +21,19 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway
 COPY --from=build /src/target/release/gateway /usr/local/bin/gateway
+# The examples of conf/ (auth.yaml, multi-service.yaml), and as the default config the
+# container one: the upstream and the admin token from the environment, the admin
+# listener on 0.0.0.0:9100 (deploy/container/gateway.yaml; docker-compose.yml mounts
+# deploy/compose/gateway.yaml over it).
 COPY conf /etc/gateway
-# Fail the build if the shipped config does not validate.
-RUN /usr/local/bin/gateway --check-config /etc/gateway/gateway.yaml
+COPY deploy/container/gateway.yaml /etc/gateway/gateway.yaml
+# Fail the build if a shipped config does not validate (the default with example values
+# for the two variables it requires).
+RUN export GATEWAY_UPSTREAM=127.0.0.1:3000 GATEWAY_ADMIN_TOKEN=build-time-check-only-0123456789 \
+ && for f in /etc/gateway/*.yaml; do /usr/local/bin/gateway --check-config "$f" || exit 1; done
 USER gateway
-EXPOSE 8000
-# The admin listener (9100) binds 127.0.0.1 in the default config; set listen.admin to
-# 0.0.0.0:9100 in a mounted config to scrape it from outside the container.
+# 8000: the proxy. 9100: the admin listener (/metrics with the token; /healthz, /readyz).
+EXPOSE 8000 9100
 HEALTHCHECK --interval=10s --timeout=2s CMD curl -fsS http://127.0.0.1:9100/healthz || exit 1
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/gateway"]

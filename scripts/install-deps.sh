@@ -2,7 +2,8 @@
 # Installs the system packages the tests and load tests need, when they are missing:
 # redis-server (tests), python3 (a real WSGI upstream in tests/edge.rs), prometheus +
 # promtool (tests/prometheus.rs), chromium + a font (tests/dashboard.rs drives the page
-# in a real headless browser), nginx + wrk (load tests), cmake + a C compiler
+# in a real headless browser), docker-compose (CI validates docker-compose.yml),
+# nginx + wrk (load tests), cmake + a C compiler
 # (Pingora's build). `install-deps.sh build`: only
 # what the build needs (for scripts/run.sh).
 set -euo pipefail
@@ -17,6 +18,7 @@ if [ "${1:-}" != build ]; then
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

@@ -227,3 +227,80 @@ fn check_config_refuses_what_start_up_refuses() {
     let (code, out) = start(&format!("{}{text}", listen(common::free_port())));
     assert_eq!(code, 2, "start-up refuses it too: {out}");
 }
+
+/// `gateway <flag> <path>` in the repository's root with `vars` set (`None`: removed).
+fn run_env(flag: &str, path: &str, vars: &[(&str, Option<&str>)]) -> (i32, String) {
+    let mut cmd = Command::new(common::gateway_bin());
+    cmd.arg(flag)
+        .arg(path)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (k, v) in vars {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The line of `path` (in the repository) that holds `needle`.
+fn line_of(path: &str, needle: &str) -> usize {
+    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn the_container_configs_take_their_variables_from_the_environment() {
+    const CONTAINER: &str = "deploy/container/gateway.yaml";
+    let unset = [("GATEWAY_UPSTREAM", None), ("GATEWAY_ADMIN_TOKEN", None)];
+    for flag in ["--check-config", "-c"] {
+        let (code, out) = run_env(flag, CONTAINER, &unset);
+        assert_eq!(code, 2, "{flag}: {out}");
+        assert!(out.contains("2 problem(s)"), "{out}");
+        let token = line_of(CONTAINER, "${GATEWAY_ADMIN_TOKEN}");
+        let upstream = line_of(CONTAINER, "${GATEWAY_UPSTREAM}");
+        assert!(
+            out.contains(&format!(
+                "line {token}: admin.token: environment variable GATEWAY_ADMIN_TOKEN is not set"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "line {upstream}: upstreams.app.backends[0].addr: environment variable GATEWAY_UPSTREAM is not set"
+            )),
+            "{out}"
+        );
+    }
+    let set = [
+        ("GATEWAY_UPSTREAM", Some("127.0.0.1:3000")),
+        ("GATEWAY_ADMIN_TOKEN", Some("a-test-token-0123456789")),
+    ];
+    let (code, out) = run_env("--check-config", CONTAINER, &set);
+    assert_eq!((code, out.trim()), (0, "ok"));
+    // A value from the environment is checked as if written in the file.
+    let short = [set[0], ("GATEWAY_ADMIN_TOKEN", Some("Xq7tok"))];
+    let (code, out) = run_env("--check-config", CONTAINER, &short);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("admin.token"), "{out}");
+    assert!(!out.contains("Xq7tok"), "the token is not echoed: {out}");
+    // The compose config runs on its defaults from the repository's root.
+    let compose_vars = [
+        ("GATEWAY_UPSTREAM_1", None),
+        ("GATEWAY_UPSTREAM_2", None),
+        ("GATEWAY_REDIS_URL", None),
+        ("GATEWAY_ADMIN_TOKEN_FILE", None),
+    ];
+    let (code, out) = run_env(
+        "--check-config",
+        "deploy/compose/gateway.yaml",
+        &compose_vars,
+    );
+    assert_eq!((code, out.trim()), (0, "ok"));
+}

@@ -1,12 +1,14 @@
 //! Configuration: one YAML file, parsed strictly and validated into a [`Config`], every problem with its path and line.
 //!
 //! Loading never touches the network. Upstream addresses that are DNS names are
-//! kept as names here and resolved once when the server is built.
+//! kept as names here and resolved once when the server is built. String values may
+//! name environment variables, `${NAME}` or `${NAME:-default}` (see [`env`]).
 
 mod admin;
 mod auth;
 mod breaker;
 mod edge;
+pub mod env;
 mod keys;
 mod locate;
 mod observability;
@@ -158,11 +160,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
-/// Validates config text. Every problem found is returned, not just the first.
+/// Validates config text, its `${NAME}` read from the process environment. Every problem
+/// found is returned, not just the first.
 pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    parse_with_env(text, &|name| std::env::var(name).ok())
+}
+
+/// Like [`parse`], with the variables read by `env`.
+pub fn parse_with_env(text: &str, env: env::Lookup<'_>) -> Result<Config, Vec<Problem>> {
     // serde_yaml reads it first: it refuses a document nested too deep for it (or broken)
     // before the line index walks it.
-    let tree = match tree::parse(text) {
+    let mut tree = match tree::parse(text) {
         Ok(t) => t,
         Err(e) => {
             return Err(vec![Problem {
@@ -178,6 +186,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         problems: Vec::new(),
         broken: HashSet::new(),
     };
+    env::interpolate(&mut tree.value, "", env, &mut v);
     let config = v.document(tree);
     match config {
         Some(c) if v.problems.is_empty() => Ok(c),

@@ -1,5 +1,6 @@
 use super::*;
 
+mod env;
 mod fuzz;
 mod ranges;
 
