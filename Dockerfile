@@ -11,8 +11,13 @@ RUN mkdir -p src benches \
  && for b in hot_path ratelimit auth; do echo 'fn main() {}' > benches/$b.rs; done \
  && cargo build --release --locked --bin gateway \
  && rm -rf src benches
+COPY build.rs ./
 COPY src ./src
 COPY benches ./benches
+# The git commit for gateway_build_info and the dashboard (.git is not in the context):
+#   docker build --build-arg GATEWAY_COMMIT=$(git rev-parse --short=12 HEAD) -t gateway .
+ARG GATEWAY_COMMIT=unknown
+ENV GATEWAY_COMMIT=${GATEWAY_COMMIT}
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin gateway
 
 FROM debian:bookworm-slim

@@ -39,6 +39,43 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Every value of [`Failure::label`]: the series of `gateway_errors_total` made at start.
+    pub const LABELS: [&'static str; 13] = [
+        "refused",
+        "no_route",
+        "missing_credential",
+        "invalid_credential",
+        "tier_not_allowed",
+        "rate_limited",
+        "no_healthy_upstream",
+        "upstream_failed",
+        "upstream_timeout",
+        "bad_request",
+        "header_timeout",
+        "header_too_large",
+        "internal",
+    ];
+
+    /// The `reason` label of `gateway_errors_total`: one of [`Failure::LABELS`], so that a
+    /// reason's text (an edge refusal, a credential error) never multiplies series.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Failure::Refused(_) => "refused",
+            Failure::NoRoute => "no_route",
+            Failure::MissingCredential => "missing_credential",
+            Failure::Credential(_) | Failure::InvalidCredential => "invalid_credential",
+            Failure::TierNotAllowed => "tier_not_allowed",
+            Failure::RateLimited => "rate_limited",
+            Failure::NoHealthyUpstream => "no_healthy_upstream",
+            Failure::UpstreamFailed => "upstream_failed",
+            Failure::UpstreamTimeout => "upstream_timeout",
+            Failure::BadRequest => "bad_request",
+            Failure::HeaderTimeout => "header_timeout",
+            Failure::HeaderTooLarge => "header_too_large",
+            Failure::Internal => "internal",
+        }
+    }
+
     /// The access log's `error` field.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -66,6 +103,30 @@ mod tests {
     use crate::edge::{HostError, PathError};
     use crate::proxy::Reply;
     use std::time::Duration;
+
+    #[test]
+    fn every_label_is_listed() {
+        use crate::auth::AuthError;
+        let all = [
+            Failure::Refused(Refusal::MissingHost),
+            Failure::NoRoute,
+            Failure::MissingCredential,
+            Failure::Credential(AuthError::Expired),
+            Failure::InvalidCredential,
+            Failure::TierNotAllowed,
+            Failure::RateLimited,
+            Failure::NoHealthyUpstream,
+            Failure::UpstreamFailed,
+            Failure::UpstreamTimeout,
+            Failure::BadRequest,
+            Failure::HeaderTimeout,
+            Failure::HeaderTooLarge,
+            Failure::Internal,
+        ];
+        for f in all {
+            assert!(Failure::LABELS.contains(&f.label()), "{f:?}");
+        }
+    }
 
     /// The access log's words, as they were when the reason was a plain string.
     #[test]

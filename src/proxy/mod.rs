@@ -388,7 +388,7 @@ impl ProxyHttp for Gateway {
         let route = self.metrics.route(ctx.route, &ctx.snapshot.route_metrics);
         self.metrics
             .observe_request(route, status, elapsed.as_secs_f64());
-        self.tell_dashboard(status, ctx);
+        self.count_error(status, ctx);
         let Some(log) = &self.access_log else {
             return;
         };

@@ -174,12 +174,14 @@ impl Gateway {
         }
     }
 
-    /// A response the gateway made itself, or a refusal: for the dashboard's blocked
-    /// clients and last errors. Proxied responses (even an upstream's 429) are not its.
-    pub(super) fn tell_dashboard(&self, status: u16, ctx: &Ctx) {
+    /// A response the gateway made itself, or a refusal: counted by reason, and for the
+    /// dashboard's blocked clients and last errors. Proxied responses (even an upstream's
+    /// 429) are not its.
+    pub(super) fn count_error(&self, status: u16, ctx: &Ctx) {
         let Some(failure) = ctx.error.filter(|_| status >= 400) else {
             return;
         };
+        self.metrics.count_error(failure.label());
         let client = match (&ctx.principal, ctx.client_ip) {
             (Some(p), _) => Client::Consumer(&p.consumer),
             (None, Some(ip)) => Client::Ip(ip),

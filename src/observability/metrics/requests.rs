@@ -41,6 +41,7 @@ impl RouteMetrics {
 /// The request families, and the handles of the labels that are not configured routes.
 pub(super) struct Requests {
     requests: IntCounterVec,
+    errors: IntCounterVec,
     durations: HistogramVec,
     ping: RouteMetrics,
     unrouted: RouteMetrics,
@@ -58,7 +59,13 @@ impl Requests {
             "Time from request received to response logged, by route",
             &["route"],
         )?;
+        let errors = r.counter_vec(
+            "gateway_errors_total",
+            "Responses the gateway made itself instead of a proxied one (4xx/5xx), by reason",
+            &["reason"],
+        )?;
         Ok(Self {
+            errors,
             ping: RouteMetrics::new("ping", &durations),
             unrouted: RouteMetrics::new("none", &durations),
             requests,
@@ -80,6 +87,19 @@ impl Metrics {
             RouteLabel::Ping => &self.requests.ping,
             RouteLabel::Unrouted => &self.requests.unrouted,
         }
+    }
+
+    /// Makes the series of `gateway_errors_total` exist at 0, one per reason, so that
+    /// dashboards and alerts see every reason from the start.
+    pub fn touch_errors(&self, reasons: &[&str]) {
+        for reason in reasons {
+            self.requests.errors.with_label_values(&[reason]);
+        }
+    }
+
+    /// Counts one response the gateway made itself. Only on a refused or failed request.
+    pub fn count_error(&self, reason: &str) {
+        self.requests.errors.with_label_values(&[reason]).inc();
     }
 
     /// Counts one answered request. Lock-free after the first request of each (route, status).
