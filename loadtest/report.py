@@ -103,6 +103,66 @@ class Wrk:
             self.non2xx, self.sockerr, awk_num(self.requests))
 
 
+class Oha:
+    """One oha JSON report (`oha --output-format json`, older releases `--json`): rps
+    (responses per second, like wrk's Requests/sec), oha_rps (oha's own requestsPerSec,
+    which also counts the requests that ended in an error), p50 and p99 (ms, over the
+    responses), success_rate (oha's: responses / (responses + errors), the requests
+    aborted by the -z deadline left out), statuses {code: count}, errors {message:
+    count}, deadline (requests aborted at the -z deadline), responses, total_s. All
+    None / empty when the file is not such a report (oha did not run or was killed)."""
+    DEADLINE = "aborted due to deadline"
+
+    def __init__(self, text):
+        self.rps = self.oha_rps = self.p50 = self.p99 = self.success_rate = self.total_s = None
+        self.responses = None
+        self.statuses, self.errors, self.deadline = {}, {}, 0
+        try:
+            j = json.loads(text)
+            summary, pct = j["summary"], j.get("latencyPercentiles") or {}
+        except (ValueError, KeyError, TypeError):
+            return
+        self.statuses = {str(k): int(v) for k, v in (j.get("statusCodeDistribution") or {}).items()}
+        errors = {str(k): int(v) for k, v in (j.get("errorDistribution") or {}).items()}
+        self.deadline = errors.pop(self.DEADLINE, 0)
+        self.errors = errors
+        self.responses = sum(self.statuses.values())
+        self.total_s, self.oha_rps = summary.get("total"), summary.get("requestsPerSec")
+        self.success_rate = summary.get("successRate")  # null (NaN) when nothing came back
+        if self.total_s:
+            self.rps = self.responses / self.total_s
+        for k in ("p50", "p99"):
+            v = pct.get(k)
+            setattr(self, k, None if v is None else v * 1000.0)
+
+    @classmethod
+    def file(cls, path):
+        return cls(read(path))
+
+    @property
+    def non2xx(self):
+        """Responses with a status other than 2xx or 3xx (what wrk counts as non-2xx)."""
+        return sum(n for code, n in self.statuses.items() if not code[:1] in ("2", "3"))
+
+    @property
+    def n_errors(self):
+        """Requests that ended in an error other than the -z deadline."""
+        return sum(self.errors.values())
+
+    @staticmethod
+    def dist(d):
+        """{key: count} -> "key:count,..." (most frequent first; "-" when empty)."""
+        return ",".join("%s:%d" % kv for kv in sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
+
+    def tsv(self):
+        """rps p50_ms p99_ms success_rate statuses (code:count,...) errors (a JSON object:
+        the messages may hold commas) deadline_aborts responses oha_rps, as run.sh's
+        oha-runs.tsv has them."""
+        return [fmt(self.rps, ".2f"), awk_num(self.p50), awk_num(self.p99), awk_num(self.success_rate),
+                self.dist(self.statuses), json.dumps(self.errors, sort_keys=True), str(self.deadline),
+                awk_num(self.responses), fmt(self.oha_rps, ".2f")]
+
+
 def row_head(width=9):
     return "   %-*s %9s %10s %10s %9s %11s %9s" % (
         width, "phase", "req/s", "p50 ms", "p99 ms", "non-2xx", "socket-err", "requests")
@@ -287,6 +347,9 @@ def version(tool):
         return f[2] if len(f) > 2 else "NA"
     if tool == "wrk":
         f = run("wrk", "-v").split()
+        return f[1] if len(f) > 1 else "NA"
+    if tool == "oha":
+        f = run(os.environ.get("LOADTEST_OHA", "oha"), "--version").split()
         return f[1] if len(f) > 1 else "NA"
     if tool == "python":
         return platform.python_version()

@@ -67,6 +67,39 @@ class WrkTest(unittest.TestCase):
         self.assertEqual(w.tsv(), ["NA", "NA", "NA", "0", "0", "NA"])
 
 
+class OhaTest(unittest.TestCase):
+    """oha's JSON reports (oha 1.16.0, `--no-tui --output-format json --worker-threads 2`):
+    oha-gateway.json is run.sh's oha run on the gateway (-c 64 -z 3s);
+    oha-mixed-statuses-errors.json a run (-c 4 -z 1s) on a python3 server that answered
+    every 10th request 429 and closed the connection on every 25th without answering."""
+
+    def test_gateway_run(self):
+        o = report.Oha.file(fixture("oha-gateway.json"))
+        self.assertEqual((o.statuses, o.errors, o.deadline, o.responses, o.success_rate, o.non2xx, o.n_errors),
+                         ({"200": 64286}, {}, 60, 64286, 1.0, 0, 0))
+        # req/s = responses / oha's total time, like wrk's; oha's own figure also counts
+        # the 60 requests aborted at the deadline
+        self.assertAlmostEqual(o.rps, 64286 / 3.003891355)
+        self.assertAlmostEqual(o.oha_rps, 21420.881248882586)
+        self.assertEqual((round(o.p50, 6), round(o.p99, 6)), (2.853786, 8.729161))  # latencyPercentiles, s -> ms
+        self.assertEqual(o.tsv(), ["21400.91", "2.85379", "8.72916", "1", "200:64286", "{}", "60", "64286", "21420.88"])
+
+    def test_statuses_and_errors(self):
+        o = report.Oha.file(fixture("oha-mixed-statuses-errors.json"))
+        self.assertEqual(o.statuses, {"200": 88, "429": 8})
+        self.assertEqual(o.errors, {"connection closed before message completed": 4})  # the deadline apart
+        self.assertEqual((o.deadline, o.responses, o.non2xx, o.n_errors, o.success_rate), (4, 96, 8, 4, 0.96))
+        self.assertEqual(round(o.p99, 6), 44.350949)
+        self.assertEqual(report.Oha.dist(o.statuses), "200:88,429:8")
+        self.assertEqual(o.tsv()[4:7], ["200:88,429:8", '{"connection closed before message completed": 4}', "4"])
+
+    def test_not_a_report(self):
+        for text in ("", "{", "[]", '{"x": 1}'):  # oha did not run, was killed, ...
+            o = report.Oha(text)
+            self.assertEqual((o.rps, o.p99, o.success_rate, o.statuses, o.responses), (None, None, None, {}, None))
+            self.assertEqual(o.tsv(), ["NA", "NA", "NA", "NA", "-", "{}", "0", "NA", "NA"])
+
+
 class MetricsTest(unittest.TestCase):
     def setUp(self):
         self.m = report.Metrics.file(fixture("metrics-limited-redis.txt"))
