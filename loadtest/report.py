@@ -542,12 +542,29 @@ RUN_GATEWAY_LINES = [
     ("full", "== %(gateway)s /metrics: %(5xx)s responses with status 5xx, %(429)s with 429, %(requests_total)s "
              "requests in total, access-log lines dropped: %(access_log_dropped)s"),
     ("jwt", "   during the load: %(run_requests)s requests: %(run_200)s answered 200, %(run_other_status)s answered "
-            "otherwise, %(run_unanswered)s unanswered (in flight when wrk stopped)"),
+            "otherwise, %(run_unanswered)s unanswered (in flight when %(tools)s stopped)"),
     ("limited", "   rate-limit decisions: allowed %(ratelimit_allowed)s, limited %(ratelimit_limited)s, fallback "
                 "%(ratelimit_fallback)s%(redis)s"),
     ("access_log", "   access log: %(access_log_lines)s lines, %(access_log_size)s"),
 ]
 RUNS_HEAD = ["round", "target", "rps", "p50_ms", "p99_ms", "non2xx", "socket_errors", "requests", "wrk_rc"]
+# oha's runs (LOAD_TOOLS with oha): oha-runs.tsv, and the side-by-side table of wrk and
+# oha (medians over the rounds of req/s and p99; totals of oha's statuses and errors).
+OHA_RUNS_HEAD = ["round", "target", "rps", "p50_ms", "p99_ms", "success_rate", "statuses", "errors",
+                 "deadline_aborts", "responses", "oha_rps", "oha_rc"]
+SIDE_COLUMNS = [
+    ("target", -22, lambda r, o: r["target"]),
+    ("wrk req/s", 10, lambda r, o: fmt(r["rps"], ".0f")),
+    ("oha req/s", 10, lambda r, o: fmt(o["rps"], ".0f")),
+    ("oha/wrk", 8, lambda r, o: ratio(o["rps"], r["rps"])),
+    ("wrk p99 ms", 11, lambda r, o: fmt(r["p99"], ".3f")),
+    ("oha p99 ms", 11, lambda r, o: fmt(o["p99"], ".3f")),
+    ("wrk non-2xx", 12, lambda r, o: r["non2xx"]),
+    ("oha success", 12, lambda r, o: "NA" if o["success"] is None else "%.2f%%" % (100 * o["success"])),
+    ("oha errors", 11, lambda r, o: "%d" % sum(o["errors"].values())),
+    ("aborted", 8, lambda r, o: "%d" % o["deadline"]),
+    ("oha statuses", -1, lambda r, o: Oha.dist(o["statuses"])),
+]
 
 
 def run_role(target):
@@ -588,6 +605,77 @@ def run_table(st, targets):
     return rows
 
 
+def run_tools(st):
+    """The load generators of the run (settings load_tools; wrk alone before oha came)."""
+    return st.settings.get("load_tools", "wrk").split(",")
+
+
+def cmd_oha_round(a):
+    """Records one measured oha run in oha-runs.tsv and prints its line."""
+    st = State()
+    runs, o = st.path("oha-runs.tsv"), Oha.file(a.file)
+    new = not os.path.exists(runs)
+    with open(runs, "a") as f:
+        if new:
+            f.write("\t".join(OHA_RUNS_HEAD) + "\n")
+        f.write("\t".join([a.round, a.target] + o.tsv() + [a.rc]) + "\n")
+    print("   %-30s %10s req/s  p50 %8s ms  p99 %8s ms  statuses %s  errors %d  aborted at the deadline %d%s" % (
+        "round %s  %s  oha" % (a.round, a.target), fmt(o.rps, ".2f"), fmt(o.p50, ".3f"), fmt(o.p99, ".3f"),
+        Oha.dist(o.statuses), o.n_errors, o.deadline, "  (oha exit %s)" % a.rc if a.rc != "0" else ""), flush=True)
+
+
+def oha_table(st, targets):
+    """oha's rows from oha-runs.tsv: medians over the rounds of rps, p50, p99; totals of
+    statuses, errors, deadline aborts and responses; success = oha's success rate over
+    the totals. {} when oha did not run."""
+    text = read(st.path("oha-runs.tsv"))
+    if not text:
+        return {}
+    runs = [dict(zip(OHA_RUNS_HEAD, l.split("\t"))) for l in text.splitlines()[1:]]
+    rows = {}
+    for t in targets:
+        mine = [r for r in runs if r["target"] == t]
+        o = rows[t] = {"target": t, "statuses": {}, "errors": {}, "deadline": 0, "responses": 0}
+        for k, c in (("rps", "rps"), ("p50", "p50_ms"), ("p99", "p99_ms")):
+            m = median([num(r[c]) for r in mine])
+            o[k] = None if m is None else round(m, 3)
+        for r in mine:
+            for item in r["statuses"].split(","):
+                code, sep, n = item.rpartition(":")
+                if sep:
+                    o["statuses"][code] = o["statuses"].get(code, 0) + int(n)
+            for msg, n in json.loads(r["errors"] or "{}").items():
+                o["errors"][msg] = o["errors"].get(msg, 0) + n
+            o["deadline"] += int(num(r["deadline_aborts"]) or 0)
+            o["responses"] += int(num(r["responses"]) or 0)
+        o["non2xx"] = sum(n for code, n in o["statuses"].items() if code[:1] not in ("2", "3"))
+        tried = o["responses"] + sum(o["errors"].values())
+        o["success"] = o["responses"] / tried if tried else None
+    return rows
+
+
+def oha_report(st, rows, oha):
+    """The side-by-side table of wrk and oha (printed; side-by-side.tsv), and a WARNING
+    per target where oha saw errors or non-2xx/3xx statuses."""
+    s = st.settings
+    print("== wrk and oha side by side, the same targets: medians over %s round(s) of %ss, %s connections "
+          "each (threads: wrk %s, oha %s); oha's statuses, errors and aborted requests are totals" % (
+              s["rounds"], s["duration_s"], s["connections"], s["wrk_threads"], s.get("oha_threads", "NA")))
+    print(" ".join("%*s" % (w, h) for h, w, _ in SIDE_COLUMNS).rstrip())
+    lines = ["\t".join(h.replace(" ", "_").replace("/", "_per_") for h, _, _ in SIDE_COLUMNS)]
+    for t, r in rows.items():
+        cells = [f(r, oha[t]) for _, _, f in SIDE_COLUMNS]
+        print(" ".join("%*s" % (w, c) for (_, w, _), c in zip(SIDE_COLUMNS, cells)).rstrip())
+        lines.append("\t".join(cells))
+    with open(st.path("side-by-side.tsv"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    for t, o in oha.items():
+        if o["errors"] or o["non2xx"]:
+            print("== WARNING: %s: oha saw %d error(s) and %d non-2xx/3xx response(s): errors %s, statuses %s" % (
+                t, sum(o["errors"].values()), o["non2xx"], Oha.dist(o["errors"]), Oha.dist(o["statuses"])),
+                file=sys.stderr)
+
+
 def run_ratio(rows, t, base):
     """Median req/s of T / BASE's, "-" when either is missing."""
     return ratio(rows[t]["rps"], rows[base]["rps"], none="-") if base in rows else "-"
@@ -611,11 +699,13 @@ def run_gateway(st, g, row):
             v[k] = None if x is None or y is None else x - y
         v["run_other_status"] = None if v["run_requests"] is None else \
             v["run_requests"] - v["run_200"] - v["run_unanswered"]
-        cap = int(s["connections"]) * (int(s["rounds"]) + (1 if int(s["warmup_s"]) > 0 else 0))
+        # (oha, like wrk, leaves up to one request per connection unanswered per run: the
+        # ones it aborts at its -z deadline)
+        cap = int(s["connections"]) * (int(s["rounds"]) * len(run_tools(st)) + (1 if int(s["warmup_s"]) > 0 else 0))
         if v["run_requests"] is None:
             print("== WARNING: %s: no request counts from /metrics, cannot tell whether every response was a 200"
                   % g, file=sys.stderr)
-        elif v["run_other_status"] != 0 or row["non2xx"] != "0" or v["run_unanswered"] > cap:
+        elif v["run_other_status"] != 0 or row["non2xx"] != "0" or row.get("oha_non2xx", 0) or v["run_unanswered"] > cap:
             print("== WARNING: %s: not every request during the load was a 200 (or more unanswered than wrk can "
                   "leave in flight, %d); by status:" % (g, cap), file=sys.stderr)
             for line in m.text.splitlines():
@@ -628,7 +718,7 @@ def run_gateway(st, g, row):
         with open(st.path(g + "-access.log"), "rb") as f:
             v["access_log_lines"] = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
     notes = ["%s_%s=%s" % (g, k, awk_num(x)) for k, x in v.items()]
-    t = dict(((k, awk_num(x)) for k, x in v.items()), gateway=g, redis="")
+    t = dict(((k, awk_num(x)) for k, x in v.items()), gateway=g, redis="", tools=" or ".join(run_tools(st)))
     if role["redis"]:
         evalsha = redis_evalsha(read(st.path("redis-end.info")))
         notes.append("redis_evalsha_calls=%d" % evalsha)
@@ -648,6 +738,9 @@ def cmd_run_report(a):
     summary.tsv and results-body.txt."""
     st, targets = State(), a.targets
     s, rows = st.settings, run_table(st, a.targets)
+    oha = oha_table(st, a.targets)
+    for t, o in oha.items():
+        rows[t]["oha_non2xx"] = o["non2xx"]
     print("\n== medians over %s round(s), %ss each, %s connections" % (s["rounds"], s["duration_s"], s["connections"]))
     print(" ".join("%*s" % (w, h) for h, w, _ in RUN_COLUMNS))
     for r in rows.values():
@@ -656,6 +749,9 @@ def cmd_run_report(a):
         got = ["%s/%s %s" % (t, b, run_ratio(rows, t, b)) for t, b in pairs if t in rows and b in rows]
         if got:
             print("== " + title + ", ".join(got) + tail)
+    if oha:
+        print()
+        oha_report(st, rows, oha)
     print()
     notes = [run_gateway(st, g, rows[g]) for g in targets if run_role(g)["full"]]
     if "nginx-limited" in rows:
@@ -674,9 +770,11 @@ def cmd_run_report(a):
         for r in rows.values():
             f.write("\t".join([r["target"], fmt(r["rps"], ".3f"), fmt(r["p50"], ".3f"), fmt(r["p99"], ".3f"),
                                r["vs_nginx"], r["vs_gateway"], r["non2xx"], r["sockerr"]]) + "\n")
+    sides = "" if not oha else "## side by side (wrk and oha)\n%s## oha runs\n%s" % (
+        read(st.path("side-by-side.tsv")), read(st.path("oha-runs.tsv")))
     with open(st.path("results-body.txt"), "w") as f:
-        f.write("".join(n + "\n" for n in notes) + "raw_dir=%s\n## summary\n%s## runs\n%s" % (
-            st.path("raw"), read(st.path("summary.tsv")), read(st.path("runs.tsv"))))
+        f.write("".join(n + "\n" for n in notes) + "raw_dir=%s\n%s## summary\n%s## runs\n%s" % (
+            st.path("raw"), sides, read(st.path("summary.tsv")), read(st.path("runs.tsv"))))
 
 
 def human_size(n):
@@ -1737,6 +1835,7 @@ def main(argv=None):
     add("ports", cmd_ports, ("n", {"type": int}))
     add("jwt", cmd_jwt, ("alg", {"choices": ["HS256", "RS256"]}), "kid", ("exp", {"type": int}), "iss", "aud", "--key")
     add("round", cmd_round, "round", "target", "file", "rc")
+    add("oha-round", cmd_oha_round, "round", "target", "file", "rc")
     add("run-report", cmd_run_report, ("targets", {"nargs": "+"}))
     add("ratelimit", cmd_ratelimit, ("part", {"choices": ["a", "b", "c", "d", "e"]}), "dir", ("facts", many))
     add("relay", cmd_relay, ("port", {"type": int}), ("target", {"type": int}), ("delay_ms", {"type": float}), "ready")

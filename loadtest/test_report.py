@@ -6,6 +6,7 @@ run-summary.tsv, slowloris-attack-old.txt, and the lines quoted below).
 
     python3 -m unittest discover -s loadtest -p 'test_*.py'     # or: python3 loadtest/test_report.py
 """
+import argparse
 import contextlib
 import io
 import os
@@ -98,6 +99,41 @@ class OhaTest(unittest.TestCase):
             o = report.Oha(text)
             self.assertEqual((o.rps, o.p99, o.success_rate, o.statuses, o.responses), (None, None, None, {}, None))
             self.assertEqual(o.tsv(), ["NA", "NA", "NA", "NA", "-", "{}", "0", "NA", "NA"])
+
+    def test_rounds_and_side_by_side(self):
+        """oha-round twice (the two fixtures as rounds of one target), then run-report:
+        medians, totals, and the side-by-side row next to wrk's."""
+        with TmpState("duration_s=3 rounds=2 connections=64 wrk_threads=2 access_log=on warmup_s=1 "
+                      "load_tools=wrk,oha oha_threads=2") as st:
+            env = dict(os.environ)
+            with open(os.path.join(st.dir, "runs.tsv"), "w") as f:
+                f.write("\t".join(report.RUNS_HEAD) + "\n1\tgateway-bare\t38580.32\t1.56\t4.25\t0\t0\t115788\t0\n"
+                        "2\tgateway-bare\t40000.00\t1.50\t4.75\t0\t0\t120000\t0\n")
+            for r, name in (("1", "oha-gateway.json"), ("2", "oha-mixed-statuses-errors.json")):
+                line = CliTest.run_report(self, "oha-round", r, "gateway-bare", fixture(name), "0", env=env)
+            self.assertEqual(line, "   round 2  gateway-bare  oha          95.80 req/s  p50   43.990 ms  p99   "
+                                   "44.351 ms  statuses 200:88,429:8  errors 4  aborted at the deadline 4\n")
+            o = report.oha_table(report.State(), ["gateway-bare"])["gateway-bare"]
+            self.assertEqual((o["rps"], o["p99"]), (round((21400.91 + 95.80) / 2, 3), round((8.72916 + 44.3509) / 2, 3)))
+            self.assertEqual((o["statuses"], o["errors"], o["deadline"], o["responses"], o["non2xx"]),
+                             ({"200": 64374, "429": 8}, {"connection closed before message completed": 4}, 64, 64382, 8))
+            self.assertAlmostEqual(o["success"], 64382 / 64386)
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                report.cmd_run_report(argparse.Namespace(targets=["gateway-bare"]))
+            lines = out.getvalue().splitlines()
+            i = lines.index(next(l for l in lines if l.startswith("== wrk and oha side by side")))
+            self.assertEqual(lines[i + 1].split(), ["target", "wrk", "req/s", "oha", "req/s", "oha/wrk", "wrk", "p99",
+                                                    "ms", "oha", "p99", "ms", "wrk", "non-2xx", "oha", "success", "oha",
+                                                    "errors", "aborted", "oha", "statuses"])
+            self.assertEqual(lines[i + 2].split(), ["gateway-bare", "39290", "10748", "0.27", "4.500", "26.540", "0",
+                                                    "99.99%", "4", "64", "200:64374,429:8"])
+            self.assertIn("== WARNING: gateway-bare: oha saw 4 error(s) and 8 non-2xx/3xx response(s): errors "
+                          "connection closed before message completed:4, statuses 200:64374,429:8", lines)
+            body = report.read(os.path.join(st.dir, "results-body.txt"))
+            self.assertIn("## side by side (wrk and oha)\ntarget\twrk_req_per_s", body)
+            self.assertIn("\n## oha runs\nround\ttarget", body)
+            self.assertTrue(body.index("## oha runs") < body.index("## summary") < body.index("## runs"))
 
 
 class MetricsTest(unittest.TestCase):
