@@ -548,6 +548,7 @@ RUN_GATEWAY_LINES = [
     ("access_log", "   access log: %(access_log_lines)s lines, %(access_log_size)s"),
 ]
 RUNS_HEAD = ["round", "target", "rps", "p50_ms", "p99_ms", "non2xx", "socket_errors", "requests", "wrk_rc"]
+ROUND_LABEL_WIDTH = {False: 30, True: 35}  # a round's line: "round N  TARGET" (wrk only), "... wrk|oha" (both)
 # oha's runs (LOAD_TOOLS with oha): oha-runs.tsv, and the side-by-side table of wrk and
 # oha (medians over the rounds of req/s and p99; totals of oha's statuses and errors).
 OHA_RUNS_HEAD = ["round", "target", "rps", "p50_ms", "p99_ms", "success_rate", "statuses", "errors",
@@ -584,7 +585,11 @@ def cmd_round(a):
         if new:
             f.write("\t".join(RUNS_HEAD) + "\n")
         f.write("\t".join([a.round, a.target] + Wrk.file(a.file).tsv() + [a.rc]) + "\n")
-    cmd_wrk_line(argparse.Namespace(width=30, label="round %s  %s" % (a.round, a.target), file=a.file, rc=a.rc))
+    label = "round %s  %s" % (a.round, a.target)
+    if len(run_tools(st)) > 1:  # wrk's and oha's lines in turn: name the tool
+        label += "  wrk"
+    cmd_wrk_line(argparse.Namespace(width=ROUND_LABEL_WIDTH[len(run_tools(st)) > 1], label=label, file=a.file,
+                                    rc=a.rc))
 
 
 def run_table(st, targets):
@@ -619,8 +624,8 @@ def cmd_oha_round(a):
         if new:
             f.write("\t".join(OHA_RUNS_HEAD) + "\n")
         f.write("\t".join([a.round, a.target] + o.tsv() + [a.rc]) + "\n")
-    print("   %-30s %10s req/s  p50 %8s ms  p99 %8s ms  statuses %s  errors %d  aborted at the deadline %d%s" % (
-        "round %s  %s  oha" % (a.round, a.target), fmt(o.rps, ".2f"), fmt(o.p50, ".3f"), fmt(o.p99, ".3f"),
+    print("   %-*s %10s req/s  p50 %8s ms  p99 %8s ms  statuses %s  errors %d  aborted at the deadline %d%s" % (
+        ROUND_LABEL_WIDTH[True], "round %s  %s  oha" % (a.round, a.target), fmt(o.rps, ".2f"), fmt(o.p50, ".3f"), fmt(o.p99, ".3f"),
         Oha.dist(o.statuses), o.n_errors, o.deadline, "  (oha exit %s)" % a.rc if a.rc != "0" else ""), flush=True)
 
 

@@ -100,6 +100,15 @@ class OhaTest(unittest.TestCase):
             self.assertEqual((o.rps, o.p99, o.success_rate, o.statuses, o.responses), (None, None, None, {}, None))
             self.assertEqual(o.tsv(), ["NA", "NA", "NA", "NA", "-", "{}", "0", "NA", "NA"])
 
+    def test_round_lines_name_the_tool(self):
+        """With oha, wrk's round lines say wrk, in the columns of oha's; without, as before."""
+        for tools, want in (("wrk,oha", "   round 2  gateway-bare  wrk            37556.10 req/s"),
+                            ("wrk", "   round 2  gateway-bare            37556.10 req/s")):
+            with TmpState("load_tools=" + tools):
+                line = CliTest.run_report(self, "round", "2", "gateway-bare", fixture("wrk-latency.txt"), "0",
+                                          env=dict(os.environ))
+            self.assertEqual(line, want + "  p50    1.600 ms  p99    4.000 ms  non-2xx 0  socket errors 0\n")
+
     def test_rounds_and_side_by_side(self):
         """oha-round twice (the two fixtures as rounds of one target), then run-report:
         medians, totals, and the side-by-side row next to wrk's."""
@@ -111,7 +120,7 @@ class OhaTest(unittest.TestCase):
                         "2\tgateway-bare\t40000.00\t1.50\t4.75\t0\t0\t120000\t0\n")
             for r, name in (("1", "oha-gateway.json"), ("2", "oha-mixed-statuses-errors.json")):
                 line = CliTest.run_report(self, "oha-round", r, "gateway-bare", fixture(name), "0", env=env)
-            self.assertEqual(line, "   round 2  gateway-bare  oha          95.80 req/s  p50   43.990 ms  p99   "
+            self.assertEqual(line, "   round 2  gateway-bare  oha               95.80 req/s  p50   43.990 ms  p99   "
                                    "44.351 ms  statuses 200:88,429:8  errors 4  aborted at the deadline 4\n")
             o = report.oha_table(report.State(), ["gateway-bare"])["gateway-bare"]
             self.assertEqual((o["rps"], o["p99"]), (round((21400.91 + 95.80) / 2, 3), round((8.72916 + 44.3509) / 2, 3)))
