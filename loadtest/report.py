@@ -653,6 +653,8 @@ def oha_table(st, targets):
                 o["errors"][msg] = o["errors"].get(msg, 0) + n
             o["deadline"] += int(num(r["deadline_aborts"]) or 0)
             o["responses"] += int(num(r["responses"]) or 0)
+        o["failed"] = ["round %s (oha exit %s)" % (r["round"], r["oha_rc"]) for r in mine
+                       if r["oha_rc"] != "0" or num(r["rps"]) is None]
         o["non2xx"] = sum(n for code, n in o["statuses"].items() if code[:1] not in ("2", "3"))
         tried = o["responses"] + sum(o["errors"].values())
         o["success"] = o["responses"] / tried if tried else None
@@ -675,6 +677,9 @@ def oha_report(st, rows, oha):
     with open(st.path("side-by-side.tsv"), "w") as f:
         f.write("\n".join(lines) + "\n")
     for t, o in oha.items():
+        if o["failed"]:
+            print("== WARNING: %s: no oha report from %s: its stderr is in %s" % (
+                t, ", ".join(o["failed"]), st.path("raw", "round<N>-%s-oha.json.err" % t)), file=sys.stderr)
         if o["errors"] or o["non2xx"]:
             print("== WARNING: %s: oha saw %d error(s) and %d non-2xx/3xx response(s): errors %s, statuses %s" % (
                 t, sum(o["errors"].values()), o["non2xx"], Oha.dist(o["errors"]), Oha.dist(o["statuses"])),

@@ -100,6 +100,14 @@ class OhaTest(unittest.TestCase):
             self.assertEqual((o.rps, o.p99, o.success_rate, o.statuses, o.responses), (None, None, None, {}, None))
             self.assertEqual(o.tsv(), ["NA", "NA", "NA", "NA", "-", "{}", "0", "NA", "NA"])
 
+    def test_a_run_without_a_report(self):
+        with TmpState("load_tools=wrk,oha") as st:
+            CliTest.run_report(self, "oha-round", "1", "nginx", os.path.join(st.dir, "absent.json"), "124",
+                               env=dict(os.environ))
+            o = report.oha_table(report.State(), ["nginx"])["nginx"]
+        self.assertEqual((o["rps"], o["p99"], o["success"], o["statuses"], o["failed"]),
+                         (None, None, None, {}, ["round 1 (oha exit 124)"]))
+
     def test_round_lines_name_the_tool(self):
         """With oha, wrk's round lines say wrk, in the columns of oha's; without, as before."""
         for tools, want in (("wrk,oha", "   round 2  gateway-bare  wrk            37556.10 req/s"),
@@ -127,6 +135,7 @@ class OhaTest(unittest.TestCase):
             self.assertEqual((o["statuses"], o["errors"], o["deadline"], o["responses"], o["non2xx"]),
                              ({"200": 64374, "429": 8}, {"connection closed before message completed": 4}, 64, 64382, 8))
             self.assertAlmostEqual(o["success"], 64382 / 64386)
+            self.assertEqual(o["failed"], [])
             out = io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 report.cmd_run_report(argparse.Namespace(targets=["gateway-bare"]))
