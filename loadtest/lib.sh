@@ -7,7 +7,7 @@
 # SUBCOMMAND ...`, python3 stdlib only), from files the scripts leave in $TMP.
 #
 # Processes: a script registers each server it starts with `started NAME PID`
-# (PROC_NAMES/PROC_PIDS) and each background helper (wrk, samplers, listeners) with
+# (PROC_NAMES/PROC_PIDS) and each background helper (wrk, oha, samplers, listeners) with
 # `bg_started PID` (BG_PIDS). `setup_tmp` installs the EXIT trap, `cleanup`, which
 # stops all of them (helpers first, then the servers newest first). Optional hooks a
 # script may define: `cleanup_extra_pids` (prints more pids to stop, e.g. nginx
@@ -360,6 +360,43 @@ wrk_bg() { # seconds outfile wrk-args...
 wrk_run() { # seconds outfile wrk-args...
     wrk_bg "$@"
     wait_bg "$WRK_PID"
+}
+
+# ---------------------------------------------------------------- oha
+# oha (https://github.com/hatoo/oha), the second load generator of run.sh. OHA is its
+# binary: on PATH, or where `cargo install` puts it.
+OHA=${OHA:-$(command -v oha || echo "${CARGO_HOME:-$HOME/.cargo}/bin/oha")}
+OHA_ARGS=() OHA_THREADS= # (set by oha_flags)
+
+# Sets OHA_ARGS to the options this oha needs for a JSON report and no TUI, and to
+# its worker-thread option when it has one and THREADS is given (OHA_THREADS: the
+# number, or "default"); dies when its --help
+# shows no JSON output (older releases have -j/--json, newer --output-format json).
+oha_flags() { # [threads]
+    local help
+    help=$("$OHA" --help 2>&1) || die "'$OHA --help' failed: $help"
+    OHA_ARGS=(--no-tui)
+    if [[ $help == *--output-format* ]]; then
+        OHA_ARGS+=(--output-format json)
+    elif [[ $help == *--json* ]]; then
+        OHA_ARGS+=(--json)
+    else
+        die "$OHA has neither --output-format nor --json: cannot read its results"
+    fi
+    OHA_THREADS=default # (its physical cores)
+    if [[ -n ${1:-} && $help == *--worker-threads* ]]; then
+        OHA_ARGS+=(--worker-threads "$1")
+        OHA_THREADS=$1
+    fi
+}
+
+# Runs `oha OHA_ARGS ARGS...` like wrk_run (hard timeout SECONDS + 20 s, waited for in
+# the background): its JSON report in OUTFILE, its stderr in OUTFILE.err; its exit status.
+oha_run() { # seconds outfile oha-args...
+    timeout -k 5 $(( $1 + 20 )) "$OHA" "${OHA_ARGS[@]}" "${@:3}" >"$2" 2>"$2.err" &
+    OHA_PID=$!
+    bg_started "$OHA_PID"
+    wait_bg "$OHA_PID"
 }
 
 # ---------------------------------------------------------------- report.py

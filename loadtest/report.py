@@ -103,6 +103,66 @@ class Wrk:
             self.non2xx, self.sockerr, awk_num(self.requests))
 
 
+class Oha:
+    """One oha JSON report (`oha --output-format json`, older releases `--json`): rps
+    (responses per second, like wrk's Requests/sec), oha_rps (oha's own requestsPerSec,
+    which also counts the requests that ended in an error), p50 and p99 (ms, over the
+    responses), success_rate (oha's: responses / (responses + errors), the requests
+    aborted by the -z deadline left out), statuses {code: count}, errors {message:
+    count}, deadline (requests aborted at the -z deadline), responses, total_s. All
+    None / empty when the file is not such a report (oha did not run or was killed)."""
+    DEADLINE = "aborted due to deadline"
+
+    def __init__(self, text):
+        self.rps = self.oha_rps = self.p50 = self.p99 = self.success_rate = self.total_s = None
+        self.responses = None
+        self.statuses, self.errors, self.deadline = {}, {}, 0
+        try:
+            j = json.loads(text)
+            summary, pct = j["summary"], j.get("latencyPercentiles") or {}
+        except (ValueError, KeyError, TypeError):
+            return
+        self.statuses = {str(k): int(v) for k, v in (j.get("statusCodeDistribution") or {}).items()}
+        errors = {str(k): int(v) for k, v in (j.get("errorDistribution") or {}).items()}
+        self.deadline = errors.pop(self.DEADLINE, 0)
+        self.errors = errors
+        self.responses = sum(self.statuses.values())
+        self.total_s, self.oha_rps = summary.get("total"), summary.get("requestsPerSec")
+        self.success_rate = summary.get("successRate")  # null (NaN) when nothing came back
+        if self.total_s:
+            self.rps = self.responses / self.total_s
+        for k in ("p50", "p99"):
+            v = pct.get(k)
+            setattr(self, k, None if v is None else v * 1000.0)
+
+    @classmethod
+    def file(cls, path):
+        return cls(read(path))
+
+    @property
+    def non2xx(self):
+        """Responses with a status other than 2xx or 3xx (what wrk counts as non-2xx)."""
+        return sum(n for code, n in self.statuses.items() if not code[:1] in ("2", "3"))
+
+    @property
+    def n_errors(self):
+        """Requests that ended in an error other than the -z deadline."""
+        return sum(self.errors.values())
+
+    @staticmethod
+    def dist(d):
+        """{key: count} -> "key:count,..." (most frequent first; "-" when empty)."""
+        return ",".join("%s:%d" % kv for kv in sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
+
+    def tsv(self):
+        """rps p50_ms p99_ms success_rate statuses (code:count,...) errors (a JSON object:
+        the messages may hold commas) deadline_aborts responses oha_rps, as run.sh's
+        oha-runs.tsv has them."""
+        return [fmt(self.rps, ".2f"), awk_num(self.p50), awk_num(self.p99), awk_num(self.success_rate),
+                self.dist(self.statuses), json.dumps(self.errors, sort_keys=True), str(self.deadline),
+                awk_num(self.responses), fmt(self.oha_rps, ".2f")]
+
+
 def row_head(width=9):
     return "   %-*s %9s %10s %10s %9s %11s %9s" % (
         width, "phase", "req/s", "p50 ms", "p99 ms", "non-2xx", "socket-err", "requests")
@@ -287,6 +347,9 @@ def version(tool):
         return f[2] if len(f) > 2 else "NA"
     if tool == "wrk":
         f = run("wrk", "-v").split()
+        return f[1] if len(f) > 1 else "NA"
+    if tool == "oha":
+        f = run(os.environ.get("LOADTEST_OHA", "oha"), "--version").split()
         return f[1] if len(f) > 1 else "NA"
     if tool == "python":
         return platform.python_version()
@@ -479,12 +542,30 @@ RUN_GATEWAY_LINES = [
     ("full", "== %(gateway)s /metrics: %(5xx)s responses with status 5xx, %(429)s with 429, %(requests_total)s "
              "requests in total, access-log lines dropped: %(access_log_dropped)s"),
     ("jwt", "   during the load: %(run_requests)s requests: %(run_200)s answered 200, %(run_other_status)s answered "
-            "otherwise, %(run_unanswered)s unanswered (in flight when wrk stopped)"),
+            "otherwise, %(run_unanswered)s unanswered (in flight when %(tools)s stopped)"),
     ("limited", "   rate-limit decisions: allowed %(ratelimit_allowed)s, limited %(ratelimit_limited)s, fallback "
                 "%(ratelimit_fallback)s%(redis)s"),
     ("access_log", "   access log: %(access_log_lines)s lines, %(access_log_size)s"),
 ]
 RUNS_HEAD = ["round", "target", "rps", "p50_ms", "p99_ms", "non2xx", "socket_errors", "requests", "wrk_rc"]
+ROUND_LABEL_WIDTH = {False: 30, True: 35}  # a round's line: "round N  TARGET" (wrk only), "... wrk|oha" (both)
+# oha's runs (LOAD_TOOLS with oha): oha-runs.tsv, and the side-by-side table of wrk and
+# oha (medians over the rounds of req/s and p99; totals of oha's statuses and errors).
+OHA_RUNS_HEAD = ["round", "target", "rps", "p50_ms", "p99_ms", "success_rate", "statuses", "errors",
+                 "deadline_aborts", "responses", "oha_rps", "oha_rc"]
+SIDE_COLUMNS = [
+    ("target", -22, lambda r, o: r["target"]),
+    ("wrk req/s", 10, lambda r, o: fmt(r["rps"], ".0f")),
+    ("oha req/s", 10, lambda r, o: fmt(o["rps"], ".0f")),
+    ("oha/wrk", 8, lambda r, o: ratio(o["rps"], r["rps"])),
+    ("wrk p99 ms", 11, lambda r, o: fmt(r["p99"], ".3f")),
+    ("oha p99 ms", 11, lambda r, o: fmt(o["p99"], ".3f")),
+    ("wrk non-2xx", 12, lambda r, o: r["non2xx"]),
+    ("oha success", 12, lambda r, o: "NA" if o["success"] is None else "%.2f%%" % (100 * o["success"])),
+    ("oha errors", 11, lambda r, o: "%d" % sum(o["errors"].values())),
+    ("aborted", 8, lambda r, o: "%d" % o["deadline"]),
+    ("oha statuses", -1, lambda r, o: Oha.dist(o["statuses"])),
+]
 
 
 def run_role(target):
@@ -504,7 +585,11 @@ def cmd_round(a):
         if new:
             f.write("\t".join(RUNS_HEAD) + "\n")
         f.write("\t".join([a.round, a.target] + Wrk.file(a.file).tsv() + [a.rc]) + "\n")
-    cmd_wrk_line(argparse.Namespace(width=30, label="round %s  %s" % (a.round, a.target), file=a.file, rc=a.rc))
+    label = "round %s  %s" % (a.round, a.target)
+    if len(run_tools(st)) > 1:  # wrk's and oha's lines in turn: name the tool
+        label += "  wrk"
+    cmd_wrk_line(argparse.Namespace(width=ROUND_LABEL_WIDTH[len(run_tools(st)) > 1], label=label, file=a.file,
+                                    rc=a.rc))
 
 
 def run_table(st, targets):
@@ -523,6 +608,82 @@ def run_table(st, targets):
         r["vs_nginx"] = run_ratio(rows, t, "nginx")
         r["vs_gateway"] = run_ratio(rows, t, "gateway") if t.startswith("gateway") else "-"
     return rows
+
+
+def run_tools(st):
+    """The load generators of the run (settings load_tools; wrk alone before oha came)."""
+    return st.settings.get("load_tools", "wrk").split(",")
+
+
+def cmd_oha_round(a):
+    """Records one measured oha run in oha-runs.tsv and prints its line."""
+    st = State()
+    runs, o = st.path("oha-runs.tsv"), Oha.file(a.file)
+    new = not os.path.exists(runs)
+    with open(runs, "a") as f:
+        if new:
+            f.write("\t".join(OHA_RUNS_HEAD) + "\n")
+        f.write("\t".join([a.round, a.target] + o.tsv() + [a.rc]) + "\n")
+    print("   %-*s %10s req/s  p50 %8s ms  p99 %8s ms  statuses %s  errors %d  aborted at the deadline %d%s" % (
+        ROUND_LABEL_WIDTH[True], "round %s  %s  oha" % (a.round, a.target), fmt(o.rps, ".2f"), fmt(o.p50, ".3f"), fmt(o.p99, ".3f"),
+        Oha.dist(o.statuses), o.n_errors, o.deadline, "  (oha exit %s)" % a.rc if a.rc != "0" else ""), flush=True)
+
+
+def oha_table(st, targets):
+    """oha's rows from oha-runs.tsv: medians over the rounds of rps, p50, p99; totals of
+    statuses, errors, deadline aborts and responses; success = oha's success rate over
+    the totals. {} when oha did not run."""
+    text = read(st.path("oha-runs.tsv"))
+    if not text:
+        return {}
+    runs = [dict(zip(OHA_RUNS_HEAD, l.split("\t"))) for l in text.splitlines()[1:]]
+    rows = {}
+    for t in targets:
+        mine = [r for r in runs if r["target"] == t]
+        o = rows[t] = {"target": t, "statuses": {}, "errors": {}, "deadline": 0, "responses": 0}
+        for k, c in (("rps", "rps"), ("p50", "p50_ms"), ("p99", "p99_ms")):
+            m = median([num(r[c]) for r in mine])
+            o[k] = None if m is None else round(m, 3)
+        for r in mine:
+            for item in r["statuses"].split(","):
+                code, sep, n = item.rpartition(":")
+                if sep:
+                    o["statuses"][code] = o["statuses"].get(code, 0) + int(n)
+            for msg, n in json.loads(r["errors"] or "{}").items():
+                o["errors"][msg] = o["errors"].get(msg, 0) + n
+            o["deadline"] += int(num(r["deadline_aborts"]) or 0)
+            o["responses"] += int(num(r["responses"]) or 0)
+        o["failed"] = ["round %s (oha exit %s)" % (r["round"], r["oha_rc"]) for r in mine
+                       if r["oha_rc"] != "0" or num(r["rps"]) is None]
+        o["non2xx"] = sum(n for code, n in o["statuses"].items() if code[:1] not in ("2", "3"))
+        tried = o["responses"] + sum(o["errors"].values())
+        o["success"] = o["responses"] / tried if tried else None
+    return rows
+
+
+def oha_report(st, rows, oha):
+    """The side-by-side table of wrk and oha (printed; side-by-side.tsv), and a WARNING
+    per target where oha saw errors or non-2xx/3xx statuses."""
+    s = st.settings
+    print("== wrk and oha side by side, the same targets: medians over %s round(s) of %ss, %s connections "
+          "each (threads: wrk %s, oha %s); oha's statuses, errors and aborted requests are totals" % (
+              s["rounds"], s["duration_s"], s["connections"], s["wrk_threads"], s.get("oha_threads", "NA")))
+    print(" ".join("%*s" % (w, h) for h, w, _ in SIDE_COLUMNS).rstrip())
+    lines = ["\t".join(h.replace(" ", "_").replace("/", "_per_") for h, _, _ in SIDE_COLUMNS)]
+    for t, r in rows.items():
+        cells = [f(r, oha[t]) for _, _, f in SIDE_COLUMNS]
+        print(" ".join("%*s" % (w, c) for (_, w, _), c in zip(SIDE_COLUMNS, cells)).rstrip())
+        lines.append("\t".join(cells))
+    with open(st.path("side-by-side.tsv"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    for t, o in oha.items():
+        if o["failed"]:
+            print("== WARNING: %s: no oha report from %s: its stderr is in %s" % (
+                t, ", ".join(o["failed"]), st.path("raw", "round<N>-%s-oha.json.err" % t)), file=sys.stderr)
+        if o["errors"] or o["non2xx"]:
+            print("== WARNING: %s: oha saw %d error(s) and %d non-2xx/3xx response(s): errors %s, statuses %s" % (
+                t, sum(o["errors"].values()), o["non2xx"], Oha.dist(o["errors"]), Oha.dist(o["statuses"])),
+                file=sys.stderr)
 
 
 def run_ratio(rows, t, base):
@@ -548,11 +709,13 @@ def run_gateway(st, g, row):
             v[k] = None if x is None or y is None else x - y
         v["run_other_status"] = None if v["run_requests"] is None else \
             v["run_requests"] - v["run_200"] - v["run_unanswered"]
-        cap = int(s["connections"]) * (int(s["rounds"]) + (1 if int(s["warmup_s"]) > 0 else 0))
+        # (oha, like wrk, leaves up to one request per connection unanswered per run: the
+        # ones it aborts at its -z deadline)
+        cap = int(s["connections"]) * (int(s["rounds"]) * len(run_tools(st)) + (1 if int(s["warmup_s"]) > 0 else 0))
         if v["run_requests"] is None:
             print("== WARNING: %s: no request counts from /metrics, cannot tell whether every response was a 200"
                   % g, file=sys.stderr)
-        elif v["run_other_status"] != 0 or row["non2xx"] != "0" or v["run_unanswered"] > cap:
+        elif v["run_other_status"] != 0 or row["non2xx"] != "0" or row.get("oha_non2xx", 0) or v["run_unanswered"] > cap:
             print("== WARNING: %s: not every request during the load was a 200 (or more unanswered than wrk can "
                   "leave in flight, %d); by status:" % (g, cap), file=sys.stderr)
             for line in m.text.splitlines():
@@ -565,7 +728,7 @@ def run_gateway(st, g, row):
         with open(st.path(g + "-access.log"), "rb") as f:
             v["access_log_lines"] = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
     notes = ["%s_%s=%s" % (g, k, awk_num(x)) for k, x in v.items()]
-    t = dict(((k, awk_num(x)) for k, x in v.items()), gateway=g, redis="")
+    t = dict(((k, awk_num(x)) for k, x in v.items()), gateway=g, redis="", tools=" or ".join(run_tools(st)))
     if role["redis"]:
         evalsha = redis_evalsha(read(st.path("redis-end.info")))
         notes.append("redis_evalsha_calls=%d" % evalsha)
@@ -585,6 +748,9 @@ def cmd_run_report(a):
     summary.tsv and results-body.txt."""
     st, targets = State(), a.targets
     s, rows = st.settings, run_table(st, a.targets)
+    oha = oha_table(st, a.targets)
+    for t, o in oha.items():
+        rows[t]["oha_non2xx"] = o["non2xx"]
     print("\n== medians over %s round(s), %ss each, %s connections" % (s["rounds"], s["duration_s"], s["connections"]))
     print(" ".join("%*s" % (w, h) for h, w, _ in RUN_COLUMNS))
     for r in rows.values():
@@ -593,6 +759,9 @@ def cmd_run_report(a):
         got = ["%s/%s %s" % (t, b, run_ratio(rows, t, b)) for t, b in pairs if t in rows and b in rows]
         if got:
             print("== " + title + ", ".join(got) + tail)
+    if oha:
+        print()
+        oha_report(st, rows, oha)
     print()
     notes = [run_gateway(st, g, rows[g]) for g in targets if run_role(g)["full"]]
     if "nginx-limited" in rows:
@@ -611,9 +780,11 @@ def cmd_run_report(a):
         for r in rows.values():
             f.write("\t".join([r["target"], fmt(r["rps"], ".3f"), fmt(r["p50"], ".3f"), fmt(r["p99"], ".3f"),
                                r["vs_nginx"], r["vs_gateway"], r["non2xx"], r["sockerr"]]) + "\n")
+    sides = "" if not oha else "## side by side (wrk and oha)\n%s## oha runs\n%s" % (
+        read(st.path("side-by-side.tsv")), read(st.path("oha-runs.tsv")))
     with open(st.path("results-body.txt"), "w") as f:
-        f.write("".join(n + "\n" for n in notes) + "raw_dir=%s\n## summary\n%s## runs\n%s" % (
-            st.path("raw"), read(st.path("summary.tsv")), read(st.path("runs.tsv"))))
+        f.write("".join(n + "\n" for n in notes) + "raw_dir=%s\n%s## summary\n%s## runs\n%s" % (
+            st.path("raw"), sides, read(st.path("summary.tsv")), read(st.path("runs.tsv"))))
 
 
 def human_size(n):
@@ -1674,6 +1845,7 @@ def main(argv=None):
     add("ports", cmd_ports, ("n", {"type": int}))
     add("jwt", cmd_jwt, ("alg", {"choices": ["HS256", "RS256"]}), "kid", ("exp", {"type": int}), "iss", "aud", "--key")
     add("round", cmd_round, "round", "target", "file", "rc")
+    add("oha-round", cmd_oha_round, "round", "target", "file", "rc")
     add("run-report", cmd_run_report, ("targets", {"nargs": "+"}))
     add("ratelimit", cmd_ratelimit, ("part", {"choices": ["a", "b", "c", "d", "e"]}), "dir", ("facts", many))
     add("relay", cmd_relay, ("port", {"type": int}), ("target", {"type": int}), ("delay_ms", {"type": float}), "ready")

@@ -4,10 +4,17 @@
 # same nginx upstream, on loopback. See loadtest/README.md.
 #
 # Knobs (environment):
-#   DURATION=8        seconds per wrk run
+#   DURATION=8        seconds per wrk (and oha) run
 #   ROUNDS=3          interleaved rounds (each round runs every target once)
-#   CONNECTIONS=64    wrk connections
-#   WRK_THREADS=2     wrk threads
+#   CONNECTIONS=64    wrk (and oha) connections
+#   WRK_THREADS=2     wrk threads (and oha's --worker-threads, where it has that option)
+#   LOAD_TOOLS="wrk oha"  the load generators, each target in each round: wrk, then oha
+#                     with the same connections and duration; "wrk" for wrk only. Unset:
+#                     both, installing oha (`cargo install oha --locked`) when it is missing
+#                     unless CI is set or OHA_INSTALL=0, else wrk only with a note; set
+#                     with oha: oha must be there or installable
+#   OHA_INSTALL=1     0: never install oha
+#   OHA=oha           the oha binary (default: on PATH, else $CARGO_HOME/bin/oha)
 #   THREADS=2         gateway server.threads
 #   TARGETS="upstream nginx nginx-limited gateway gateway-limited gateway-limited-redis
 #            gateway-jwt-hs gateway-jwt-rs gateway-bare"
@@ -32,11 +39,27 @@ ACCESS_LOG=${ACCESS_LOG:-on}
 KEEP_ACCESS_LOG=${KEEP_ACCESS_LOG:-0}
 WARMUP=${WARMUP:-1}
 OPENSSL=${OPENSSL:-$(command -v openssl || echo /usr/bin/openssl)}
+LOAD_TOOLS_GIVEN=${LOAD_TOOLS:+1}
+LOAD_TOOLS=${LOAD_TOOLS:-wrk oha}
+OHA_INSTALL=${OHA_INSTALL:-1}
 
 require_positive DURATION ROUNDS CONNECTIONS WRK_THREADS THREADS
 is_uint "$WARMUP" || die "WARMUP must be a whole number of seconds, got '$WARMUP'"
 require_on_off ACCESS_LOG
+[[ $OHA_INSTALL == [01] ]] || die "OHA_INSTALL must be 0 or 1, got '$OHA_INSTALL'"
 (( WRK_THREADS <= CONNECTIONS )) || WRK_THREADS=$CONNECTIONS
+
+# The load generators: wrk always (the table, its ratios and the checks are wrk's),
+# then oha when asked for.
+parse_list LOAD_TOOLS TOOL_LIST tool "wrk oha"
+[[ " ${TOOL_LIST[*]} " == *" wrk "* ]] || die "LOAD_TOOLS must include wrk, got '$LOAD_TOOLS'"
+if [[ " ${TOOL_LIST[*]} " == *" oha "* ]]; then TOOL_LIST=(wrk oha); else TOOL_LIST=(wrk); fi
+uses_oha() { (( ${#TOOL_LIST[@]} > 1 )); }
+no_oha() { # why: carry on with wrk only (by default), or die (LOAD_TOOLS asked for oha)
+    [[ -z $LOAD_TOOLS_GIVEN ]] || die "LOAD_TOOLS='$LOAD_TOOLS' but $1"
+    echo "== NOTE: $1: wrk only (LOAD_TOOLS=wrk says so without this note)" >&2
+    TOOL_LIST=(wrk)
+}
 
 parse_list TARGETS TARGET_LIST target "$ALL_TARGETS"
 want() { [[ " ${TARGET_LIST[*]} " == *" $1 "* ]]; }
@@ -54,6 +77,26 @@ tools=(wrk curl python3 timeout "$NGINX")
 if any_target is_redis; then tools+=("$REDIS_SERVER" "$REDIS_CLI"); fi
 if want gateway-jwt-rs; then tools+=("$OPENSSL"); fi
 require_tools "${tools[@]}"
+# oha last: installing it takes minutes.
+if uses_oha && ! command -v "$OHA" >/dev/null; then
+    if [[ -n ${CI:-} ]]; then
+        no_oha "oha is not installed ($OHA) and CI is set (no install in CI)"
+    elif [[ $OHA_INSTALL == 0 ]]; then
+        no_oha "oha is not installed ($OHA) and OHA_INSTALL=0"
+    elif ! command -v cargo >/dev/null; then
+        no_oha "oha is not installed ($OHA) and there is no cargo to install it"
+    else
+        echo "== oha not found ($OHA): cargo install oha --locked (minutes; OHA_INSTALL=0 or LOAD_TOOLS=wrk skips it)"
+        if cargo install oha --locked >&2; then
+            OHA=$(command -v oha || echo "${CARGO_HOME:-$HOME/.cargo}/bin/oha")
+            command -v "$OHA" >/dev/null || no_oha "oha was installed but is not at $OHA"
+        else
+            no_oha "cargo install oha --locked failed"
+        fi
+    fi
+fi
+if uses_oha; then oha_flags "$WRK_THREADS"; fi # -> OHA_ARGS
+export LOADTEST_OHA=$OHA # (report.py asks it its version)
 
 # ---------------------------------------------------------------- processes & cleanup
 on_cleanup() { # (called by lib.sh's cleanup, after every process has stopped)
@@ -61,12 +104,14 @@ on_cleanup() { # (called by lib.sh's cleanup, after every process has stopped)
         rm -f "$TMP"/gateway*-access.log
     fi
 }
-setup_tmp gateway-loadtest "raw wrk outputs, configs, logs"
+setup_tmp gateway-loadtest "raw wrk and oha outputs, configs, logs"
 
 # ---------------------------------------------------------------- set-up
-echo "== gateway load test: DURATION=${DURATION}s ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS WRK_THREADS=$WRK_THREADS THREADS=$THREADS ACCESS_LOG=$ACCESS_LOG TARGETS='${TARGET_LIST[*]}'"
+echo "== gateway load test: DURATION=${DURATION}s ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS WRK_THREADS=$WRK_THREADS THREADS=$THREADS ACCESS_LOG=$ACCESS_LOG TARGETS='${TARGET_LIST[*]}' LOAD_TOOLS='${TOOL_LIST[*]}'"
+if uses_oha; then echo "== oha: $OHA ${OHA_ARGS[*]} -c $CONNECTIONS -z ${DURATION}s after each wrk run"; fi
 echo "== temp dir: $TMP"
-report begin "" "gateway load test" "duration_s=$DURATION rounds=$ROUNDS connections=$CONNECTIONS wrk_threads=$WRK_THREADS gateway_threads=$THREADS access_log=$ACCESS_LOG warmup_s=$WARMUP" --versions nginx,wrk
+TOOLS_CSV=$(IFS=,; echo "${TOOL_LIST[*]}")
+report begin "" "gateway load test" "duration_s=$DURATION rounds=$ROUNDS connections=$CONNECTIONS wrk_threads=$WRK_THREADS gateway_threads=$THREADS access_log=$ACCESS_LOG warmup_s=$WARMUP load_tools=$TOOLS_CSV${OHA_THREADS:+ oha_threads=$OHA_THREADS}" --versions "nginx,$TOOLS_CSV"
 
 if [[ ${TARGET_LIST[*]} == *gateway* ]]; then prepare_gateway; fi
 
@@ -92,7 +137,7 @@ declare -A TOKEN=() # target -> its bearer token (the JWT targets only)
 if want gateway-jwt-hs || want gateway-jwt-rs; then
     # exp = now + 1 h, or later when the run could outlast that (a token expiring
     # mid-run would turn every later request into a 401).
-    jwt_life=$(( (WARMUP + ROUNDS * DURATION) * ${#TARGET_LIST[@]} + 600 ))
+    jwt_life=$(( (WARMUP + ROUNDS * DURATION * ${#TOOL_LIST[@]}) * ${#TARGET_LIST[@]} + 600 ))
     (( jwt_life >= 3600 )) || jwt_life=3600
     jwt_exp=$(( $(date +%s) + jwt_life ))
     if want gateway-jwt-hs; then
@@ -263,6 +308,12 @@ run_wrk() { # seconds target outfile
     [[ -z ${TOKEN[$2]:-} ]] || hdr=(-H "$(auth_header "$2")")
     wrk_run "$1" "$3" -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$1"s --latency "${hdr[@]}" "${URL[$2]}"
 }
+# The same with oha (its JSON report in OUTFILE); its exit status.
+run_oha() { # seconds target outfile
+    local hdr=()
+    [[ -z ${TOKEN[$2]:-} ]] || hdr=(-H "$(auth_header "$2")")
+    oha_run "$1" "$3" -c "$CONNECTIONS" -z "$1"s "${hdr[@]}" "${URL[$2]}"
+}
 
 RAW=$TMP/raw
 mkdir -p "$RAW"
@@ -273,12 +324,17 @@ if (( WARMUP > 0 )); then
     done
 fi
 
-echo "== $ROUNDS round(s) x ${#TARGET_LIST[@]} target(s) x ${DURATION}s (raw outputs in $RAW)"
+echo "== $ROUNDS round(s) x ${#TARGET_LIST[@]} target(s) x ${DURATION}s, with ${TOOL_LIST[*]} (raw outputs in $RAW)"
 for (( r = 1; r <= ROUNDS; r++ )); do
     for t in "${TARGET_LIST[@]}"; do
         rc=0
         run_wrk "$DURATION" "$t" "$RAW/round$r-$t.txt" || rc=$?
         report round "$r" "$t" "$RAW/round$r-$t.txt" "$rc" # -> $TMP/runs.tsv
+        if uses_oha; then
+            rc=0
+            run_oha "$DURATION" "$t" "$RAW/round$r-$t-oha.json" || rc=$?
+            report oha-round "$r" "$t" "$RAW/round$r-$t-oha.json" "$rc" # -> $TMP/oha-runs.tsv
+        fi
     done
 done
 
@@ -289,4 +345,4 @@ for g in "${FULL_GATEWAYS[@]}"; do metrics_of "$g" >"$TMP/$g-end.metrics"; done
 if any_target is_redis; then redis_info >"$TMP/redis-end.info"; fi
 report run-report "${TARGET_LIST[@]}" # the table, the counters, the logs; $TMP/results-body.txt
 finish --body "$TMP/results-body.txt"
-echo "== raw wrk outputs: $RAW"
+echo "== raw ${TOOL_LIST[*]} outputs: $RAW"

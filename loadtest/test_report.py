@@ -6,6 +6,7 @@ run-summary.tsv, slowloris-attack-old.txt, and the lines quoted below).
 
     python3 -m unittest discover -s loadtest -p 'test_*.py'     # or: python3 loadtest/test_report.py
 """
+import argparse
 import contextlib
 import io
 import os
@@ -65,6 +66,92 @@ class WrkTest(unittest.TestCase):
                          [0.617, 2.35, 1020.0, 90000.0, None])
         w = report.Wrk("")  # wrk did not run
         self.assertEqual(w.tsv(), ["NA", "NA", "NA", "0", "0", "NA"])
+
+
+class OhaTest(unittest.TestCase):
+    """oha's JSON reports (oha 1.16.0, `--no-tui --output-format json --worker-threads 2`):
+    oha-gateway.json is run.sh's oha run on the gateway (-c 64 -z 3s);
+    oha-mixed-statuses-errors.json a run (-c 4 -z 1s) on a python3 server that answered
+    every 10th request 429 and closed the connection on every 25th without answering."""
+
+    def test_gateway_run(self):
+        o = report.Oha.file(fixture("oha-gateway.json"))
+        self.assertEqual((o.statuses, o.errors, o.deadline, o.responses, o.success_rate, o.non2xx, o.n_errors),
+                         ({"200": 64286}, {}, 60, 64286, 1.0, 0, 0))
+        # req/s = responses / oha's total time, like wrk's; oha's own figure also counts
+        # the 60 requests aborted at the deadline
+        self.assertAlmostEqual(o.rps, 64286 / 3.003891355)
+        self.assertAlmostEqual(o.oha_rps, 21420.881248882586)
+        self.assertEqual((round(o.p50, 6), round(o.p99, 6)), (2.853786, 8.729161))  # latencyPercentiles, s -> ms
+        self.assertEqual(o.tsv(), ["21400.91", "2.85379", "8.72916", "1", "200:64286", "{}", "60", "64286", "21420.88"])
+
+    def test_statuses_and_errors(self):
+        o = report.Oha.file(fixture("oha-mixed-statuses-errors.json"))
+        self.assertEqual(o.statuses, {"200": 88, "429": 8})
+        self.assertEqual(o.errors, {"connection closed before message completed": 4})  # the deadline apart
+        self.assertEqual((o.deadline, o.responses, o.non2xx, o.n_errors, o.success_rate), (4, 96, 8, 4, 0.96))
+        self.assertEqual(round(o.p99, 6), 44.350949)
+        self.assertEqual(report.Oha.dist(o.statuses), "200:88,429:8")
+        self.assertEqual(o.tsv()[4:7], ["200:88,429:8", '{"connection closed before message completed": 4}', "4"])
+
+    def test_not_a_report(self):
+        for text in ("", "{", "[]", '{"x": 1}'):  # oha did not run, was killed, ...
+            o = report.Oha(text)
+            self.assertEqual((o.rps, o.p99, o.success_rate, o.statuses, o.responses), (None, None, None, {}, None))
+            self.assertEqual(o.tsv(), ["NA", "NA", "NA", "NA", "-", "{}", "0", "NA", "NA"])
+
+    def test_a_run_without_a_report(self):
+        with TmpState("load_tools=wrk,oha") as st:
+            CliTest.run_report(self, "oha-round", "1", "nginx", os.path.join(st.dir, "absent.json"), "124",
+                               env=dict(os.environ))
+            o = report.oha_table(report.State(), ["nginx"])["nginx"]
+        self.assertEqual((o["rps"], o["p99"], o["success"], o["statuses"], o["failed"]),
+                         (None, None, None, {}, ["round 1 (oha exit 124)"]))
+
+    def test_round_lines_name_the_tool(self):
+        """With oha, wrk's round lines say wrk, in the columns of oha's; without, as before."""
+        for tools, want in (("wrk,oha", "   round 2  gateway-bare  wrk            37556.10 req/s"),
+                            ("wrk", "   round 2  gateway-bare            37556.10 req/s")):
+            with TmpState("load_tools=" + tools):
+                line = CliTest.run_report(self, "round", "2", "gateway-bare", fixture("wrk-latency.txt"), "0",
+                                          env=dict(os.environ))
+            self.assertEqual(line, want + "  p50    1.600 ms  p99    4.000 ms  non-2xx 0  socket errors 0\n")
+
+    def test_rounds_and_side_by_side(self):
+        """oha-round twice (the two fixtures as rounds of one target), then run-report:
+        medians, totals, and the side-by-side row next to wrk's."""
+        with TmpState("duration_s=3 rounds=2 connections=64 wrk_threads=2 access_log=on warmup_s=1 "
+                      "load_tools=wrk,oha oha_threads=2") as st:
+            env = dict(os.environ)
+            with open(os.path.join(st.dir, "runs.tsv"), "w") as f:
+                f.write("\t".join(report.RUNS_HEAD) + "\n1\tgateway-bare\t38580.32\t1.56\t4.25\t0\t0\t115788\t0\n"
+                        "2\tgateway-bare\t40000.00\t1.50\t4.75\t0\t0\t120000\t0\n")
+            for r, name in (("1", "oha-gateway.json"), ("2", "oha-mixed-statuses-errors.json")):
+                line = CliTest.run_report(self, "oha-round", r, "gateway-bare", fixture(name), "0", env=env)
+            self.assertEqual(line, "   round 2  gateway-bare  oha               95.80 req/s  p50   43.990 ms  p99   "
+                                   "44.351 ms  statuses 200:88,429:8  errors 4  aborted at the deadline 4\n")
+            o = report.oha_table(report.State(), ["gateway-bare"])["gateway-bare"]
+            self.assertEqual((o["rps"], o["p99"]), (round((21400.91 + 95.80) / 2, 3), round((8.72916 + 44.3509) / 2, 3)))
+            self.assertEqual((o["statuses"], o["errors"], o["deadline"], o["responses"], o["non2xx"]),
+                             ({"200": 64374, "429": 8}, {"connection closed before message completed": 4}, 64, 64382, 8))
+            self.assertAlmostEqual(o["success"], 64382 / 64386)
+            self.assertEqual(o["failed"], [])
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                report.cmd_run_report(argparse.Namespace(targets=["gateway-bare"]))
+            lines = out.getvalue().splitlines()
+            i = lines.index(next(l for l in lines if l.startswith("== wrk and oha side by side")))
+            self.assertEqual(lines[i + 1].split(), ["target", "wrk", "req/s", "oha", "req/s", "oha/wrk", "wrk", "p99",
+                                                    "ms", "oha", "p99", "ms", "wrk", "non-2xx", "oha", "success", "oha",
+                                                    "errors", "aborted", "oha", "statuses"])
+            self.assertEqual(lines[i + 2].split(), ["gateway-bare", "39290", "10748", "0.27", "4.500", "26.540", "0",
+                                                    "99.99%", "4", "64", "200:64374,429:8"])
+            self.assertIn("== WARNING: gateway-bare: oha saw 4 error(s) and 8 non-2xx/3xx response(s): errors "
+                          "connection closed before message completed:4, statuses 200:64374,429:8", lines)
+            body = report.read(os.path.join(st.dir, "results-body.txt"))
+            self.assertIn("## side by side (wrk and oha)\ntarget\twrk_req_per_s", body)
+            self.assertIn("\n## oha runs\nround\ttarget", body)
+            self.assertTrue(body.index("## oha runs") < body.index("## summary") < body.index("## runs"))
 
 
 class MetricsTest(unittest.TestCase):
