@@ -18,7 +18,8 @@
 #   THREADS=2         gateway server.threads
 #   TARGETS="upstream nginx nginx-limited gateway gateway-limited gateway-limited-redis
 #            gateway-jwt-hs gateway-jwt-rs gateway-bare"
-#                     subset/order (spaces or commas)
+#                     subset/order (spaces or commas); also gateway-dashboard (the
+#                     gateway with its dashboard polled once a second: A/B it with gateway)
 #   ACCESS_LOG=on     gateway access log (on|off), written to a file in the temp dir
 #   KEEP_ACCESS_LOG=0 keep the access-log files after the run (they can be hundreds of MB)
 #   WARMUP=1          seconds of unrecorded wrk per target before round 1 (0: none)
@@ -33,8 +34,11 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 THREADS=${THREADS:-2}
-ALL_TARGETS="upstream nginx nginx-limited gateway gateway-limited gateway-limited-redis gateway-jwt-hs gateway-jwt-rs gateway-bare"
-TARGETS=${TARGETS:-$ALL_TARGETS}
+DEFAULT_TARGETS="upstream nginx nginx-limited gateway gateway-limited gateway-limited-redis gateway-jwt-hs gateway-jwt-rs gateway-bare"
+# gateway-dashboard: the plain gateway while its live dashboard is open (/api/stats
+# polled once a second, as the page does), to A/B against `gateway`; not run by default.
+ALL_TARGETS="$DEFAULT_TARGETS gateway-dashboard"
+TARGETS=${TARGETS:-$DEFAULT_TARGETS}
 ACCESS_LOG=${ACCESS_LOG:-on}
 KEEP_ACCESS_LOG=${KEEP_ACCESS_LOG:-0}
 WARMUP=${WARMUP:-1}
@@ -301,6 +305,26 @@ done
 declare -A URL=()
 for t in "${TARGET_LIST[@]}"; do URL[$t]="http://127.0.0.1:${PORT[$t]}/"; done
 
+# gateway-dashboard: what the open page asks of the admin listener, once a second, for as
+# long as its target is measured. Each answer's status goes to TMP/dashboard-polls.txt.
+POLLER=""
+start_poller() { # target
+    [[ $1 == gateway-dashboard ]] || return 0
+    local url="http://127.0.0.1:${ADMIN_PORT[$1]}/api/stats"
+    ( while :; do
+          curl -s -o /dev/null --max-time 2 -w '%{http_code}\n' "$url" >>"$TMP/dashboard-polls.txt" || true
+          sleep 1
+      done ) &
+    POLLER=$!
+    bg_started "$POLLER"
+}
+stop_poller() {
+    [[ -n $POLLER ]] || return 0
+    kill "$POLLER" 2>/dev/null || true
+    wait_bg "$POLLER" || true
+    POLLER=""
+}
+
 # ---------------------------------------------------------------- measurement
 # One wrk run on TARGET (the JWT targets: with their one reused token); its exit status.
 run_wrk() { # seconds target outfile
@@ -328,6 +352,7 @@ echo "== $ROUNDS round(s) x ${#TARGET_LIST[@]} target(s) x ${DURATION}s, with ${
 for (( r = 1; r <= ROUNDS; r++ )); do
     for t in "${TARGET_LIST[@]}"; do
         rc=0
+        start_poller "$t"
         run_wrk "$DURATION" "$t" "$RAW/round$r-$t.txt" || rc=$?
         report round "$r" "$t" "$RAW/round$r-$t.txt" "$rc" # -> $TMP/runs.tsv
         if uses_oha; then
@@ -335,8 +360,15 @@ for (( r = 1; r <= ROUNDS; r++ )); do
             run_oha "$DURATION" "$t" "$RAW/round$r-$t-oha.json" || rc=$?
             report oha-round "$r" "$t" "$RAW/round$r-$t-oha.json" "$rc" # -> $TMP/oha-runs.tsv
         fi
+        stop_poller
     done
 done
+if want gateway-dashboard; then
+    polls=$(grep -c . "$TMP/dashboard-polls.txt" 2>/dev/null || true)
+    ok=$(grep -c '^200$' "$TMP/dashboard-polls.txt" 2>/dev/null || true)
+    echo "== gateway-dashboard: /api/stats answered 200 to ${ok:-0} of ${polls:-0} polls during its runs"
+    (( ${ok:-0} > 0 && ${ok:-0} == ${polls:-0} )) || die "gateway-dashboard: the dashboard's polls failed (see $TMP/dashboard-polls.txt)"
+fi
 
 # ---------------------------------------------------------------- summary
 # A server that died during the run invalidates its numbers (and is a bug).
