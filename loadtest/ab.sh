@@ -5,8 +5,11 @@
 # bounded (ROUNDS x 2 x (WARMUP + DURATION) seconds). Access log off, 2 worker threads.
 #
 #   OLD=path/to/gateway NEW=path/to/gateway loadtest/ab.sh
+#   OLD=bin NEW=bin POLL_NEW=/api/stats loadtest/ab.sh   # one binary: the cost of an open dashboard
 #
 # Knobs: ROUNDS=3 DURATION=8 WARMUP=2 CONNECTIONS=64 WRK_THREADS=2
+#        POLL_NEW=PATH  during NEW's measured runs, GET this admin path once a second
+#                       (what the live dashboard's open page does with /api/stats)
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -18,6 +21,7 @@ DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
+POLL_NEW=${POLL_NEW:-}
 require_positive ROUNDS DURATION CONNECTIONS WRK_THREADS
 require_tools wrk curl python3 "$NGINX"
 [[ -x $OLD && -x $NEW ]] || die "OLD and NEW must be executables"
@@ -46,13 +50,29 @@ for round in $(seq "$ROUNDS"); do
         started "gateway-$which" "$pid"
         wait_ready "gateway-$which" "$pid" "http://127.0.0.1:$P_GW/" "" "$log"
         if ((WARMUP > 0)); then wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:$P_GW/" >/dev/null; fi
+        poller=""
+        if [[ $which == new && -n $POLL_NEW ]]; then
+            ( while :; do
+                  curl -s -o /dev/null --max-time 2 -w '%{http_code}\n' "http://127.0.0.1:$P_ADMIN$POLL_NEW" >>"$TMP/polls.txt" || true
+                  sleep 1
+              done ) &
+            poller=$!
+            bg_started "$poller"
+        fi
         t0=$(cpu_ticks "$pid")
         wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$P_GW/" >"$TMP/wrk-$which-$round.txt"
         t1=$(cpu_ticks "$pid")
+        if [[ -n $poller ]]; then
+            kill "$poller" 2>/dev/null || true
+            wait_bg "$poller" || true
+        fi
         metrics_at "$P_ADMIN" >"$TMP/metrics-$which-$round.txt" 2>/dev/null || true
         stop_named "gateway-$which"
         report ab-round "$round" "$which" "$TMP/wrk-$which-$round.txt" "$log" "$TMP/metrics-$which-$round.txt" "$t0" "$t1"
     done
 done
 report ab-summary
+if [[ -n $POLL_NEW ]]; then
+    echo "== NEW's runs: $POLL_NEW answered 200 to $(grep -c '^200$' "$TMP/polls.txt" || true) of $(grep -c . "$TMP/polls.txt" || true) polls"
+fi
 report load end
