@@ -325,7 +325,10 @@ mod tests {
         let bounds = [0.1, 0.2, f64::INFINITY];
         assert_eq!(quantile(0.5, &bounds, &[10, 20, 20]), Some(0.1));
         let q = quantile(0.75, &bounds, &[10, 20, 20]).unwrap();
-        assert!((q - 0.15).abs() < 1e-12, "halfway into the second bucket: {q}");
+        assert!(
+            (q - 0.15).abs() < 1e-12,
+            "halfway into the second bucket: {q}"
+        );
         assert_eq!(
             quantile(0.99, &bounds, &[0, 0, 5]),
             Some(0.2),
