@@ -30,6 +30,28 @@ routes:
   - {name: r10, path_prefix: /, upstream: api}
 ";
 
+/// A config of `n` routes: half path prefixes, half hosts, and a catch-all.
+fn many_routes(n: usize) -> config::Config {
+    let mut yaml =
+        String::from("upstreams:\n  api:\n    backends:\n      - addr: 127.0.0.1:3000\nroutes:\n");
+    for i in 0..n.saturating_sub(1) {
+        if i % 2 == 0 {
+            yaml += &format!(
+                "  - {{name: p{i}, path_prefix: /svc{}/v1, upstream: api}}\n",
+                i / 2
+            );
+        } else {
+            yaml +=
+                &format!("  - {{name: h{i}, host: h{i}.example, path_prefix: /, upstream: api}}\n");
+        }
+    }
+    yaml += "  - {name: root, path_prefix: /, upstream: api}\n";
+    match config::parse(&yaml) {
+        Ok(c) => c,
+        Err(p) => panic!("bench config of {n} routes: {:?}", p.first()),
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let cfg = match config::parse(CONFIG) {
         Ok(c) => c,
@@ -42,6 +64,16 @@ fn benches(c: &mut Criterion) {
     c.bench_function("routing/find 10 routes, host hit", |b| {
         b.iter(|| black_box(router.find(Some("billing.example.com"), black_box("/invoices"))))
     });
+    // As the routes grow: half by path (`/svcN/v1`), half by host (`hN.example`), and a
+    // catch-all; a request to a path route under a host with no route of its own. 16
+    // routes are scanned, 17 and more indexed (routing/router.rs, SCAN_UP_TO).
+    for n in [10, 16, 17, 100, 1_000, 10_000] {
+        let router = Router::new(&many_routes(n).routes);
+        let path = format!("/svc{}/v1/items/42", n / 4);
+        c.bench_function(&format!("routing/find {n} routes"), |b| {
+            b.iter(|| black_box(router.find(Some("www.example.com"), black_box(&path))))
+        });
+    }
 
     // The edge stage: the common case is a canonical path and no `_` in header names.
     let paths = config::PathConfig::default();

@@ -4,10 +4,12 @@ pub mod breaker;
 mod health;
 mod pool;
 mod resolve;
+mod router;
 
 pub use health::{BackendAttempt, BackendReport, PoolHealth};
 pub use pool::Pool;
 pub use resolve::{describe as describe_unresolved, resolve_backends, ResolveError};
+pub use router::Router;
 
 use crate::config::{HashKey, PolicyId, RouteConfig, TierId};
 use pingora::http::RequestHeader;
@@ -27,6 +29,8 @@ impl RouteConfig {
         self.allowed_tiers & tier.bit() != 0
     }
 
+    /// Whether this route takes a request to `host` and `path` (the router's reference
+    /// semantics; its index answers the same, see `router.rs`).
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
         if let Some(want) = &self.host {
             match host {
@@ -80,42 +84,6 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
         return false;
     }
     prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'
-}
-
-/// All routes, ordered so that the first match is the right one.
-#[derive(Debug, Clone, Default)]
-pub struct Router {
-    routes: Vec<Route>,
-}
-
-impl Router {
-    pub fn new(configs: &[RouteConfig]) -> Self {
-        let mut routes: Vec<Route> = configs.to_vec();
-        // Longest prefix first; at equal length a route for a named host beats a catch-all.
-        routes.sort_by(|a, b| {
-            b.path_prefix
-                .len()
-                .cmp(&a.path_prefix.len())
-                .then(b.host.is_some().cmp(&a.host.is_some()))
-        });
-        Self { routes }
-    }
-
-    /// The route for a request to `host` (lower or mixed case, no port) and `path` (no query).
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<(usize, &Route)> {
-        self.routes
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.matches(host, path))
-    }
-
-    pub fn get(&self, index: usize) -> Option<&Route> {
-        self.routes.get(index)
-    }
-
-    pub fn routes(&self) -> &[Route] {
-        &self.routes
-    }
 }
 
 /// The host a request is for, from the URI authority (HTTP/2, absolute-form) or the
