@@ -120,6 +120,39 @@ fn benches(c: &mut Criterion) {
         |b| b.iter(|| black_box(local.try_check(P, black_box(&key)))),
     );
 
+    // As the keys grow: the local bucket's decision among 1,000 and 1,000,000 tracked keys
+    // (each request a different key, in a shuffled order: the table's cache misses), and
+    // the memory each tracked key costs (RSS growth while filling, printed).
+    for n in [1_000u32, 1_000_000] {
+        let many = limiter(&format!(
+            "  max_keys: {n}\n  policies:\n    p:\n      rate: 1000000000\n      per: 1s\n"
+        ));
+        let before = rss_bytes();
+        let keys: Vec<[u8; 4]> = (0..n)
+            .map(|i| i.wrapping_mul(2_654_435_761).to_be_bytes())
+            .collect();
+        for k in &keys {
+            ready(many.check(P, k));
+        }
+        let grown = rss_bytes().saturating_sub(before);
+        eprintln!(
+            "ratelimit: {} keys tracked, RSS grew {:.1} MiB: {:.0} bytes per key (the key list itself: 4 bytes per key)",
+            many.keys(),
+            grown as f64 / (1 << 20) as f64,
+            grown as f64 / f64::from(n)
+        );
+        let mut i = 0usize;
+        c.bench_function(
+            &format!("ratelimit/try_check, local, {n} keys tracked"),
+            |b| {
+                b.iter(|| {
+                    i = (i + 1) % keys.len();
+                    black_box(many.try_check(P, black_box(&keys[i])))
+                })
+            },
+        );
+    }
+
     // A key with no lease and no answer from Redis: it waits at most lease_wait (0 here,
     // below the config's 1ms minimum), then the `local` fallback decides. Needs a runtime
     // for the timer.
@@ -138,6 +171,17 @@ fn benches(c: &mut Criterion) {
         "ratelimit/check, key with no lease (fallback), 1 thread",
         |b| b.iter(|| black_box(rt.block_on(cold.check(P, black_box(&key))))),
     );
+}
+
+/// The process's resident memory (Linux; 0 elsewhere).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
 }
 
 criterion_group!(ratelimit, benches);
