@@ -52,6 +52,28 @@ fn many_routes(n: usize) -> config::Config {
     }
 }
 
+/// A pool of `n` backends with circuit breakers, by `selection`.
+fn pool(n: u16, selection: &str) -> gateway::routing::Pool {
+    let mut yaml = format!("upstreams:\n  app:\n    selection: {selection}\n    circuit_breaker: {{}}\n    backends:\n");
+    for i in 0..n {
+        yaml += &format!("      - addr: 127.0.0.1:{}\n", 20000 + i);
+    }
+    yaml += "routes:\n  - {path_prefix: /, upstream: app}\n";
+    let cfg = match config::parse(&yaml) {
+        Ok(c) => c,
+        Err(p) => panic!("pool config: {:?}", p.first()),
+    };
+    let addrs = match gateway::routing::resolve_backends(&cfg) {
+        Ok(a) => a,
+        Err(e) => panic!("{e:?}"),
+    };
+    let metrics = match Metrics::new() {
+        Ok(m) => std::sync::Arc::new(m),
+        Err(e) => panic!("{e}"),
+    };
+    gateway::routing::Pool::build(&cfg.upstreams[0], &addrs[0], &metrics)
+}
+
 fn benches(c: &mut Criterion) {
     let cfg = match config::parse(CONFIG) {
         Ok(c) => c,
@@ -73,6 +95,28 @@ fn benches(c: &mut Criterion) {
         c.bench_function(&format!("routing/find {n} routes"), |b| {
             b.iter(|| black_box(router.find(Some("www.example.com"), black_box(&path))))
         });
+    }
+
+    // One pool of 1, 10 and 100 backends, circuit breakers on: a backend per request.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("{e}"),
+    };
+    for n in [1u16, 10, 100] {
+        for selection in ["round_robin", "consistent_hash"] {
+            let pool = pool(n, selection);
+            rt.block_on(pool.prime());
+            let mut i = 0u32;
+            c.bench_function(&format!("pool/select {selection}, {n} backends"), |b| {
+                b.iter(|| {
+                    i = i.wrapping_add(1);
+                    black_box(pool.select(black_box(&i.to_be_bytes()), None))
+                })
+            });
+        }
     }
 
     // The edge stage: the common case is a canonical path and no `_` in header names.
