@@ -576,6 +576,7 @@ RUN_GATEWAY_FIGURES = [
     ("429", "full", 'gateway_requests_total{status="429"}'),
     ("requests_total", "full", "gateway_requests_total"),
     ("access_log_dropped", "full", "gateway_access_log_dropped_total"),
+    ("pool_reuse_races", "full", "gateway_upstream_pool_reuse_races_total"),
     ("ratelimit_allowed", "limited", 'gateway_ratelimit_decisions_total{outcome="allowed"}'),
     ("ratelimit_limited", "limited", 'gateway_ratelimit_decisions_total{outcome="limited"}'),
     ("ratelimit_fallback", "limited", 'gateway_ratelimit_decisions_total{outcome="fallback"}'),
@@ -586,7 +587,8 @@ RUN_GATEWAY_FIGURES = [
 # figures above and of those cmd_run_report adds (run_*, redis_*, access_log_*).
 RUN_GATEWAY_LINES = [
     ("full", "== %(gateway)s /metrics: %(5xx)s responses with status 5xx, %(429)s with 429, %(requests_total)s "
-             "requests in total, access-log lines dropped: %(access_log_dropped)s"),
+             "requests in total, access-log lines dropped: %(access_log_dropped)s, pooled upstream connections "
+             "dropped instead of reused (Pingora's reuse race, each a new connect): %(pool_reuse_races)s"),
     ("jwt", "   during the load: %(run_requests)s requests: %(run_200)s answered 200, %(run_other_status)s answered "
             "otherwise, %(run_unanswered)s unanswered (in flight when %(tools)s stopped)"),
     ("limited", "   rate-limit decisions: allowed %(ratelimit_allowed)s, limited %(ratelimit_limited)s, fallback "

@@ -215,6 +215,20 @@ class CostTest(unittest.TestCase):
         self.assertAlmostEqual(report.cost_of(requests, cpu, status, 250)[0]["cpu_us_per_request"], 297 * 4000 / 70444)
         self.assertIsNone(report.cost_of(None, cpu, status, 100)[0]["cpu_us_per_request"])  # wrk did not run
 
+    def test_gateway_line_has_the_pool_races(self):
+        """The gateway's own count of pooled connections it dropped (each then a new
+        connect) is printed with its counters: 282 by the end of the run whose 277 upstream
+        connects test_cost_gateway_run counts (metrics-gateway-3s.txt)."""
+        with TmpState("access_log=off rounds=1 connections=64 warmup_s=1 load_tools=wrk") as st:
+            with open(os.path.join(st.dir, "gateway-end.metrics"), "w") as f:
+                f.write(report.read(fixture("metrics-gateway-3s.txt")))
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                notes = report.run_gateway(report.State(), "gateway", {"non2xx": "0"})
+        self.assertTrue(out.getvalue().startswith("== gateway /metrics: 0 responses with status 5xx"))
+        self.assertIn("dropped instead of reused (Pingora's reuse race, each a new connect): 282\n", out.getvalue())
+        self.assertIn("gateway_pool_reuse_races=282", notes.split())
+
     def round_with_cost(self, target, tool="wrk", out="wrk-gateway-3s.txt"):
         cpu = [fixture("gateway-cpu-before.txt"), fixture("gateway-cpu-after.txt")]
         status = [fixture("gateway-status-before.txt"), fixture("gateway-status-after.txt")]
