@@ -238,6 +238,17 @@ cpu_ticks() { # pid...: their user + system CPU time so far, in clock ticks, wit
     done
     echo "$t"
 }
+# The /proc/PID/stat lines of the given processes and of their children (nginx's
+# workers), one a line: report.py's proc_ticks sums their utime + stime (a process's
+# line counts all its threads). A process that is gone has no line.
+proc_stats() { # pid...
+    local p line pids=("$@")
+    # shellcheck disable=SC2207
+    for p in "$@"; do pids+=($(ps -o pid= --ppid "$p" 2>/dev/null || true)); done
+    for p in "${pids[@]}"; do
+        if { read -r line <"/proc/$p/stat"; } 2>/dev/null; then printf '%s\n' "$line"; fi
+    done
+}
 calc() { awk "BEGIN { $1 }"; } # calc 'exit !(0.2 < 1)'
 
 # Sets the array PORTS to N distinct free loopback ports, held open together while

@@ -220,6 +220,40 @@ def redis_evalsha(text):
     return int(m.group(1)) if m else 0
 
 
+def proc_ticks(text):
+    """{pid: utime + stime, in clock ticks} from /proc/PID/stat lines (lib.sh's proc_stats).
+    A process's line counts all its threads; the command name, in parentheses, may hold
+    spaces and parentheses itself, so the fields are counted from its last ") "."""
+    out = {}
+    for line in text.splitlines():
+        head, sep, rest = line.rpartition(") ")
+        f = rest.split()
+        if sep and len(f) >= 13 and f[11].isdigit() and f[12].isdigit():
+            out[head.split(" (", 1)[0].strip()] = int(f[11]) + int(f[12])  # fields 14 and 15
+    return out
+
+
+def cpu_delta(before, after):
+    """The clock ticks the processes of AFTER used since BEFORE (two proc_ticks snapshots;
+    a process started in between counts from 0), and the pids of BEFORE that are gone
+    (their time since BEFORE is lost). None when AFTER is empty (the process died)."""
+    if not after:
+        return None, sorted(before)
+    return sum(t - before.get(p, 0) for p, t in after.items()), sorted(set(before) - set(after))
+
+
+STUB_STATUS = re.compile(r"Active connections:\s*(\d+)\s+server accepts handled requests\s+(\d+)\s+(\d+)\s+(\d+)\s+"
+                         r"Reading:\s*(\d+)\s+Writing:\s*(\d+)\s+Waiting:\s*(\d+)")
+
+
+def stub_status(text):
+    """nginx's stub_status page: {active, accepts, handled, requests, reading, writing,
+    waiting}; {} when the text is not one (the read failed)."""
+    m = STUB_STATUS.search(text)
+    keys = ("active", "accepts", "handled", "requests", "reading", "writing", "waiting")
+    return dict(zip(keys, map(int, m.groups()))) if m else {}
+
+
 def read(path, default=""):
     try:
         with open(path, errors="replace") as f:
@@ -432,12 +466,16 @@ def cmd_finish(a):
     print("== summary written to " + result)
 
 
+def wrk_line(width, label, path, rc, extra=""):
+    w = Wrk.file(path)
+    return "   %-*s %10s req/s  p50 %8s ms  p99 %8s ms  non-2xx %s  socket errors %s%s%s" % (
+        width, label, w.rps_text, fmt(w.p50, ".3f"), fmt(w.p99, ".3f"), w.non2xx, w.sockerr, extra,
+        "  (wrk exit %s)" % rc if rc != "0" else "")
+
+
 def cmd_wrk_line(a):
     """The line printed after a wrk run."""
-    w = Wrk.file(a.file)
-    print("   %-*s %10s req/s  p50 %8s ms  p99 %8s ms  non-2xx %s  socket errors %s%s" % (
-        a.width, a.label, w.rps_text, fmt(w.p50, ".3f"), fmt(w.p99, ".3f"), w.non2xx, w.sockerr,
-        "  (wrk exit %s)" % a.rc if a.rc != "0" else ""), flush=True)
+    print(wrk_line(a.width, a.label, a.file, a.rc), flush=True)
 
 
 def cmd_metric(a):
@@ -508,20 +546,28 @@ def cmd_jwt(a):
 # The summary table: header, width (negative: left-aligned), value of the target's row.
 RUN_COLUMNS = [
     ("target", -22, lambda r: r["target"]),
+    ("CPU µs/req", 10, lambda r: fmt(r["cpu"], ".1f")),
+    ("CPU vs nginx", 12, lambda r: r["cpu_vs_nginx"]),
     ("req/s", 10, lambda r: fmt(r["rps"], ".0f")),
     ("p50 ms", 9, lambda r: fmt(r["p50"], ".3f")),
     ("p99 ms", 9, lambda r: fmt(r["p99"], ".3f")),
     ("vs nginx", 9, lambda r: r["vs_nginx"]),
     ("vs gateway", 10, lambda r: r["vs_gateway"]),
+    ("upconn/1k", 10, lambda r: r["upconn"]),
     ("non-2xx", 8, lambda r: r["non2xx"]),
     ("sock-err", 8, lambda r: r["sockerr"]),
 ]
-# The lines of ratios after the table: title, (target, base) pairs (those that ran), tail.
+# The lines of ratios after the table: title, (target, base) pairs (those that ran), tail,
+# the figure compared (rps: median req/s; cpu: median CPU time per request).
+LIMITERS = [("nginx-limited", "nginx"), ("gateway-limited", "gateway"), ("gateway-limited-redis", "gateway")]
+AUTHS = [("gateway-jwt-hs", "gateway"), ("gateway-jwt-rs", "gateway")]
 RUN_COSTS = [
-    ("limiter cost, req/s with the limiter on / off (1.00 = free): ",
-     [("nginx-limited", "nginx"), ("gateway-limited", "gateway"), ("gateway-limited-redis", "gateway")], ""),
-    ("auth cost: ", [("gateway-jwt-hs", "gateway"), ("gateway-jwt-rs", "gateway")],
-     " (req/s with JWT auth on / off, 1.00 = free; one reused token: verified-token cache hits)"),
+    ("limiter cost, req/s with the limiter on / off (1.00 = free): ", LIMITERS, "", "rps"),
+    ("auth cost: ", AUTHS,
+     " (req/s with JWT auth on / off, 1.00 = free; one reused token: verified-token cache hits)", "rps"),
+    ("limiter cost, CPU per request with the limiter on / off (1.00 = free): ", LIMITERS, "", "cpu"),
+    ("auth cost, CPU per request with JWT auth on / off (1.00 = free): ", AUTHS, "", "cpu"),
+    ("features cost, CPU per request of the full gateway / --bare: ", [("gateway", "gateway-bare")], "", "cpu"),
 ]
 # What is read from each full gateway's /metrics at the end: key (the results file has
 # <gateway>_<key>=), the role that has it (run_role), selector.
@@ -530,6 +576,7 @@ RUN_GATEWAY_FIGURES = [
     ("429", "full", 'gateway_requests_total{status="429"}'),
     ("requests_total", "full", "gateway_requests_total"),
     ("access_log_dropped", "full", "gateway_access_log_dropped_total"),
+    ("pool_reuse_races", "full", "gateway_upstream_pool_reuse_races_total"),
     ("ratelimit_allowed", "limited", 'gateway_ratelimit_decisions_total{outcome="allowed"}'),
     ("ratelimit_limited", "limited", 'gateway_ratelimit_decisions_total{outcome="limited"}'),
     ("ratelimit_fallback", "limited", 'gateway_ratelimit_decisions_total{outcome="fallback"}'),
@@ -540,7 +587,8 @@ RUN_GATEWAY_FIGURES = [
 # figures above and of those cmd_run_report adds (run_*, redis_*, access_log_*).
 RUN_GATEWAY_LINES = [
     ("full", "== %(gateway)s /metrics: %(5xx)s responses with status 5xx, %(429)s with 429, %(requests_total)s "
-             "requests in total, access-log lines dropped: %(access_log_dropped)s"),
+             "requests in total, access-log lines dropped: %(access_log_dropped)s, pooled upstream connections "
+             "dropped instead of reused (Pingora's reuse race, each a new connect): %(pool_reuse_races)s"),
     ("jwt", "   during the load: %(run_requests)s requests: %(run_200)s answered 200, %(run_other_status)s answered "
             "otherwise, %(run_unanswered)s unanswered (in flight when %(tools)s stopped)"),
     ("limited", "   rate-limit decisions: allowed %(ratelimit_allowed)s, limited %(ratelimit_limited)s, fallback "
@@ -548,6 +596,15 @@ RUN_GATEWAY_LINES = [
     ("access_log", "   access log: %(access_log_lines)s lines, %(access_log_size)s"),
 ]
 RUNS_HEAD = ["round", "target", "rps", "p50_ms", "p99_ms", "non2xx", "socket_errors", "requests", "wrk_rc"]
+# What each measured run cost (run.sh: `round` / `oha-round` with --cpu and
+# --upstream-status): cost.tsv, one row a run and tool. requests: what the tool completed
+# (wrk's "requests in", oha's responses); cpu_ticks: utime + stime of the target's
+# processes (nginx: master and workers) over the run; procs: how many; upstream_accepts
+# and upstream_requests: the deltas of the upstream nginx's stub_status counters, less
+# the after-read's own connection and request (the before-read's is in the before count).
+COST_HEAD = ["round", "target", "tool", "requests", "cpu_ticks", "cpu_us_per_request", "procs",
+             "upstream_accepts", "upstream_connects_per_1000", "upstream_requests"]
+STATUS_READS = 1  # connections (and requests) of the stub_status reads in a before/after delta
 ROUND_LABEL_WIDTH = {False: 30, True: 35}  # a round's line: "round N  TARGET" (wrk only), "... wrk|oha" (both)
 # oha's runs (LOAD_TOOLS with oha): oha-runs.tsv, and the side-by-side table of wrk and
 # oha (medians over the rounds of req/s and p99; totals of oha's statuses and errors).
@@ -565,6 +622,11 @@ SIDE_COLUMNS = [
     ("oha errors", 11, lambda r, o: "%d" % sum(o["errors"].values())),
     ("aborted", 8, lambda r, o: "%d" % o["deadline"]),
     ("oha statuses", -1, lambda r, o: Oha.dist(o["statuses"])),
+]
+# ... with these before "oha statuses" when cost.tsv has oha's runs
+SIDE_CPU_COLUMNS = [
+    ("wrk CPU µs/req", 15, lambda r, o: fmt(r["cpu"], ".1f")),
+    ("oha CPU µs/req", 15, lambda r, o: fmt(o["cpu"], ".1f")),
 ]
 
 
@@ -588,8 +650,50 @@ def cmd_round(a):
     label = "round %s  %s" % (a.round, a.target)
     if len(run_tools(st)) > 1:  # wrk's and oha's lines in turn: name the tool
         label += "  wrk"
-    cmd_wrk_line(argparse.Namespace(width=ROUND_LABEL_WIDTH[len(run_tools(st)) > 1], label=label, file=a.file,
-                                    rc=a.rc))
+    extra = run_cost(st, a, "wrk", Wrk.file(a.file).requests)
+    print(wrk_line(ROUND_LABEL_WIDTH[len(run_tools(st)) > 1], label, a.file, a.rc, extra), flush=True)
+
+
+def clk_tck(st):
+    """Clock ticks per second of /proc/PID/stat (run.sh records `getconf CLK_TCK`)."""
+    return int(st.settings.get("clk_tck") or os.sysconf("SC_CLK_TCK"))
+
+
+def cost_of(requests, cpu, status, hz):
+    """One run's costs from the snapshots before and after it: CPU (texts of
+    /proc/PID/stat lines) and the upstream's stub_status (texts). A COST_HEAD row's
+    values from requests on (None: not known), and the pids gone during the run."""
+    ticks, gone = cpu_delta(proc_ticks(cpu[0]), proc_ticks(cpu[1]))
+    s0, s1 = stub_status(status[0]), stub_status(status[1])
+    accepts = s1["accepts"] - s0["accepts"] - STATUS_READS if s0 and s1 else None
+    upreq = s1["requests"] - s0["requests"] - STATUS_READS if s0 and s1 else None
+    per = lambda x, k: None if x is None or not requests else x * k / requests
+    return {"requests": requests, "cpu_ticks": ticks, "cpu_us_per_request": per(ticks, 1e6 / hz),
+            "procs": len(proc_ticks(cpu[1])), "upstream_accepts": accepts,
+            "upstream_connects_per_1000": per(accepts, 1000), "upstream_requests": upreq}, gone
+
+
+def run_cost(st, a, tool, requests):
+    """With --cpu and --upstream-status: a row of cost.tsv, and the text added to the
+    run's line ("" without them)."""
+    if not a.cpu or not a.upstream_status:
+        return ""
+    c, gone = cost_of(requests, [read(f) for f in a.cpu], [read(f) for f in a.upstream_status], clk_tck(st))
+    if gone:
+        print("== WARNING: round %s %s %s: process(es) %s ended during the run: their CPU time is missing" % (
+            a.round, a.target, tool, " ".join(gone)), file=sys.stderr)
+    path = st.path("cost.tsv")
+    new = not os.path.exists(path)
+    with open(path, "a") as f:
+        if new:
+            f.write("\t".join(COST_HEAD) + "\n")
+        f.write("\t".join([a.round, a.target, tool] + [
+            fmt(c[k], ".3f") if k.endswith("per_request") or k.endswith("_1000") else awk_num(c[k])
+            for k in COST_HEAD[3:]]) + "\n")
+    conn = "client" if a.target == "upstream" else "upstream"  # (the upstream's clients are wrk's, oha's)
+    return "  CPU %s µs/req  %s connects %s (%s/1000 req)" % (
+        fmt(c["cpu_us_per_request"], ".1f"), conn, awk_num(c["upstream_accepts"]),
+        fmt(c["upstream_connects_per_1000"], ".3f"))
 
 
 def run_table(st, targets):
@@ -604,10 +708,26 @@ def run_table(st, targets):
             r[k] = None if m is None else round(m, 3)
         r["non2xx"] = "%d" % sum(v or 0 for v in col(t, "non2xx"))
         r["sockerr"] = "%d" % sum(v or 0 for v in col(t, "socket_errors"))
+    costs = run_costs(st, targets, "wrk")
     for t, r in rows.items():
         r["vs_nginx"] = run_ratio(rows, t, "nginx")
         r["vs_gateway"] = run_ratio(rows, t, "gateway") if t.startswith("gateway") else "-"
+        r["cpu"], r["upconn_n"] = costs[t]["cpu"], costs[t]["upconn"]
+    for t, r in rows.items():
+        r["cpu_vs_nginx"] = run_ratio(rows, t, "nginx", "cpu")
+        # the upstream target's accepts are its clients' connections, not a proxy's
+        r["upconn"] = "-" if t == "upstream" else fmt(r["upconn_n"], ".3f")
     return rows
+
+
+def run_costs(st, targets, tool):
+    """{target: {cpu, upconn}}: the medians over the rounds of TOOL's runs in cost.tsv of
+    the CPU time per request (µs) and the upstream connections per 1,000 requests; None
+    without them (a run before cost.tsv, or a failed read)."""
+    runs = [dict(zip(COST_HEAD, l.split("\t"))) for l in read(st.path("cost.tsv")).splitlines()[1:]]
+    col = lambda t, c: [num(r[c]) for r in runs if r["target"] == t and r["tool"] == tool]
+    return {t: {"cpu": median(col(t, "cpu_us_per_request")), "upconn": median(col(t, "upstream_connects_per_1000"))}
+            for t in targets}
 
 
 def run_tools(st):
@@ -624,9 +744,10 @@ def cmd_oha_round(a):
         if new:
             f.write("\t".join(OHA_RUNS_HEAD) + "\n")
         f.write("\t".join([a.round, a.target] + o.tsv() + [a.rc]) + "\n")
-    print("   %-*s %10s req/s  p50 %8s ms  p99 %8s ms  statuses %s  errors %d  aborted at the deadline %d%s" % (
+    extra = run_cost(st, a, "oha", o.responses)
+    print("   %-*s %10s req/s  p50 %8s ms  p99 %8s ms  statuses %s  errors %d  aborted at the deadline %d%s%s" % (
         ROUND_LABEL_WIDTH[True], "round %s  %s  oha" % (a.round, a.target), fmt(o.rps, ".2f"), fmt(o.p50, ".3f"), fmt(o.p99, ".3f"),
-        Oha.dist(o.statuses), o.n_errors, o.deadline, "  (oha exit %s)" % a.rc if a.rc != "0" else ""), flush=True)
+        Oha.dist(o.statuses), o.n_errors, o.deadline, extra, "  (oha exit %s)" % a.rc if a.rc != "0" else ""), flush=True)
 
 
 def oha_table(st, targets):
@@ -658,6 +779,8 @@ def oha_table(st, targets):
         o["non2xx"] = sum(n for code, n in o["statuses"].items() if code[:1] not in ("2", "3"))
         tried = o["responses"] + sum(o["errors"].values())
         o["success"] = o["responses"] / tried if tried else None
+    for t, c in run_costs(st, targets, "oha").items():
+        rows[t]["cpu"] = c["cpu"]
     return rows
 
 
@@ -668,11 +791,14 @@ def oha_report(st, rows, oha):
     print("== wrk and oha side by side, the same targets: medians over %s round(s) of %ss, %s connections "
           "each (threads: wrk %s, oha %s); oha's statuses, errors and aborted requests are totals" % (
               s["rounds"], s["duration_s"], s["connections"], s["wrk_threads"], s.get("oha_threads", "NA")))
-    print(" ".join("%*s" % (w, h) for h, w, _ in SIDE_COLUMNS).rstrip())
-    lines = ["\t".join(h.replace(" ", "_").replace("/", "_per_") for h, _, _ in SIDE_COLUMNS)]
+    cols = SIDE_COLUMNS
+    if any(o["cpu"] is not None for o in oha.values()):
+        cols = SIDE_COLUMNS[:-1] + SIDE_CPU_COLUMNS + SIDE_COLUMNS[-1:]
+    print(" ".join("%*s" % (w, h) for h, w, _ in cols).rstrip())
+    lines = ["\t".join(h.replace(" ", "_").replace("/", "_per_").replace("µs", "us") for h, _, _ in cols)]
     for t, r in rows.items():
-        cells = [f(r, oha[t]) for _, _, f in SIDE_COLUMNS]
-        print(" ".join("%*s" % (w, c) for (_, w, _), c in zip(SIDE_COLUMNS, cells)).rstrip())
+        cells = [f(r, oha[t]) for _, _, f in cols]
+        print(" ".join("%*s" % (w, c) for (_, w, _), c in zip(cols, cells)).rstrip())
         lines.append("\t".join(cells))
     with open(st.path("side-by-side.tsv"), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -686,9 +812,9 @@ def oha_report(st, rows, oha):
                 file=sys.stderr)
 
 
-def run_ratio(rows, t, base):
-    """Median req/s of T / BASE's, "-" when either is missing."""
-    return ratio(rows[t]["rps"], rows[base]["rps"], none="-") if base in rows else "-"
+def run_ratio(rows, t, base, key="rps"):
+    """Median req/s (KEY: or another figure) of T / BASE's, "-" when either is missing."""
+    return ratio(rows[t][key], rows[base][key], none="-") if base in rows else "-"
 
 
 def run_gateway(st, g, row):
@@ -755,8 +881,9 @@ def cmd_run_report(a):
     print(" ".join("%*s" % (w, h) for h, w, _ in RUN_COLUMNS))
     for r in rows.values():
         print(" ".join("%*s" % (w, f(r)) for _, w, f in RUN_COLUMNS))
-    for title, pairs, tail in RUN_COSTS:
-        got = ["%s/%s %s" % (t, b, run_ratio(rows, t, b)) for t, b in pairs if t in rows and b in rows]
+    for title, pairs, tail, key in RUN_COSTS:
+        got = ["%s/%s %s" % (t, b, run_ratio(rows, t, b, key)) for t, b in pairs
+               if t in rows and b in rows and (key == "rps" or None not in (rows[t][key], rows[b][key]))]
         if got:
             print("== " + title + ", ".join(got) + tail)
     if oha:
@@ -776,15 +903,20 @@ def cmd_run_report(a):
             log_summary(st.path(t + ".log"), 4)
     with open(st.path("summary.tsv"), "w") as f:
         f.write("target\tmedian_rps\tmedian_p50_ms\tmedian_p99_ms\trps_vs_nginx\trps_vs_gateway\t"
-                "non2xx_total\tsocket_errors_total\n")
+                "non2xx_total\tsocket_errors_total\tmedian_cpu_us_per_request\tcpu_vs_nginx\t"
+                "median_upstream_connects_per_1000\n")
         for r in rows.values():
             f.write("\t".join([r["target"], fmt(r["rps"], ".3f"), fmt(r["p50"], ".3f"), fmt(r["p99"], ".3f"),
-                               r["vs_nginx"], r["vs_gateway"], r["non2xx"], r["sockerr"]]) + "\n")
+                               r["vs_nginx"], r["vs_gateway"], r["non2xx"], r["sockerr"], fmt(r["cpu"], ".3f"),
+                               r["cpu_vs_nginx"], r["upconn"] if r["upconn"] == "-" else fmt(r["upconn_n"], ".4f")])
+                    + "\n")
     sides = "" if not oha else "## side by side (wrk and oha)\n%s## oha runs\n%s" % (
         read(st.path("side-by-side.tsv")), read(st.path("oha-runs.tsv")))
+    cost = read(st.path("cost.tsv"))
+    cost = "## cost per run (CPU, upstream connects)\n" + cost if cost else ""
     with open(st.path("results-body.txt"), "w") as f:
-        f.write("".join(n + "\n" for n in notes) + "raw_dir=%s\n%s## summary\n%s## runs\n%s" % (
-            st.path("raw"), sides, read(st.path("summary.tsv")), read(st.path("runs.tsv"))))
+        f.write("".join(n + "\n" for n in notes) + "raw_dir=%s\n%s%s## summary\n%s## runs\n%s" % (
+            st.path("raw"), sides, cost, read(st.path("summary.tsv")), read(st.path("runs.tsv"))))
 
 
 def human_size(n):
@@ -1844,8 +1976,10 @@ def main(argv=None):
         ("files", many))
     add("ports", cmd_ports, ("n", {"type": int}))
     add("jwt", cmd_jwt, ("alg", {"choices": ["HS256", "RS256"]}), "kid", ("exp", {"type": int}), "iss", "aud", "--key")
-    add("round", cmd_round, "round", "target", "file", "rc")
-    add("oha-round", cmd_oha_round, "round", "target", "file", "rc")
+    cost = [("--cpu", {"nargs": 2, "metavar": ("BEFORE", "AFTER")}),
+            ("--upstream-status", {"nargs": 2, "metavar": ("BEFORE", "AFTER")})]
+    add("round", cmd_round, "round", "target", "file", "rc", *cost)
+    add("oha-round", cmd_oha_round, "round", "target", "file", "rc", *cost)
     add("run-report", cmd_run_report, ("targets", {"nargs": "+"}))
     add("ratelimit", cmd_ratelimit, ("part", {"choices": ["a", "b", "c", "d", "e"]}), "dir", ("facts", many))
     add("relay", cmd_relay, ("port", {"type": int}), ("target", {"type": int}), ("delay_ms", {"type": float}), "ready")

@@ -3,6 +3,11 @@
 # against nginx as a reverse proxy (plain and with limit_req), all in front of the
 # same nginx upstream, on loopback. See loadtest/README.md.
 #
+# Per measured run (wrk's and oha's): req/s and latency, the CPU time per request of
+# the process under test (utime + stime from /proc/PID/stat, all its threads; nginx's
+# master and workers summed) and the connections it opened to the upstream (the
+# upstream nginx's stub_status `accepts`, on a port of its own) per 1,000 requests.
+#
 # Knobs (environment):
 #   DURATION=8        seconds per wrk (and oha) run
 #   ROUNDS=3          interleaved rounds (each round runs every target once)
@@ -115,17 +120,20 @@ echo "== gateway load test: DURATION=${DURATION}s ROUNDS=$ROUNDS CONNECTIONS=$CO
 if uses_oha; then echo "== oha: $OHA ${OHA_ARGS[*]} -c $CONNECTIONS -z ${DURATION}s after each wrk run"; fi
 echo "== temp dir: $TMP"
 TOOLS_CSV=$(IFS=,; echo "${TOOL_LIST[*]}")
-report begin "" "gateway load test" "duration_s=$DURATION rounds=$ROUNDS connections=$CONNECTIONS wrk_threads=$WRK_THREADS gateway_threads=$THREADS access_log=$ACCESS_LOG warmup_s=$WARMUP load_tools=$TOOLS_CSV${OHA_THREADS:+ oha_threads=$OHA_THREADS}" --versions "nginx,$TOOLS_CSV"
+CLK_TCK=$(getconf CLK_TCK) # the unit of /proc/PID/stat's utime and stime
+is_uint "$CLK_TCK" && (( CLK_TCK > 0 )) || die "getconf CLK_TCK printed '$CLK_TCK'"
+report begin "" "gateway load test" "duration_s=$DURATION rounds=$ROUNDS connections=$CONNECTIONS wrk_threads=$WRK_THREADS gateway_threads=$THREADS access_log=$ACCESS_LOG warmup_s=$WARMUP load_tools=$TOOLS_CSV${OHA_THREADS:+ oha_threads=$OHA_THREADS} clk_tck=$CLK_TCK" --versions "nginx,$TOOLS_CSV"
 
 if [[ ${TARGET_LIST[*]} == *gateway* ]]; then prepare_gateway; fi
 
-# Free loopback ports: the upstream, Redis, and a port and an admin port per target.
-free_ports $(( 2 + 2 * ${#TARGET_LIST[@]} ))
-P_UPSTREAM=${PORTS[0]} P_REDIS=${PORTS[1]}
+# Free loopback ports: the upstream, Redis, the upstream's stub_status, and a port and
+# an admin port per target.
+free_ports $(( 3 + 2 * ${#TARGET_LIST[@]} ))
+P_UPSTREAM=${PORTS[0]} P_REDIS=${PORTS[1]} P_STATUS=${PORTS[2]}
 declare -A PORT=() ADMIN_PORT=()
 for i in "${!TARGET_LIST[@]}"; do
-    PORT[${TARGET_LIST[i]}]=${PORTS[2 + 2 * i]}
-    ADMIN_PORT[${TARGET_LIST[i]}]=${PORTS[3 + 2 * i]}
+    PORT[${TARGET_LIST[i]}]=${PORTS[3 + 2 * i]}
+    ADMIN_PORT[${TARGET_LIST[i]}]=${PORTS[4 + 2 * i]}
 done
 PORT[upstream]=$P_UPSTREAM
 
@@ -223,11 +231,16 @@ for t in "${TARGET_LIST[@]}"; do
     if [[ $t == gateway* ]]; then gateway_conf "$t" "${PORT[$t]}" "${ADMIN_PORT[$t]}" "${CONF[@]}"; fi
 done
 
-run_nginx nginx-upstream "$P_UPSTREAM" "$SCRIPT_DIR/nginx-upstream.conf.tmpl"
+# PID: each target's process whose CPU time is measured (nginx: its master; proc_stats
+# adds the workers).
+declare -A PID=()
+run_nginx nginx-upstream "$P_UPSTREAM" "$SCRIPT_DIR/nginx-upstream.conf.tmpl" +STATUS STATUS_PORT="$P_STATUS"
+PID[upstream]=$NGINX_PID
 for t in "${TARGET_LIST[@]}"; do
     [[ $t == nginx* ]] || continue
     target_conf "$t"
     run_nginx "$t" "${PORT[$t]}" "$SCRIPT_DIR/nginx-proxy.conf.tmpl" UPSTREAM_PORT="$P_UPSTREAM" "${CONF[@]}"
+    PID[$t]=$NGINX_PID
 done
 if want nginx-limited; then
     grep -q 'limit_req zone=' "$TMP/nginx-limited.conf" || die "nginx-limited: no limit_req in $TMP/nginx-limited.conf"
@@ -235,10 +248,40 @@ fi
 if any_target is_redis; then start_redis redis "$P_REDIS"; fi
 for t in "${FULL_GATEWAYS[@]}"; do
     start_gateway "$t" "${PORT[$t]}" "${ADMIN_PORT[$t]}"
+    PID[$t]=$GW_PID
 done
 if want gateway-bare; then
     start_gateway gateway-bare "${PORT[gateway-bare]}" "${ADMIN_PORT[gateway-bare]}" --bare
+    PID[gateway-bare]=$GW_PID
 fi
+
+# What a run costs, read before and after it: the upstream's stub_status (the
+# connections accepted so far; the load tools never use its port) and the /proc/PID/stat
+# lines of the target's processes. Both must be readable now.
+read_status() { # outfile
+    curl -sS --max-time 2 "http://127.0.0.1:$P_STATUS/" >"$1" 2>/dev/null || true
+}
+read_status "$TMP/upstream-status-check.txt"
+grep -q '^server accepts handled requests' "$TMP/upstream-status-check.txt" \
+    || die "the upstream's stub_status on 127.0.0.1:$P_STATUS did not answer (see $TMP/upstream-status-check.txt)"
+for t in "${TARGET_LIST[@]}"; do
+    [[ -n ${PID[$t]:-} && -n $(proc_stats "${PID[$t]}") ]] || die "$t: no /proc/PID/stat for its process (pid '${PID[$t]:-}')"
+done
+pids=""
+for t in "${TARGET_LIST[@]}"; do pids+=" $t=${PID[$t]}"; done
+echo "== cost of each run: CPU time from /proc/PID/stat (CLK_TCK $CLK_TCK) of$pids (nginx: with its workers);"
+echo "   connections opened to the upstream from its stub_status (127.0.0.1:$P_STATUS)"
+cost_before() { # target prefix: the upstream's counters, then the CPU times (the read's own work outside)
+    read_status "$2-status-before.txt"
+    proc_stats "${PID[$1]}" >"$2-cpu-before.txt"
+}
+cost_after() { # target prefix
+    proc_stats "${PID[$1]}" >"$2-cpu-after.txt"
+    read_status "$2-status-after.txt"
+}
+cost_args() { # prefix: report round's / oha-round's options
+    COST_ARGS=(--cpu "$1-cpu-before.txt" "$1-cpu-after.txt" --upstream-status "$1-status-before.txt" "$1-status-after.txt")
+}
 
 # A refused request to a JWT gateway: must be a 401 whose WWW-Authenticate names ERROR.
 check_refused() { # name what error [curl args...]
@@ -353,12 +396,18 @@ for (( r = 1; r <= ROUNDS; r++ )); do
     for t in "${TARGET_LIST[@]}"; do
         rc=0
         start_poller "$t"
+        cost_before "$t" "$RAW/round$r-$t-wrk"
         run_wrk "$DURATION" "$t" "$RAW/round$r-$t.txt" || rc=$?
-        report round "$r" "$t" "$RAW/round$r-$t.txt" "$rc" # -> $TMP/runs.tsv
+        cost_after "$t" "$RAW/round$r-$t-wrk"
+        cost_args "$RAW/round$r-$t-wrk"
+        report round "$r" "$t" "$RAW/round$r-$t.txt" "$rc" "${COST_ARGS[@]}" # -> $TMP/runs.tsv, $TMP/cost.tsv
         if uses_oha; then
             rc=0
+            cost_before "$t" "$RAW/round$r-$t-oha"
             run_oha "$DURATION" "$t" "$RAW/round$r-$t-oha.json" || rc=$?
-            report oha-round "$r" "$t" "$RAW/round$r-$t-oha.json" "$rc" # -> $TMP/oha-runs.tsv
+            cost_after "$t" "$RAW/round$r-$t-oha"
+            cost_args "$RAW/round$r-$t-oha"
+            report oha-round "$r" "$t" "$RAW/round$r-$t-oha.json" "$rc" "${COST_ARGS[@]}" # -> $TMP/oha-runs.tsv, cost.tsv
         fi
         stop_poller
     done

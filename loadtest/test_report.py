@@ -154,6 +154,156 @@ class OhaTest(unittest.TestCase):
             self.assertTrue(body.index("## oha runs") < body.index("## summary") < body.index("## runs"))
 
 
+class CostTest(unittest.TestCase):
+    """run.sh's cost of a run: CPU time per request from /proc/PID/stat snapshots and the
+    upstream's new connections from its stub_status, on snapshots captured around real runs:
+    nginx-upstream-*: `wrk -t2 -c8 -d3s` straight at the upstream nginx (its master and its
+    one worker, stub_status read before and after; wrk-upstream-c8.txt);
+    gateway-*: run.sh's wrk run on the gateway (DURATION=3, wrk-gateway-3s.txt), whose
+    /metrics counted 282 gateway_upstream_pool_reuse_races_total by the end of the run."""
+
+    def snap(self, prefix):
+        return ([report.read(fixture(prefix + "-cpu-before.txt")), report.read(fixture(prefix + "-cpu-after.txt"))],
+                [report.read(fixture(prefix + "-status-before.txt")), report.read(fixture(prefix + "-status-after.txt"))])
+
+    def test_stub_status(self):
+        self.assertEqual(report.stub_status(report.read(fixture("nginx-upstream-status-after.txt"))),
+                         {"active": 1, "accepts": 12, "handled": 12, "requests": 333149, "reading": 0, "writing": 1,
+                          "waiting": 0})
+        self.assertEqual(report.stub_status(report.read(fixture("gateway-status-before.txt")))["accepts"], 360)
+        for text in ("", "curl: (7) Failed to connect", "<html>ok</html>"):  # the read failed
+            self.assertEqual(report.stub_status(text), {})
+
+    def test_proc_ticks(self):
+        before = report.proc_ticks(report.read(fixture("nginx-upstream-cpu-before.txt")))
+        after = report.proc_ticks(report.read(fixture("nginx-upstream-cpu-after.txt")))
+        self.assertEqual((before, after), ({"28231": 0, "28234": 0}, {"28231": 0, "28234": 49 + 100}))  # master, worker
+        self.assertEqual(report.cpu_delta(before, after), (149, []))
+        # the gateway: one line for the process, all its 11 threads (utime 66 -> 260, stime 26 -> 129)
+        g = [report.proc_ticks(t) for t in self.snap("gateway")[0]]
+        self.assertEqual(g, [{"30451": 92}, {"30451": 389}])
+
+    def test_proc_ticks_odd_names_and_changes(self):
+        line = report.read(fixture("gateway-cpu-after.txt")).replace("(gateway)", "(a) b (c)")
+        self.assertEqual(report.proc_ticks(line), {"30451": 389})  # counted from the name's last ") "
+        self.assertEqual(report.proc_ticks("garbage\n12 (x) S 1\n"), {})
+        # a worker started during the run counts from 0; one that ended is reported
+        self.assertEqual(report.cpu_delta({"1": 5, "2": 7}, {"1": 9, "3": 4}), (8, ["2"]))
+        self.assertEqual(report.cpu_delta({"1": 5}, {}), (None, ["1"]))  # the process died
+
+    def test_cost_upstream_run(self):
+        """The reads' own connection and request are taken out: what is left is wrk's 8
+        connections plus the one it opens first to test the address, and exactly the
+        requests wrk counted."""
+        cpu, status = self.snap("nginx-upstream")
+        requests = report.Wrk.file(fixture("wrk-upstream-c8.txt")).requests
+        c, gone = report.cost_of(requests, cpu, status, 100)
+        self.assertEqual((c["upstream_accepts"], c["upstream_requests"], requests), (9, 333146, 333146))
+        self.assertEqual((c["cpu_ticks"], c["procs"], gone), (149, 2, []))
+        self.assertAlmostEqual(c["cpu_us_per_request"], 1.49e6 / 333146)  # 4.47 us
+        self.assertAlmostEqual(c["upstream_connects_per_1000"], 9000 / 333146)
+
+    def test_cost_gateway_run(self):
+        cpu, status = self.snap("gateway")
+        requests = report.Wrk.file(fixture("wrk-gateway-3s.txt")).requests
+        c, _ = report.cost_of(requests, cpu, status, 100)
+        self.assertEqual((requests, c["cpu_ticks"], c["upstream_accepts"], c["upstream_requests"]),
+                         (70444, 297, 277, 70504))  # (the upstream also saw the requests wrk left in flight)
+        self.assertEqual(("%.3f" % c["cpu_us_per_request"], "%.3f" % c["upstream_connects_per_1000"]),
+                         ("42.161", "3.932"))
+        self.assertEqual(report.cost_of(requests, cpu, ["", status[1]], 250)[0]["upstream_accepts"], None)
+        self.assertAlmostEqual(report.cost_of(requests, cpu, status, 250)[0]["cpu_us_per_request"], 297 * 4000 / 70444)
+        self.assertIsNone(report.cost_of(None, cpu, status, 100)[0]["cpu_us_per_request"])  # wrk did not run
+
+    def test_gateway_line_has_the_pool_races(self):
+        """The gateway's own count of pooled connections it dropped (each then a new
+        connect) is printed with its counters: 282 by the end of the run whose 277 upstream
+        connects test_cost_gateway_run counts (metrics-gateway-3s.txt)."""
+        with TmpState("access_log=off rounds=1 connections=64 warmup_s=1 load_tools=wrk") as st:
+            with open(os.path.join(st.dir, "gateway-end.metrics"), "w") as f:
+                f.write(report.read(fixture("metrics-gateway-3s.txt")))
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                notes = report.run_gateway(report.State(), "gateway", {"non2xx": "0"})
+        self.assertTrue(out.getvalue().startswith("== gateway /metrics: 0 responses with status 5xx"))
+        self.assertIn("dropped instead of reused (Pingora's reuse race, each a new connect): 282\n", out.getvalue())
+        self.assertIn("gateway_pool_reuse_races=282", notes.split())
+
+    def round_with_cost(self, target, tool="wrk", out="wrk-gateway-3s.txt"):
+        cpu = [fixture("gateway-cpu-before.txt"), fixture("gateway-cpu-after.txt")]
+        status = [fixture("gateway-status-before.txt"), fixture("gateway-status-after.txt")]
+        return CliTest.run_report(self, "round" if tool == "wrk" else "oha-round", "1", target, fixture(out), "0",
+                                  "--cpu", *cpu, "--upstream-status", *status, env=dict(os.environ))
+
+    def test_round_records_the_cost(self):
+        with TmpState("load_tools=wrk clk_tck=100") as st:
+            line = self.round_with_cost("gateway")
+            upstream = self.round_with_cost("upstream")
+            cost = report.read(os.path.join(st.dir, "cost.tsv")).splitlines()
+        self.assertTrue(line.endswith("socket errors 0  CPU 42.2 µs/req  upstream connects 277 (3.932/1000 req)\n"))
+        self.assertIn("client connects 277", upstream)  # at the upstream itself they are wrk's
+        self.assertEqual(cost[0].split("\t"), report.COST_HEAD)
+        self.assertEqual(cost[1], "1\tgateway\twrk\t70444\t297\t42.161\t1\t277\t3.932\t70504")
+        with TmpState("load_tools=wrk") as st:  # without the options: no cost.tsv, the line as before
+            CliTest.run_report(self, "round", "1", "gateway", fixture("wrk-gateway-3s.txt"), "0", env=dict(os.environ))
+            self.assertFalse(os.path.exists(os.path.join(st.dir, "cost.tsv")))
+
+    def test_table_and_summary(self):
+        """The medians of cost.tsv's wrk runs in the table, their ratio to nginx's, '-' for
+        the upstream's connects; oha's CPU side by side with wrk's."""
+        cost = "\t".join(report.COST_HEAD) + "\n" + "".join(
+            "%d\t%s\t%s\t100000\t0\t%s\t3\t%s\t%s\t100000\n" % (r, t, tool, cpu, n, per) for r, t, tool, cpu, n, per in (
+                (1, "nginx", "wrk", "17.873", 15, "0.089"), (2, "nginx", "wrk", "19.000", 0, "0.000"),
+                (3, "nginx", "wrk", "18.000", 1, "0.010"),
+                (1, "gateway", "wrk", "42.161", 277, "3.932"), (2, "gateway", "wrk", "36.000", 100, "1.000"),
+                (3, "gateway", "wrk", "NA", 200, "2.000"),
+                (1, "upstream", "wrk", "5.000", 9, "0.027"), (1, "gateway-limited", "wrk", "46.900", 3, "0.030"),
+                (1, "gateway", "oha", "50.000", 64, "0.640"), (1, "nginx", "oha", "25.000", 0, "0.000")))
+        runs = "\t".join(report.RUNS_HEAD) + "\n" + "".join(
+            "1\t%s\t%s\t1\t4\t0\t0\t100000\t0\n" % (t, rps) for t, rps in
+            (("upstream", "90000"), ("nginx", "50000"), ("gateway", "25000"), ("gateway-limited", "24000"),
+             ("gateway-bare", "30000")))
+        with TmpState("duration_s=8 rounds=3 connections=64 wrk_threads=2 access_log=off warmup_s=1 "
+                      "load_tools=wrk,oha clk_tck=100") as st:
+            for name, text in (("cost.tsv", cost), ("runs.tsv", runs)):
+                with open(os.path.join(st.dir, name), "w") as f:
+                    f.write(text)
+            targets = ["upstream", "nginx", "gateway", "gateway-limited", "gateway-bare"]
+            rows = report.run_table(report.State(), targets)
+            got = {t: (r["cpu"], r["cpu_vs_nginx"], r["upconn"]) for t, r in rows.items()}
+            self.assertEqual(got, {"upstream": (5.0, "0.28", "-"), "nginx": (18.0, "1.00", "0.010"),
+                                   "gateway": ((42.161 + 36) / 2, "2.17", "2.000"),
+                                   "gateway-limited": (46.9, "2.61", "0.030"), "gateway-bare": (None, "-", "NA")})
+            self.assertEqual(report.oha_table(report.State(), ["nginx"]), {})  # (no oha-runs.tsv)
+            with open(os.path.join(st.dir, "oha-runs.tsv"), "w") as f:
+                f.write("\t".join(report.OHA_RUNS_HEAD) + "\n" + "".join(
+                    "1\t%s\t20000\t2\t8\t1\t200:160000\t{}\t64\t160000\t20000\t0\n" % t for t in targets))
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                report.cmd_run_report(argparse.Namespace(targets=targets))
+            lines = out.getvalue().splitlines()
+            summary = report.read(os.path.join(st.dir, "summary.tsv")).splitlines()
+            body = report.read(os.path.join(st.dir, "results-body.txt"))
+        head = next(l for l in lines if l.startswith("target "))
+        self.assertEqual(head.split()[:4], ["target", "CPU", "µs/req", "CPU"])
+        self.assertEqual(next(l for l in lines if l.startswith("gateway ")).split(),
+                         ["gateway", "39.1", "2.17", "25000", "1.000", "4.000", "0.50", "1.00", "2.000", "0", "0"])
+        self.assertIn("== limiter cost, CPU per request with the limiter on / off (1.00 = free): "
+                      "gateway-limited/gateway 1.20", lines)
+        self.assertIn("== limiter cost, req/s with the limiter on / off (1.00 = free): gateway-limited/gateway 0.96",
+                      lines)
+        self.assertNotIn("features cost", "\n".join(lines))  # (gateway-bare has no CPU figure)
+        side = lines[lines.index(next(l for l in lines if l.startswith("== wrk and oha side by side"))) + 1]
+        self.assertIn("aborted  wrk CPU µs/req  oha CPU µs/req oha statuses", side)
+        self.assertEqual(next(l for l in lines if l.startswith("gateway ") and "200:" in l).split()[10:12],
+                         ["39.1", "50.0"])
+        self.assertEqual(summary[0].split("\t")[-3:], ["median_cpu_us_per_request", "cpu_vs_nginx",
+                                                      "median_upstream_connects_per_1000"])
+        self.assertEqual(summary[1].split("\t")[-3:], ["5.000", "0.28", "-"])
+        self.assertEqual(summary[2].split("\t")[-3:], ["18.000", "1.00", "0.0100"])
+        self.assertTrue(body.index("## oha runs") < body.index("## cost per run") < body.index("## summary"))
+
+
 class MetricsTest(unittest.TestCase):
     def setUp(self):
         self.m = report.Metrics.file(fixture("metrics-limited-redis.txt"))
