@@ -52,20 +52,13 @@ for round in $(seq "$ROUNDS"); do
         if ((WARMUP > 0)); then wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:$P_GW/" >/dev/null; fi
         poller=""
         if [[ $which == new && -n $POLL_NEW ]]; then
-            ( while :; do
-                  curl -s -o /dev/null --max-time 2 -w '%{http_code}\n' "http://127.0.0.1:$P_ADMIN$POLL_NEW" >>"$TMP/polls.txt" || true
-                  sleep 1
-              done ) &
-            poller=$!
-            bg_started "$poller"
+            poll_each_second "http://127.0.0.1:$P_ADMIN$POLL_NEW" "$TMP/polls.txt"
+            poller=$POLL_PID
         fi
         t0=$(cpu_ticks "$pid")
         wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$P_GW/" >"$TMP/wrk-$which-$round.txt"
         t1=$(cpu_ticks "$pid")
-        if [[ -n $poller ]]; then
-            kill "$poller" 2>/dev/null || true
-            wait_bg "$poller" || true
-        fi
+        if [[ -n $poller ]]; then stop_poll "$poller"; fi
         metrics_at "$P_ADMIN" >"$TMP/metrics-$which-$round.txt" 2>/dev/null || true
         stop_named "gateway-$which"
         report ab-round "$round" "$which" "$TMP/wrk-$which-$round.txt" "$log" "$TMP/metrics-$which-$round.txt" "$t0" "$t1"

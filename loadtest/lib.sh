@@ -83,6 +83,21 @@ bg_done() { # pid: forget a background helper that has ended
     for p in "${BG_PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
     BG_PIDS=("${keep[@]}")
 }
+# GETs URL once a second in the background (what the live dashboard's open page does
+# with /api/stats), each answer's status a line of OUTFILE; POLL_PID is the poller,
+# stopped by stop_poll.
+poll_each_second() { # url outfile
+    ( while :; do
+          curl -s -o /dev/null --max-time 2 -w '%{http_code}\n' "$1" >>"$2" || true
+          sleep 1
+      done ) &
+    POLL_PID=$!
+    bg_started "$POLL_PID"
+}
+stop_poll() { # pid
+    kill "$1" 2>/dev/null || true
+    wait_bg "$1" || true
+}
 wait_bg() { # pid: wait for a background helper and forget it; its exit status
     local rc=0
     wait "$1" || rc=$?

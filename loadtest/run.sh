@@ -353,18 +353,12 @@ for t in "${TARGET_LIST[@]}"; do URL[$t]="http://127.0.0.1:${PORT[$t]}/"; done
 POLLER=""
 start_poller() { # target
     [[ $1 == gateway-dashboard ]] || return 0
-    local url="http://127.0.0.1:${ADMIN_PORT[$1]}/api/stats"
-    ( while :; do
-          curl -s -o /dev/null --max-time 2 -w '%{http_code}\n' "$url" >>"$TMP/dashboard-polls.txt" || true
-          sleep 1
-      done ) &
-    POLLER=$!
-    bg_started "$POLLER"
+    poll_each_second "http://127.0.0.1:${ADMIN_PORT[$1]}/api/stats" "$TMP/dashboard-polls.txt"
+    POLLER=$POLL_PID
 }
 stop_poller() {
     [[ -n $POLLER ]] || return 0
-    kill "$POLLER" 2>/dev/null || true
-    wait_bg "$POLLER" || true
+    stop_poll "$POLLER"
     POLLER=""
 }
 

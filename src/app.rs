@@ -130,7 +130,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<App, BuildError> {
     }
 
     let metrics = Arc::new(Metrics::new()?);
-    metrics.touch_errors(&crate::proxy::Failure::LABELS);
+    metrics.error_reasons(&crate::proxy::Failure::LABELS);
     let state = first_snapshot(&mut server, config, &addrs, &metrics)?;
     if let Some(path) = &options.config_path {
         if let Ok(bytes) = std::fs::read(path) {

@@ -88,8 +88,9 @@ impl Merge {
         cfg: &RedisConfig,
     ) -> Result<Vec<Counted>, redis::RedisError> {
         let now = unix_now().as_secs() / 60;
-        // The counts to add, taken under the lock; the lock is released before any await.
-        let mut adds: Vec<(u64, Box<str>, u64)> = Vec::new();
+        // `(minute, key, count, new since the last round)`, taken under the lock; the lock
+        // is released before any await.
+        let mut adds: Vec<(u64, Box<str>, u64, u64)> = Vec::new();
         {
             let blocked = lock(&dashboard.blocked);
             for minute in [now.saturating_sub(1), now] {
@@ -103,26 +104,21 @@ impl Merge {
                         .copied()
                         .unwrap_or(0);
                     if e.count > done {
-                        adds.push((minute, e.key.clone(), e.count));
+                        adds.push((minute, e.key.clone(), e.count, e.count - done));
                     }
                 }
             }
         }
         let mut pipe = redis::pipe();
-        for (minute, key, count) in &adds {
-            let done = self
-                .flushed
-                .get(&(*minute, key.clone()))
-                .copied()
-                .unwrap_or(0);
+        for (minute, key, _, new) in &adds {
             pipe.cmd("ZINCRBY")
                 .arg(minute_key(&cfg.key_prefix, *minute))
-                .arg(count - done)
+                .arg(*new)
                 .arg(&**key)
                 .ignore();
         }
         for minute in [now.saturating_sub(1), now] {
-            if adds.iter().any(|(m, _, _)| *m == minute) {
+            if adds.iter().any(|(m, ..)| *m == minute) {
                 let k = minute_key(&cfg.key_prefix, minute);
                 pipe.cmd("ZREMRANGEBYRANK")
                     .arg(&k)
@@ -147,7 +143,7 @@ impl Merge {
         let (union,) = tokio::time::timeout(cfg.command_timeout, query)
             .await
             .map_err(|_| crate::ratelimit::io_error("dashboard merge timed out"))??;
-        for (minute, key, count) in adds {
+        for (minute, key, count, _) in adds {
             self.flushed.insert((minute, key), count);
         }
         self.flushed.retain(|(m, _), _| *m + 1 >= now);

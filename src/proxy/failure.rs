@@ -39,7 +39,8 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// Every value of [`Failure::label`]: the series of `gateway_errors_total` made at start.
+    /// Every value of [`Failure::label`], in [`Failure::reason_index`] order: the series
+    /// of `gateway_errors_total` made at start.
     pub const LABELS: [&'static str; 13] = [
         "refused",
         "no_route",
@@ -56,24 +57,32 @@ impl Failure {
         "internal",
     ];
 
-    /// The `reason` label of `gateway_errors_total`: one of [`Failure::LABELS`], so that a
-    /// reason's text (an edge refusal, a credential error) never multiplies series.
-    pub fn label(&self) -> &'static str {
+    /// The position of this failure's `reason` in [`Failure::LABELS`]: a reason's text
+    /// (an edge refusal, a credential error) never multiplies series.
+    pub fn reason_index(&self) -> usize {
         match self {
-            Failure::Refused(_) => "refused",
-            Failure::NoRoute => "no_route",
-            Failure::MissingCredential => "missing_credential",
-            Failure::Credential(_) | Failure::InvalidCredential => "invalid_credential",
-            Failure::TierNotAllowed => "tier_not_allowed",
-            Failure::RateLimited => "rate_limited",
-            Failure::NoHealthyUpstream => "no_healthy_upstream",
-            Failure::UpstreamFailed => "upstream_failed",
-            Failure::UpstreamTimeout => "upstream_timeout",
-            Failure::BadRequest => "bad_request",
-            Failure::HeaderTimeout => "header_timeout",
-            Failure::HeaderTooLarge => "header_too_large",
-            Failure::Internal => "internal",
+            Failure::Refused(_) => 0,
+            Failure::NoRoute => 1,
+            Failure::MissingCredential => 2,
+            Failure::Credential(_) | Failure::InvalidCredential => 3,
+            Failure::TierNotAllowed => 4,
+            Failure::RateLimited => 5,
+            Failure::NoHealthyUpstream => 6,
+            Failure::UpstreamFailed => 7,
+            Failure::UpstreamTimeout => 8,
+            Failure::BadRequest => 9,
+            Failure::HeaderTimeout => 10,
+            Failure::HeaderTooLarge => 11,
+            Failure::Internal => 12,
         }
+    }
+
+    /// The `reason` label of `gateway_errors_total`.
+    pub fn label(&self) -> &'static str {
+        Self::LABELS
+            .get(self.reason_index())
+            .copied()
+            .unwrap_or("internal")
     }
 
     /// The access log's `error` field.
@@ -123,9 +132,27 @@ mod tests {
             Failure::HeaderTooLarge,
             Failure::Internal,
         ];
-        for f in all {
-            assert!(Failure::LABELS.contains(&f.label()), "{f:?}");
-        }
+        let labels: Vec<&str> = all.iter().map(Failure::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "refused",
+                "no_route",
+                "missing_credential",
+                "invalid_credential",
+                "invalid_credential",
+                "tier_not_allowed",
+                "rate_limited",
+                "no_healthy_upstream",
+                "upstream_failed",
+                "upstream_timeout",
+                "bad_request",
+                "header_timeout",
+                "header_too_large",
+                "internal",
+            ],
+            "each failure's reason, by its index"
+        );
     }
 
     /// The access log's words, as they were when the reason was a plain string.

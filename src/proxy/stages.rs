@@ -181,7 +181,7 @@ impl Gateway {
         let Some(failure) = ctx.error.filter(|_| status >= 400) else {
             return;
         };
-        self.metrics.count_error(failure.label());
+        self.metrics.count_error(failure.reason_index());
         let client = match (&ctx.principal, ctx.client_ip) {
             (Some(p), _) => Client::Consumer(&p.consumer),
             (None, Some(ip)) => Client::Ip(ip),

@@ -113,7 +113,8 @@ mod tests {
     use crate::config::PoolId;
     use std::time::Duration;
 
-    fn route(name: &str, host: Option<&str>, prefix: &str, strip: bool) -> RouteConfig {
+    /// A route to pool 0 with test timeouts (also for `router.rs`'s tests).
+    pub(super) fn route(name: &str, host: Option<&str>, prefix: &str, strip: bool) -> RouteConfig {
         RouteConfig {
             name: name.into(),
             host: host.map(str::to_string),

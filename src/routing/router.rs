@@ -151,25 +151,10 @@ fn lowercase<'b>(host: &str, buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PoolId;
     use proptest::prelude::*;
-    use std::time::Duration;
 
     fn route(name: &str, host: Option<&str>, prefix: &str) -> RouteConfig {
-        RouteConfig {
-            name: name.into(),
-            host: host.map(str::to_string),
-            path_prefix: prefix.into(),
-            pool: PoolId(0),
-            strip_prefix: false,
-            connect_timeout: Duration::from_secs(1),
-            read_timeout: Duration::from_secs(1),
-            write_timeout: None,
-            retries: 1,
-            rate_limit: Vec::new(),
-            auth: crate::config::AuthMode::None,
-            allowed_tiers: u64::MAX,
-        }
+        super::super::tests::route(name, host, prefix, false)
     }
 
     /// Many routes: the index answers; a scan of the same routes is the reference.

@@ -42,6 +42,8 @@ impl RouteMetrics {
 pub(super) struct Requests {
     requests: IntCounterVec,
     errors: IntCounterVec,
+    /// `errors`' series by reason index, resolved once (see [`Metrics::error_reasons`]).
+    error_series: OnceLock<Vec<IntCounter>>,
     durations: HistogramVec,
     ping: RouteMetrics,
     unrouted: RouteMetrics,
@@ -66,6 +68,7 @@ impl Requests {
         )?;
         Ok(Self {
             errors,
+            error_series: OnceLock::new(),
             ping: RouteMetrics::new("ping", &durations),
             unrouted: RouteMetrics::new("none", &durations),
             requests,
@@ -89,17 +92,24 @@ impl Metrics {
         }
     }
 
-    /// Makes the series of `gateway_errors_total` exist at 0, one per reason, so that
-    /// dashboards and alerts see every reason from the start.
-    pub fn touch_errors(&self, reasons: &[&str]) {
-        for reason in reasons {
-            self.requests.errors.with_label_values(&[reason]);
-        }
+    /// Names the reasons of `gateway_errors_total` (once; later calls change nothing):
+    /// every series exists at 0 from the start, for dashboards and alerts, and
+    /// [`Metrics::count_error`] finds its counter by index, without hashing labels.
+    pub fn error_reasons(&self, reasons: &[&str]) {
+        self.requests.error_series.get_or_init(|| {
+            reasons
+                .iter()
+                .map(|r| self.requests.errors.with_label_values(&[r]))
+                .collect()
+        });
     }
 
-    /// Counts one response the gateway made itself. Only on a refused or failed request.
-    pub fn count_error(&self, reason: &str) {
-        self.requests.errors.with_label_values(&[reason]).inc();
+    /// Counts one response the gateway made itself, by the index of its reason in
+    /// [`Metrics::error_reasons`]. Only on a refused or failed request.
+    pub fn count_error(&self, reason: usize) {
+        if let Some(c) = self.requests.error_series.get().and_then(|s| s.get(reason)) {
+            c.inc();
+        }
     }
 
     /// Counts one answered request. Lock-free after the first request of each (route, status).
