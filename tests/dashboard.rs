@@ -103,7 +103,10 @@ fn stats_report_the_refusals_errors_and_rates_that_happened() {
     assert!(api["p99_ms"].as_f64().unwrap() >= api["p50_ms"].as_f64().unwrap());
     assert_eq!(s["limiter"]["redis"], "reachable", "{s}");
     assert_eq!(s["limiter"]["limited"], 7);
-    assert_eq!(gw.metric("gateway_errors_total{reason=\"rate_limited\"}"), 7.0);
+    assert_eq!(
+        gw.metric("gateway_errors_total{reason=\"rate_limited\"}"),
+        7.0
+    );
     assert_eq!(gw.metric("gateway_errors_total{reason=\"no_route\"}"), 1.0);
     assert_eq!(gw.metric("gateway_errors_total{reason=\"internal\"}"), 0.0);
     assert_eq!(
