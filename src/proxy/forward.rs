@@ -2,19 +2,31 @@
 //! trace context, and the hop it came over. Pure functions over the upstream request
 //! header, so each case is unit-tested without a socket.
 
+use http::header::FORWARDED;
 use http::HeaderName;
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+// Names looked up or removed on every request: built once, never parsed per request.
+// (Inserts take `&'static str`: Pingora parses the name either way, and a `HeaderName`
+// would also be copied for its case-preserving twin map.)
+const X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+const X_CONSUMER_TIER: HeaderName = HeaderName::from_static("x-consumer-tier");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// What the gateway knows about the hop a request came over.
 #[derive(Debug, Clone, Copy)]
 pub struct Hop<'a> {
     /// The socket peer (X-Forwarded-For appends this hop).
     pub peer: Option<IpAddr>,
-    /// The request's `Host`, in the canonical form the edge stage left it in.
-    pub host: Option<&'a str>,
+    /// The request's `Host`, in the canonical form the edge stage left it in (shared into
+    /// X-Forwarded-Host, not copied).
+    pub host: Option<&'a HeaderValue>,
 }
 
 /// Who the gateway vouches for, as forwarded upstream.
@@ -36,8 +48,9 @@ pub fn set_correlation_and_identity(
     if let Some(id) = request_id {
         upstream.insert_header(id_header.clone(), id.clone())?;
     }
-    upstream.remove_header("x-consumer-id");
-    upstream.remove_header("x-consumer-tier");
+    // Removing an absent header costs a lookup; most requests carry neither.
+    upstream.remove_header(&X_CONSUMER_ID);
+    upstream.remove_header(&X_CONSUMER_TIER);
     if let Some(who) = identity {
         upstream.insert_header("x-consumer-id", who.consumer)?;
         upstream.insert_header("x-consumer-tier", who.tier)?;
@@ -45,7 +58,7 @@ pub fn set_correlation_and_identity(
     match traceparent {
         Some(tp) => upstream.insert_header("traceparent", tp.clone())?,
         None => {
-            upstream.remove_header("traceparent");
+            upstream.remove_header(&TRACEPARENT);
         }
     }
     Ok(())
@@ -55,20 +68,24 @@ pub fn set_correlation_and_identity(
 /// X-Forwarded-Proto are the gateway's alone; a client's X-Real-IP never passes
 /// (frameworks believe it, and the gateway does not set it).
 pub fn set_forwarding(upstream: &mut RequestHeader, hop: Hop<'_>) -> pingora::Result<()> {
-    upstream.remove_header("x-forwarded-host");
-    upstream.remove_header("x-real-ip");
-    upstream.insert_header("x-forwarded-proto", "http")?;
+    upstream.remove_header(&X_REAL_IP);
+    // A static value: neither validated nor copied per request.
+    upstream.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
     let Some(ip) = hop.peer else {
+        upstream.remove_header(&X_FORWARDED_HOST);
         return Ok(());
     };
-    let xff = match upstream
+    // One allocation, sized for the previous hops and this one.
+    let prev = upstream
         .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.to_string(),
-    };
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok());
+    let mut xff = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(prev) = prev {
+        xff.push_str(prev);
+        xff.push_str(", ");
+    }
+    let _ = write!(xff, "{ip}");
     upstream.insert_header("x-forwarded-for", xff)?;
     let mut element = String::with_capacity(64);
     let _ = match ip {
@@ -77,7 +94,8 @@ pub fn set_forwarding(upstream: &mut RequestHeader, hop: Hop<'_>) -> pingora::Re
     };
     // RFC 7239: a token as it is, quoted when it has a port or an IPv6 literal (`:` and
     // brackets are not token characters). Any other host the edge stage has refused.
-    if let Some(h) = hop.host.filter(|h| {
+    let host = hop.host.and_then(|h| h.to_str().ok());
+    if let Some(h) = host.filter(|h| {
         h.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b))
     }) {
@@ -91,15 +109,18 @@ pub fn set_forwarding(upstream: &mut RequestHeader, hop: Hop<'_>) -> pingora::Re
     }
     let forwarded = match upstream
         .headers
-        .get("forwarded")
+        .get(FORWARDED)
         .and_then(|v| v.to_str().ok())
     {
         Some(prev) => format!("{prev}, {element}"),
         None => element,
     };
-    upstream.insert_header("forwarded", forwarded)?;
-    if let Some(h) = hop.host {
-        upstream.insert_header("x-forwarded-host", h)?;
+    upstream.insert_header(FORWARDED, forwarded)?;
+    match hop.host {
+        Some(host) => upstream.insert_header("x-forwarded-host", host.clone())?,
+        None => {
+            upstream.remove_header(&X_FORWARDED_HOST);
+        }
     }
     Ok(())
 }
@@ -151,7 +172,7 @@ mod tests {
         ]);
         let hop = Hop {
             peer: Some("192.0.2.7".parse().unwrap()),
-            host: Some("api.example:8443"),
+            host: Some(&HeaderValue::from_static("api.example:8443")),
         };
         set_forwarding(&mut r, hop).unwrap();
         assert_eq!(get(&r, "x-forwarded-for"), Some("10.0.0.1, 192.0.2.7"));
@@ -175,7 +196,7 @@ mod tests {
             &mut r,
             Hop {
                 peer: Some("192.0.2.7".parse().unwrap()),
-                host: Some("shop.example.com"),
+                host: Some(&HeaderValue::from_static("shop.example.com")),
             },
         )
         .unwrap();

@@ -307,11 +307,7 @@ impl ProxyHttp for Gateway {
         if auth.strip_credentials {
             snap.auth.strip_credentials(upstream);
         }
-        let host = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok());
+        let host = session.req_header().headers.get(http::header::HOST);
         forward::set_forwarding(
             upstream,
             forward::Hop {
