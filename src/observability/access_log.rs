@@ -4,8 +4,12 @@
 use crate::config::LogDestination;
 use prometheus::IntCounter;
 use serde::Serialize;
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One request, as logged. Borrowed fields: building a record allocates nothing.
 #[derive(Debug, Serialize)]
@@ -30,6 +34,52 @@ pub struct AccessRecord<'a> {
     pub bytes_sent: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
+}
+
+/// Text that successive lines of one thread mostly repeat, formatted once and reused: the
+/// upstream address (a backend serves many requests in a row) and the time down to the
+/// second. Formatting either from scratch cost ~1,600 instructions per line (callgrind).
+#[derive(Default)]
+pub struct RepeatedText {
+    upstream: Option<SocketAddr>,
+    upstream_text: String,
+    second: Option<u64>,
+    /// `2026-12-01T02:55:12.` for `second`, then this line's milliseconds and `Z`.
+    time: String,
+    second_len: usize,
+}
+
+impl RepeatedText {
+    /// Runs `f` with this thread's cache (the log call is synchronous: never held across
+    /// an await).
+    pub fn with<R>(f: impl FnOnce(&mut RepeatedText) -> R) -> R {
+        thread_local! {
+            static TEXT: RefCell<RepeatedText> = RefCell::new(RepeatedText::default());
+        }
+        TEXT.with(|t| f(&mut t.borrow_mut()))
+    }
+
+    /// `now` in RFC 3339 with milliseconds, UTC (`2026-12-01T02:55:12.345Z`), and
+    /// `upstream` as text (`127.0.0.1:8080`).
+    pub fn texts(&mut self, now: SystemTime, upstream: Option<SocketAddr>) -> (&str, Option<&str>) {
+        let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        if self.second != Some(since.as_secs()) {
+            self.time.clear();
+            let _ = write!(self.time, "{}", humantime::format_rfc3339_seconds(now));
+            self.time.pop(); // the `Z`: the milliseconds come first
+            self.time.push('.');
+            self.second_len = self.time.len();
+            self.second = Some(since.as_secs());
+        }
+        self.time.truncate(self.second_len);
+        let _ = write!(self.time, "{:03}Z", since.subsec_millis());
+        if let Some(addr) = upstream.filter(|a| self.upstream != Some(*a)) {
+            self.upstream_text.clear();
+            let _ = write!(self.upstream_text, "{addr}");
+            self.upstream = Some(addr);
+        }
+        (&self.time, upstream.map(|_| self.upstream_text.as_str()))
+    }
 }
 
 /// The sending side of the access log. Cheap to share; never blocks.
@@ -113,6 +163,29 @@ fn write_lines(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn repeated_text_matches_formatting_from_scratch() {
+        use super::RepeatedText;
+        use std::time::{Duration, UNIX_EPOCH};
+        let mut text = RepeatedText::default();
+        let a: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let b: std::net::SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        // Same second twice, the next second, a jump back, milliseconds 0 and 999.
+        for (ms, upstream) in [
+            (1_764_556_512_345u64, Some(a)),
+            (1_764_556_512_999, Some(a)),
+            (1_764_556_513_000, Some(b)),
+            (1_764_556_513_007, None),
+            (1_700_000_000_000, Some(a)),
+        ] {
+            let now = UNIX_EPOCH + Duration::from_millis(ms);
+            let (time, up) = text.texts(now, upstream);
+            assert_eq!(time, humantime::format_rfc3339_millis(now).to_string());
+            assert_eq!(up.map(str::to_owned), upstream.map(|u| u.to_string()));
+        }
+    }
+
     use super::*;
     use std::time::{Duration, Instant};
 

@@ -6,7 +6,9 @@ mod admin;
 pub mod logger;
 mod metrics;
 
-pub use access_log::{AccessLog, AccessRecord, DRAIN_INTERVAL as ACCESS_LOG_INTERVAL};
+pub use access_log::{
+    AccessLog, AccessRecord, RepeatedText, DRAIN_INTERVAL as ACCESS_LOG_INTERVAL,
+};
 pub use admin::Admin;
 pub use metrics::{
     ConnClose, DecisionCounters, DecisionReason, LimiterTotals, Metrics, RequestTotals, RouteLabel,

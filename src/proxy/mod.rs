@@ -31,7 +31,7 @@ pub use snapshot::Snapshot;
 use crate::config::AuthMode;
 use crate::correlation;
 use crate::drain::Drain;
-use crate::observability::{AccessLog, AccessRecord, Metrics, RouteLabel};
+use crate::observability::{AccessLog, AccessRecord, Metrics, RepeatedText, RouteLabel};
 use crate::routing::breaker::Outcome as AttemptOutcome;
 use crate::routing::{request_host, Pool};
 use arc_swap::ArcSwap;
@@ -390,34 +390,35 @@ impl ProxyHttp for Gateway {
         };
         let req = session.req_header();
         let mut ip_buf = String::new();
-        let upstream = ctx.upstream.map(|a| a.to_string());
-        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         // Ours when we know why; else what Pingora says the error was.
         let error = match (ctx.error, e) {
             (Some(failure), _) => Some(failure.as_str()),
             (None, Some(e)) => Some(e.etype().as_str()),
             (None, None) => None,
         };
-        log.log(&AccessRecord {
-            time: &time,
-            request_id: ctx.request_id(),
-            trace_id: ctx.traceparent.as_ref().map_or("", correlation::trace_id),
-            client_ip: ip_text(ctx.client_ip, &mut ip_buf),
-            method: req.method.as_str(),
-            host: request_host(req).unwrap_or(""),
-            path: req.uri.path(),
-            status,
-            // Microsecond resolution: no float noise (1.7533850000000002) in the log.
-            duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-            upstream: upstream.as_deref(),
-            route: Self::route_name(ctx),
-            consumer: ctx.principal.as_ref().map(|p| p.consumer.as_ref()),
-            tier: ctx
-                .principal
-                .as_ref()
-                .map(|p| ctx.snapshot.auth.tier_name(p.tier)),
-            bytes_sent: session.body_bytes_sent(),
-            error,
+        RepeatedText::with(|text| {
+            let (time, upstream) = text.texts(SystemTime::now(), ctx.upstream);
+            log.log(&AccessRecord {
+                time,
+                request_id: ctx.request_id(),
+                trace_id: ctx.traceparent.as_ref().map_or("", correlation::trace_id),
+                client_ip: ip_text(ctx.client_ip, &mut ip_buf),
+                method: req.method.as_str(),
+                host: request_host(req).unwrap_or(""),
+                path: req.uri.path(),
+                status,
+                // Microsecond resolution: no float noise (1.7533850000000002) in the log.
+                duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                upstream,
+                route: Self::route_name(ctx),
+                consumer: ctx.principal.as_ref().map(|p| p.consumer.as_ref()),
+                tier: ctx
+                    .principal
+                    .as_ref()
+                    .map(|p| ctx.snapshot.auth.tier_name(p.tier)),
+                bytes_sent: session.body_bytes_sent(),
+                error,
+            });
         });
     }
 
