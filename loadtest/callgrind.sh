@@ -54,12 +54,13 @@ ALLOC = re.compile(r"^(mi_malloc_aligned|mi_zalloc_aligned|mi_realloc_aligned|ma
 for line in open(path, errors="replace"):
     if line.startswith("summary:") or line.startswith("totals:"):
         total = int(line.split()[1])
-    elif line.startswith("cfn="):
-        m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line.strip())
+    elif line.startswith("fn=") or line.startswith("cfn="):
+        # Functions and callees share one numbering; a name is spelt out once, where first seen.
+        m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line.strip())
         if m:
             if m.group(2):
                 names[m.group(1)] = m.group(2)
-            cfn = names.get(m.group(1), "")
+            cfn = names.get(m.group(1), "") if line.startswith("cfn=") else None
     elif line.startswith("calls=") and cfn is not None:
         if ALLOC.match(cfn.split(" [")[0].split(":")[-1]):
             allocs += int(line[6:].split()[0])
