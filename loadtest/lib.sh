@@ -21,9 +21,14 @@ PROG=${0##*/} # the script's name, in front of its error messages
 GATEWAY_BIN=${GATEWAY_BIN:-}
 RESULTS_DIR=${RESULTS_DIR:-$SCRIPT_DIR/results}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+# run.sh's other proxies to compare with: HAProxy (Debian package haproxy) and pingap
+# (`cargo install pingap --version 0.13.1 --locked`, in $CARGO_HOME/bin)
+HAPROXY=${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}
+PINGAP=${PINGAP:-$(command -v pingap || echo "${CARGO_HOME:-$HOME/.cargo}/bin/pingap")}
 REDIS_SERVER=${REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}
 REDIS_CLI=${REDIS_CLI:-$(command -v redis-cli || echo /usr/bin/redis-cli)}
 export LOADTEST_NGINX=$NGINX LOADTEST_REDIS_SERVER=$REDIS_SERVER # (report.py asks them their versions)
+export LOADTEST_HAPROXY=$HAPROXY LOADTEST_PINGAP=$PINGAP
 READY_TIMEOUT=10 # seconds to wait for each server to answer
 if (( EUID == 0 )); then USER_DIRECTIVE="user root;"; else USER_DIRECTIVE=""; fi
 

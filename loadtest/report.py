@@ -379,6 +379,12 @@ def version(tool):
     if tool == "redis":
         f = run(os.environ.get("LOADTEST_REDIS_SERVER", "redis-server"), "--version").split()
         return f[2] if len(f) > 2 else "NA"
+    if tool == "haproxy":  # "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/", then more lines
+        m = re.match(r"HAProxy version (\S+)", run(os.environ.get("LOADTEST_HAPROXY", "haproxy"), "-v"))
+        return m.group(1) if m else "NA"
+    if tool == "pingap":  # "pingap 0.13.1 (<git sha>)"
+        f = run(os.environ.get("LOADTEST_PINGAP", "pingap"), "--version").split()
+        return f[1] if len(f) > 1 and f[0] == "pingap" else "NA"
     if tool == "wrk":
         f = run("wrk", "-v").split()
         return f[1] if len(f) > 1 else "NA"
@@ -398,7 +404,7 @@ def git_rev():
 
 
 def log_summary(path, top, strip_ids=False):
-    """The WARN/ERROR lines of a gateway log, counted by kind (numbers masked as N)."""
+    """The WARN/ERROR lines of a gateway log (or pingap's), counted by kind (numbers masked as N)."""
     lines = [l for l in read(path).splitlines() if re.search(r" (WARN|ERROR) ", l)]
     if not lines:
         return
@@ -406,7 +412,7 @@ def log_summary(path, top, strip_ids=False):
     print("== %s log: %d warning/error line(s), most frequent (%s):" % (label, len(lines), path))
     counts = {}
     for l in lines:
-        l = re.sub(r"^\[\S+ ", "", l)
+        l = re.sub(r"^\[\S+ |^\d{4}-\d\d-\d\dT\S+ +", "", l)  # the gateway's "[time " or pingap's "time "
         if strip_ids:
             l = re.sub(r" request_id=\S*", "", l, count=1)
         l = re.sub(r"[0-9]+", "N", l)
@@ -899,7 +905,7 @@ def cmd_run_report(a):
     for t, r in rows.items():
         print("== %s: wrk non-2xx/3xx responses %s, socket errors %s" % (t, r["non2xx"], r["sockerr"]))
     for t in targets:
-        if t.startswith("gateway"):
+        if t.startswith("gateway") or t == "pingap":  # (HAProxy's log has its alerts only; nginx's is apart)
             log_summary(st.path(t + ".log"), 4)
     with open(st.path("summary.tsv"), "w") as f:
         f.write("target\tmedian_rps\tmedian_p50_ms\tmedian_p99_ms\trps_vs_nginx\trps_vs_gateway\t"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Load test: the gateway (full, with the rate limiter on, with JWT auth, and --bare)
-# against nginx as a reverse proxy (plain and with limit_req), all in front of the
-# same nginx upstream, on loopback. See loadtest/README.md.
+# against nginx as a reverse proxy (plain and with limit_req), HAProxy and pingap
+# (another proxy on Pingora), all in front of the same nginx upstream, on loopback.
+# See loadtest/README.md.
 #
 # Per measured run (wrk's and oha's): req/s and latency, the CPU time per request of
 # the process under test (utime + stime from /proc/PID/stat, all its threads; nginx's
-# master and workers summed) and the connections it opened to the upstream (the
-# upstream nginx's stub_status `accepts`, on a port of its own) per 1,000 requests.
+# master and workers summed; HAProxy, run in the foreground, and pingap are one
+# process each) and the connections it opened to the upstream (the upstream nginx's
+# stub_status `accepts`, on a port of its own) per 1,000 requests.
 #
 # Knobs (environment):
 #   DURATION=8        seconds per wrk (and oha) run
@@ -20,11 +22,19 @@
 #                     with oha: oha must be there or installable
 #   OHA_INSTALL=1     0: never install oha
 #   OHA=oha           the oha binary (default: on PATH, else $CARGO_HOME/bin/oha)
-#   THREADS=2         gateway server.threads
-#   TARGETS="upstream nginx nginx-limited gateway gateway-limited gateway-limited-redis
-#            gateway-jwt-hs gateway-jwt-rs gateway-bare"
+#   THREADS=2         gateway server.threads, HAProxy nbthread, pingap threads (nginx: 2
+#                     workers)
+#   TARGETS="upstream nginx haproxy pingap nginx-limited gateway gateway-limited
+#            gateway-limited-redis gateway-jwt-hs gateway-jwt-rs gateway-bare"
 #                     subset/order (spaces or commas); also gateway-dashboard (the
-#                     gateway with its dashboard polled once a second: A/B it with gateway)
+#                     gateway with its dashboard polled once a second: A/B it with gateway).
+#                     haproxy and pingap (no access log, like nginx; the gateway's is on,
+#                     see ACCESS_LOG) need HAProxy and pingap: by default a target whose
+#                     proxy is not installed is left out with a note; named in TARGETS it
+#                     must be there
+#   HAPROXY=haproxy   the HAProxy binary (default: on PATH, else /usr/sbin/haproxy)
+#   PINGAP=pingap     the pingap binary (default: on PATH, else $CARGO_HOME/bin/pingap;
+#                     `cargo install pingap --version 0.13.1 --locked`)
 #   ACCESS_LOG=on     gateway access log (on|off), written to a file in the temp dir
 #   KEEP_ACCESS_LOG=0 keep the access-log files after the run (they can be hundreds of MB)
 #   WARMUP=1          seconds of unrecorded wrk per target before round 1 (0: none)
@@ -39,10 +49,11 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 THREADS=${THREADS:-2}
-DEFAULT_TARGETS="upstream nginx nginx-limited gateway gateway-limited gateway-limited-redis gateway-jwt-hs gateway-jwt-rs gateway-bare"
+DEFAULT_TARGETS="upstream nginx haproxy pingap nginx-limited gateway gateway-limited gateway-limited-redis gateway-jwt-hs gateway-jwt-rs gateway-bare"
 # gateway-dashboard: the plain gateway while its live dashboard is open (/api/stats
 # polled once a second, as the page does), to A/B against `gateway`; not run by default.
 ALL_TARGETS="$DEFAULT_TARGETS gateway-dashboard"
+TARGETS_GIVEN=${TARGETS:+1}
 TARGETS=${TARGETS:-$DEFAULT_TARGETS}
 ACCESS_LOG=${ACCESS_LOG:-on}
 KEEP_ACCESS_LOG=${KEEP_ACCESS_LOG:-0}
@@ -72,6 +83,21 @@ no_oha() { # why: carry on with wrk only (by default), or die (LOAD_TOOLS asked 
 
 parse_list TARGETS TARGET_LIST target "$ALL_TARGETS"
 want() { [[ " ${TARGET_LIST[*]} " == *" $1 "* ]]; }
+# haproxy and pingap are optional by default: without their proxy they are left out.
+no_proxy() { # target why how-to-install: leave TARGET out (by default), or die (TARGETS named it)
+    [[ -z $TARGETS_GIVEN ]] || die "TARGETS='$TARGETS' has $1 but $2: $3"
+    echo "== NOTE: $2: $1 left out (to run it: $3; TARGETS without $1 says so without this note)" >&2
+    local keep=() t
+    for t in "${TARGET_LIST[@]}"; do [[ $t == "$1" ]] || keep+=("$t"); done
+    TARGET_LIST=("${keep[@]}")
+}
+if want haproxy && ! command -v "$HAPROXY" >/dev/null; then
+    no_proxy haproxy "HAProxy is not installed ($HAPROXY)" "apt-get install haproxy, or HAPROXY=/path/to/haproxy"
+fi
+if want pingap && ! command -v "$PINGAP" >/dev/null; then
+    no_proxy pingap "pingap is not installed ($PINGAP)" \
+        "cargo install pingap --version 0.13.1 --locked (needs protoc: apt-get install protobuf-compiler), or PINGAP=/path/to/pingap"
+fi
 # Roles follow from the names (report.py's run_role has the same rules): the full
 # gateways (/metrics, request ids, access log) are every gateway but --bare.
 is_full() { [[ $1 == gateway* && $1 != gateway-bare ]]; }
@@ -120,9 +146,11 @@ echo "== gateway load test: DURATION=${DURATION}s ROUNDS=$ROUNDS CONNECTIONS=$CO
 if uses_oha; then echo "== oha: $OHA ${OHA_ARGS[*]} -c $CONNECTIONS -z ${DURATION}s after each wrk run"; fi
 echo "== temp dir: $TMP"
 TOOLS_CSV=$(IFS=,; echo "${TOOL_LIST[*]}")
+VERSIONS=nginx # (of the proxies that run, then of the load tools)
+for t in haproxy pingap; do if want "$t"; then VERSIONS+=",$t"; fi; done
 CLK_TCK=$(getconf CLK_TCK) # the unit of /proc/PID/stat's utime and stime
 is_uint "$CLK_TCK" && (( CLK_TCK > 0 )) || die "getconf CLK_TCK printed '$CLK_TCK'"
-report begin "" "gateway load test" "duration_s=$DURATION rounds=$ROUNDS connections=$CONNECTIONS wrk_threads=$WRK_THREADS gateway_threads=$THREADS access_log=$ACCESS_LOG warmup_s=$WARMUP load_tools=$TOOLS_CSV${OHA_THREADS:+ oha_threads=$OHA_THREADS} clk_tck=$CLK_TCK" --versions "nginx,$TOOLS_CSV"
+report begin "" "gateway load test" "duration_s=$DURATION rounds=$ROUNDS connections=$CONNECTIONS wrk_threads=$WRK_THREADS gateway_threads=$THREADS access_log=$ACCESS_LOG warmup_s=$WARMUP load_tools=$TOOLS_CSV${OHA_THREADS:+ oha_threads=$OHA_THREADS} clk_tck=$CLK_TCK" --versions "$VERSIONS,$TOOLS_CSV"
 
 if [[ ${TARGET_LIST[*]} == *gateway* ]]; then prepare_gateway; fi
 
@@ -168,8 +196,9 @@ auth_header() { # target: its Authorization header line, or nothing
 }
 
 # Each target's config beyond the common values: the template's sections and its own
-# values (nginx-proxy.conf.tmpl for nginx*, gateway.yaml.tmpl for gateway*), one line
-# a target. The limited gateways: one policy so high that it never rejects, keyed by
+# values (nginx-proxy.conf.tmpl for nginx*, gateway.yaml.tmpl for gateway*; haproxy
+# and pingap have theirs, haproxy.cfg.tmpl and pingap.toml.tmpl), one line a target.
+# The limited gateways: one policy so high that it never rejects, keyed by
 # client IP (wrk's connections all come from 127.0.0.1: one hot key). The JWT
 # gateways: `auth: required` on the route and one issuer whose only key is the HS256
 # secret (kid "hs") or the RSA test public key (kid "rs").
@@ -221,6 +250,46 @@ start_gateway() { # name port admin-port [--bare]
     fi
 }
 
+# HAProxy: one process in the foreground (-db: no daemon, no master-worker) with
+# THREADS threads; its alerts and warnings (it has no access log) in $TMP/NAME.log.
+haproxy_conf() { # name port: renders $TMP/name.cfg and checks it (haproxy -c)
+    local conf=$TMP/$1.cfg out
+    render "$SCRIPT_DIR/haproxy.cfg.tmpl" "$conf" DIR="$TMP" NAME="$1" PORT="$2" THREADS="$THREADS" \
+        POOL_LOW_CONN=$(( 2 * THREADS )) UPSTREAM_PORT="$P_UPSTREAM"
+    out=$("$HAPROXY" -c -q -f "$conf" 2>&1) || die "$1: '$HAPROXY -c' refused $conf: $out"
+}
+start_haproxy() { # name port: PROXY_PID is its pid
+    local name=$1 port=$2 log=$TMP/$1.log
+    "$HAPROXY" -db -f "$TMP/$name.cfg" >"$log" 2>&1 &
+    PROXY_PID=$!
+    started "$name" "$PROXY_PID"
+    wait_ready "$name" "$PROXY_PID" "http://127.0.0.1:$port/" ok "$log" || return 1
+    echo "== $name: HAProxy pid $PROXY_PID ($THREADS threads) on 127.0.0.1:$port"
+}
+
+# pingap: one process in the foreground with THREADS worker threads, its log (stderr)
+# in $TMP/NAME.log. The PINGAP_* variables that would make it daemonize, upgrade, serve
+# an admin page, restart or log elsewhere are removed from its environment (`env`
+# execs it: same pid). It exits 0 even when it refuses a config, so `-t` is judged by
+# what it prints.
+PINGAP_RUN=(env -u PINGAP_DAEMON -u PINGAP_UPGRADE -u PINGAP_ADMIN_ADDR -u PINGAP_CP
+    -u PINGAP_AUTORESTART -u PINGAP_AUTORELOAD -u PINGAP_LOG "$PINGAP")
+pingap_conf() { # name port: renders $TMP/name.toml and checks it (pingap -t)
+    local conf=$TMP/$1.toml out
+    render "$SCRIPT_DIR/pingap.toml.tmpl" "$conf" DIR="$TMP" NAME="$1" PORT="$2" THREADS="$THREADS" \
+        UPSTREAM_PORT="$P_UPSTREAM"
+    out=$("${PINGAP_RUN[@]}" -t -c "$conf" 2>&1) || true
+    [[ $out == *"Validate config success"* ]] || die "$1: '$PINGAP -t -c $conf' did not validate it: $out"
+}
+start_pingap() { # name port: PROXY_PID is its pid
+    local name=$1 port=$2 log=$TMP/$1.log
+    "${PINGAP_RUN[@]}" -c "$TMP/$name.toml" >"$log" 2>&1 &
+    PROXY_PID=$!
+    started "$name" "$PROXY_PID"
+    wait_ready "$name" "$PROXY_PID" "http://127.0.0.1:$port/" ok "$log" || return 1
+    echo "== $name: pingap pid $PROXY_PID ($THREADS threads) on 127.0.0.1:$port"
+}
+
 metrics_of() { # gateway-name: its /metrics text (empty on failure)
     metrics_at "${ADMIN_PORT[$1]}" 2>/dev/null || true
 }
@@ -228,11 +297,15 @@ metrics_of() { # gateway-name: its /metrics text (empty on failure)
 # Configs first, so a bad binary or template fails before anything is started.
 for t in "${TARGET_LIST[@]}"; do
     target_conf "$t"
-    if [[ $t == gateway* ]]; then gateway_conf "$t" "${PORT[$t]}" "${ADMIN_PORT[$t]}" "${CONF[@]}"; fi
+    case $t in
+        gateway*) gateway_conf "$t" "${PORT[$t]}" "${ADMIN_PORT[$t]}" "${CONF[@]}" ;;
+        haproxy) haproxy_conf "$t" "${PORT[$t]}" ;;
+        pingap) pingap_conf "$t" "${PORT[$t]}" ;;
+    esac
 done
 
 # PID: each target's process whose CPU time is measured (nginx: its master; proc_stats
-# adds the workers).
+# adds the workers; HAProxy and pingap: their one process).
 declare -A PID=()
 run_nginx nginx-upstream "$P_UPSTREAM" "$SCRIPT_DIR/nginx-upstream.conf.tmpl" +STATUS STATUS_PORT="$P_STATUS"
 PID[upstream]=$NGINX_PID
@@ -242,6 +315,14 @@ for t in "${TARGET_LIST[@]}"; do
     run_nginx "$t" "${PORT[$t]}" "$SCRIPT_DIR/nginx-proxy.conf.tmpl" UPSTREAM_PORT="$P_UPSTREAM" "${CONF[@]}"
     PID[$t]=$NGINX_PID
 done
+if want haproxy; then
+    start_haproxy haproxy "${PORT[haproxy]}"
+    PID[haproxy]=$PROXY_PID
+fi
+if want pingap; then
+    start_pingap pingap "${PORT[pingap]}"
+    PID[pingap]=$PROXY_PID
+fi
 if want nginx-limited; then
     grep -q 'limit_req zone=' "$TMP/nginx-limited.conf" || die "nginx-limited: no limit_req in $TMP/nginx-limited.conf"
 fi

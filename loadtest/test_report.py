@@ -423,6 +423,23 @@ class LogTest(unittest.TestCase):
             "   1 WARN  gateway::routing::pool] pool app: circuit of N.N.N.N:N closed -> open",
         ])
 
+    def test_pingap_log(self):
+        """pingap's log lines (run.sh's pingap target) start with an RFC 3339 time, not "[time"."""
+        line = ('2026-12-01T02:09:19.20526273Z ERROR fail to proxy error=Downstream ConnectionClosed context: Peer: '
+                'addr: 127.0.0.1:37877, scheme: HTTP cause:  context: Prematurely before response header is sent '
+                'remote_addr="127.0.0.1" error_type="ConnectionClosed" path="/"\n')
+        info = '2026-12-01T02:09:21.69058082Z  INFO update backend success name="app" elapsed="0ms"\n'
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "pingap.log")
+            with open(path, "w") as f:
+                f.write(info + line + line.replace("19.2", "30.2"))
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                report.log_summary(path, 4)
+        self.assertEqual(out.getvalue().splitlines()[1:], [
+            '   2 ERROR fail to proxy error=Downstream ConnectionClosed context: Peer: addr: N.N.N.N:N, scheme: HTTP '
+            'cause:  context: Prematurely before response header is sent remote_addr="N.N.N.N" error_type='])  # (cut at 200)
+
 
 class SmallTest(unittest.TestCase):
     def test_facts(self):
@@ -438,6 +455,57 @@ class SmallTest(unittest.TestCase):
         self.assertEqual([k for k, v in report.run_role("gateway-limited-redis").items() if v], ["full", "limited", "redis"])
         self.assertFalse(report.run_role("gateway-bare")["full"])
         self.assertTrue(report.run_role("gateway-jwt-rs")["jwt"])
+
+
+class VersionTest(unittest.TestCase):
+    """The versions in a results file's header, from what the tools print (captured from
+    HAProxy 2.6 of Debian 12 and pingap 0.13.1 installed by cargo), through stand-in
+    executables named by run.sh's LOADTEST_* variables."""
+
+    def fake(self, d, name, text, stream=""):
+        path = os.path.join(d, name)
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\ncat %s<<'EOF'\n%sEOF\n" % (stream, text))
+        os.chmod(path, 0o755)
+        return path
+
+    def test_haproxy_and_pingap(self):
+        haproxy = ("HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/\n"
+                   "Status: long-term supported branch - will stop receiving fixes around Q2 2027.\n"
+                   "Known bugs: http://www.haproxy.org/bugs/bugs-2.6.12.html\n"
+                   "Running on: Linux 6.18.44-fc-v657 #1 SMP PREEMPT_DYNAMIC @0 x86_64\n")
+        with tempfile.TemporaryDirectory() as d:
+            env = {"LOADTEST_HAPROXY": self.fake(d, "haproxy", haproxy),
+                   "LOADTEST_PINGAP": self.fake(d, "pingap", "pingap 0.13.1 (VERGEN_IDEMPOTENT_OUTPUT)\n"),
+                   "LOADTEST_NGINX": self.fake(d, "nginx", "nginx version: nginx/1.22.1\n", ">&2 ")}
+            with unittest.mock.patch.dict(os.environ, env):
+                self.assertEqual([report.version(t) for t in ("haproxy", "pingap", "nginx")],
+                                 ["2.6.12-1+deb12u4", "0.13.1", "1.22.1"])
+            # not installed (run.sh leaves the target out, or its path is wrong), or not them
+            env = {"LOADTEST_HAPROXY": os.path.join(d, "none"), "LOADTEST_PINGAP": self.fake(d, "other", "usage: x\n")}
+            with unittest.mock.patch.dict(os.environ, env):
+                self.assertEqual([report.version(t) for t in ("haproxy", "pingap")], ["NA", "NA"])
+
+    def test_proxies_in_the_table(self):
+        """haproxy and pingap are plain proxies in the table: ratios to nginx, their
+        upstream connects, no gateway ratio nor gateway counters."""
+        self.assertFalse(any(report.run_role("haproxy").values()) or any(report.run_role("pingap").values()))
+        targets = ["nginx", "haproxy", "pingap", "gateway"]
+        runs = "\t".join(report.RUNS_HEAD) + "\n" + "".join(
+            "1\t%s\t%s\t1\t4\t0\t0\t100000\t0\n" % (t, rps) for t, rps in
+            (("nginx", "50000"), ("haproxy", "60000"), ("pingap", "40000"), ("gateway", "25000")))
+        cost = "\t".join(report.COST_HEAD) + "\n" + "".join(
+            "1\t%s\twrk\t100000\t0\t%s\t1\t%s\t%s\t100000\n" % (t, cpu, n, per) for t, cpu, n, per in
+            (("nginx", "20.000", 1, "0.010"), ("haproxy", "15.000", 0, "0.000"), ("pingap", "30.000", 2, "0.020"),
+             ("gateway", "40.000", 3, "0.030")))
+        with TmpState("rounds=1 duration_s=3 connections=64 access_log=off load_tools=wrk clk_tck=100") as st:
+            for name, text in (("cost.tsv", cost), ("runs.tsv", runs)):
+                with open(os.path.join(st.dir, name), "w") as f:
+                    f.write(text)
+            rows = report.run_table(report.State(), targets)
+        self.assertEqual({t: (r["vs_nginx"], r["cpu_vs_nginx"], r["upconn"], r["vs_gateway"]) for t, r in rows.items()},
+                         {"nginx": ("1.00", "1.00", "0.010", "-"), "haproxy": ("1.20", "0.75", "0.000", "-"),
+                          "pingap": ("0.80", "1.50", "0.020", "-"), "gateway": ("0.50", "2.00", "0.030", "1.00")})
 
 
 class CliTest(unittest.TestCase):
