@@ -522,3 +522,70 @@ fn forwarding_headers_and_credentials_reach_the_upstream_only_from_the_gateway()
     assert!(env.get("HTTP_TRANSFER_ENCODING").is_none(), "{env}");
     assert_eq!(env["HTTP_X_OTHER"], "1", "{env}");
 }
+
+/// An upstream that answers every request with its header exactly as the bytes arrived.
+fn raw_echo_upstream() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    head.len()
+                );
+                let _ = conn.write_all(reply.as_bytes());
+                let _ = conn.write_all(&head);
+            });
+        }
+    });
+    port
+}
+
+/// The header lines (not the request line) as forwarded to the upstream.
+fn forwarded_lines(gw: &Gateway) -> Vec<String> {
+    let (status, text) = get_raw(
+        gw,
+        "/x?q=1",
+        &[("X-Custom-Header", "a"), ("user-AGENT", "test")],
+    );
+    assert_eq!(status, 200, "{text}");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    body.lines().skip(1).map(str::to_owned).collect()
+}
+
+#[test]
+fn header_names_reach_the_upstream_in_canonical_case_unless_told_to_keep_the_clients() {
+    let port = raw_echo_upstream();
+    let config = |edge: &str| {
+        format!(
+            "upstreams:\n  app:\n    backends: [{{addr: 127.0.0.1:{port}}}]\nroutes:\n  - path_prefix: /\n    upstream: app\n{edge}"
+        )
+    };
+    // Default: the client's spelling is not kept: names in lower case (as HAProxy, Envoy
+    // and HTTP/2 have them), a few framing ones such as Host Title-Cased by Pingora.
+    let gw = Gateway::start(&config(""));
+    let lines = forwarded_lines(&gw);
+    assert!(lines.iter().any(|l| l == "x-custom-header: a"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "user-agent: test"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "Host: 127.0.0.1"), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("X-Custom-Header")),
+        "{lines:?}"
+    );
+    drop(gw);
+    // Kept on request (as nginx): every name as the client spelt it.
+    let gw = Gateway::start(&config("edge:\n  preserve_header_case: true\n"));
+    let lines = forwarded_lines(&gw);
+    assert!(lines.iter().any(|l| l == "X-Custom-Header: a"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "user-AGENT: test"), "{lines:?}");
+}

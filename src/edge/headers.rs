@@ -1,9 +1,31 @@
 //! Header-name hygiene: names with `_` are dropped, refused or let through (with the
-//! gateway's own headers protected in every spelling).
+//! gateway's own headers protected in every spelling); the client's spelling of names is
+//! kept or forgotten.
 
 use super::Refusal;
 use crate::config::UnderscoreHeaders;
 use http::{HeaderMap, HeaderName};
+use pingora::http::RequestHeader;
+
+/// Drops the record of how the client spelt each header name: Pingora keeps it in a second
+/// header map that every later insert, removal and the upstream copy pay for twice. The
+/// upstream then gets names in lower case (a few framing ones, like `Host`, Title-Cased by
+/// Pingora). A request whose
+/// target Pingora would forward as raw bytes that differ from its parsed URI (an
+/// absolute-form target, or bytes the URI parser escaped) keeps it: rebuilt without the
+/// map, the header would be forwarded with the URI's form of the target.
+pub fn forget_case(req: &mut RequestHeader) {
+    let target_is_uri =
+        req.uri.path_and_query().map(|p| p.as_str().as_bytes()) == Some(req.raw_path());
+    if !req.has_case() || !target_is_uri {
+        return;
+    }
+    let spelt = std::mem::replace(
+        req,
+        RequestHeader::from(http::Request::new(()).into_parts().0),
+    );
+    *req = RequestHeader::from(http::request::Parts::from(spelt));
+}
 
 /// The names in `headers` that contain `_`. Allocates only when there is one.
 fn names_with_underscore(headers: &HeaderMap) -> Vec<HeaderName> {
@@ -53,6 +75,27 @@ pub fn underscored(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_clients_spelling_is_forgotten_unless_the_target_is_not_the_uri() {
+        use super::forget_case;
+        use pingora::http::RequestHeader;
+        let mut req = RequestHeader::build("GET", b"/a/b?q=1", None).unwrap();
+        req.append_header("X-Custom", "1").unwrap();
+        forget_case(&mut req);
+        assert!(!req.has_case());
+        assert_eq!(req.raw_path(), b"/a/b?q=1");
+        assert_eq!(req.headers["x-custom"], "1");
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        assert_eq!(wire, b"x-custom: 1\r\n");
+        // An absolute-form target is forwarded as sent: the spelling map stays with it.
+        let mut req = RequestHeader::build("GET", b"http://a.example/x", None).unwrap();
+        req.append_header("X-Custom", "1").unwrap();
+        forget_case(&mut req);
+        assert!(req.has_case());
+    }
+
     use super::*;
 
     fn map(names: &[&str]) -> HeaderMap {

@@ -110,6 +110,10 @@ impl Edge {
     /// Normalises the path and applies the header-name rule, in place. The request that
     /// leaves here is the one routed, authorised, limited, logged and forwarded.
     pub fn clean(&self, req: &mut RequestHeader) -> Result<Cleaned, Refusal> {
+        // First: the rules below then edit one header map, not two.
+        if !self.config.preserve_header_case {
+            headers::forget_case(req);
+        }
         let authority = Self::target_authority(req)?;
         Self::clean_host(req, authority)?;
         Self::clean_content_length(req)?;
