@@ -523,7 +523,8 @@ fn forwarding_headers_and_credentials_reach_the_upstream_only_from_the_gateway()
     assert_eq!(env["HTTP_X_OTHER"], "1", "{env}");
 }
 
-/// An upstream that answers every request with its header exactly as the bytes arrived.
+/// An upstream that answers every request with its header exactly as the bytes arrived,
+/// with a reason phrase and a header name of its own spelling.
 fn raw_echo_upstream() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -540,7 +541,7 @@ fn raw_echo_upstream() -> u16 {
                     }
                 }
                 let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    "HTTP/1.1 200 Fine\r\nX-Upstream-Header: v\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     head.len()
                 );
                 let _ = conn.write_all(reply.as_bytes());
@@ -551,20 +552,24 @@ fn raw_echo_upstream() -> u16 {
     port
 }
 
-/// The header lines (not the request line) as forwarded to the upstream.
-fn forwarded_lines(gw: &Gateway) -> Vec<String> {
+/// The header lines (not the request line) as forwarded to the upstream, and the
+/// response's status line and header lines as the client got them.
+fn forwarded_lines(gw: &Gateway) -> (Vec<String>, Vec<String>) {
     let (status, text) = get_raw(
         gw,
         "/x?q=1",
         &[("X-Custom-Header", "a"), ("user-AGENT", "test")],
     );
     assert_eq!(status, 200, "{text}");
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    body.lines().skip(1).map(str::to_owned).collect()
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+    (
+        body.lines().skip(1).map(str::to_owned).collect(),
+        head.lines().map(str::to_owned).collect(),
+    )
 }
 
 #[test]
-fn header_names_reach_the_upstream_in_canonical_case_unless_told_to_keep_the_clients() {
+fn header_names_pass_in_lower_case_unless_told_to_keep_their_spelling() {
     let port = raw_echo_upstream();
     let config = |edge: &str| {
         format!(
@@ -572,20 +577,26 @@ fn header_names_reach_the_upstream_in_canonical_case_unless_told_to_keep_the_cli
         )
     };
     // Default: the client's spelling is not kept: names in lower case (as HAProxy, Envoy
-    // and HTTP/2 have them), a few framing ones such as Host Title-Cased by Pingora.
+    // and HTTP/2 have them), a few framing ones such as Host Title-Cased by Pingora. The
+    // same for the upstream's response; its reason phrase is kept either way.
     let gw = Gateway::start(&config(""));
-    let lines = forwarded_lines(&gw);
-    assert!(lines.iter().any(|l| l == "x-custom-header: a"), "{lines:?}");
-    assert!(lines.iter().any(|l| l == "user-agent: test"), "{lines:?}");
-    assert!(lines.iter().any(|l| l == "Host: 127.0.0.1"), "{lines:?}");
+    let (lines, resp) = forwarded_lines(&gw);
+    let has = |lines: &[String], want: &str| lines.iter().any(|l| l == want);
+    assert!(has(&lines, "x-custom-header: a"), "{lines:?}");
+    assert!(has(&lines, "user-agent: test"), "{lines:?}");
+    assert!(has(&lines, "Host: 127.0.0.1"), "{lines:?}");
     assert!(
         !lines.iter().any(|l| l.starts_with("X-Custom-Header")),
         "{lines:?}"
     );
+    assert_eq!(resp[0], "HTTP/1.1 200 Fine", "{resp:?}");
+    assert!(has(&resp, "x-upstream-header: v"), "{resp:?}");
     drop(gw);
-    // Kept on request (as nginx): every name as the client spelt it.
+    // Kept on request (as nginx): every name as the client and the upstream spelt it.
     let gw = Gateway::start(&config("edge:\n  preserve_header_case: true\n"));
-    let lines = forwarded_lines(&gw);
-    assert!(lines.iter().any(|l| l == "X-Custom-Header: a"), "{lines:?}");
-    assert!(lines.iter().any(|l| l == "user-AGENT: test"), "{lines:?}");
+    let (lines, resp) = forwarded_lines(&gw);
+    assert!(has(&lines, "X-Custom-Header: a"), "{lines:?}");
+    assert!(has(&lines, "user-AGENT: test"), "{lines:?}");
+    assert_eq!(resp[0], "HTTP/1.1 200 Fine", "{resp:?}");
+    assert!(has(&resp, "X-Upstream-Header: v"), "{resp:?}");
 }

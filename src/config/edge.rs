@@ -71,10 +71,11 @@ pub enum UnderscoreHeaders {
 pub struct EdgeConfig {
     pub path: PathConfig,
     pub headers_with_underscores: UnderscoreHeaders,
-    /// Forward request header names in the client's spelling (nginx). Off (the default):
-    /// in lower case, as HAProxy and Envoy forward them and HTTP/2 requires (HTTP/1.1
-    /// names are case-insensitive); Pingora Title-Cases a few framing ones such as `Host`.
-    /// Pingora keeps a second header map for the spelling; without it each request costs
-    /// ~4,300 fewer instructions (loadtest/callgrind.sh).
+    /// Pass header names in the spelling they came in: the client's to the upstream, the
+    /// upstream's to the client (nginx). Off (the default): in lower case, as HAProxy and
+    /// Envoy pass them and HTTP/2 requires (HTTP/1.1 names are case-insensitive); Pingora
+    /// Title-Cases a few framing ones such as `Host`. Pingora keeps a second header map
+    /// for the spelling; without it a request costs ~6,000 fewer instructions
+    /// (loadtest/callgrind.sh).
     pub preserve_header_case: bool,
 }

@@ -5,7 +5,7 @@
 use super::Refusal;
 use crate::config::UnderscoreHeaders;
 use http::{HeaderMap, HeaderName};
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 /// Drops the record of how the client spelt each header name: Pingora keeps it in a second
 /// header map that every later insert, removal and the upstream copy pay for twice. The
@@ -25,6 +25,23 @@ pub fn forget_case(req: &mut RequestHeader) {
         RequestHeader::from(http::Request::new(()).into_parts().0),
     );
     *req = RequestHeader::from(http::request::Parts::from(spelt));
+}
+
+/// The same for a response from the upstream (a reason phrase of its own is kept).
+pub fn forget_response_case(resp: &mut ResponseHeader) {
+    if !resp.has_case() {
+        return;
+    }
+    let reason = resp.get_reason_phrase().map(str::to_owned);
+    let spelt = std::mem::replace(
+        resp,
+        ResponseHeader::from(http::Response::new(()).into_parts().0),
+    );
+    *resp = ResponseHeader::from(http::response::Parts::from(spelt));
+    if let Some(reason) = reason {
+        // Cannot fail: the phrase was accepted when the upstream's response was parsed.
+        let _ = resp.set_reason_phrase(Some(&reason));
+    }
 }
 
 /// The names in `headers` that contain `_`. Allocates only when there is one.

@@ -107,6 +107,11 @@ impl Edge {
         }
     }
 
+    /// Whether header names keep the client's and the upstream's spelling.
+    pub fn preserve_header_case(&self) -> bool {
+        self.config.preserve_header_case
+    }
+
     /// Normalises the path and applies the header-name rule, in place. The request that
     /// leaves here is the one routed, authorised, limited, logged and forwarded.
     pub fn clean(&self, req: &mut RequestHeader) -> Result<Cleaned, Refusal> {

@@ -331,6 +331,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        if !ctx.snapshot.edge.preserve_header_case() {
+            crate::edge::headers::forget_response_case(upstream_response);
+        }
         Ok(())
     }
 
