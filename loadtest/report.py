@@ -574,6 +574,8 @@ RUN_COSTS = [
     ("limiter cost, CPU per request with the limiter on / off (1.00 = free): ", LIMITERS, "", "cpu"),
     ("auth cost, CPU per request with JWT auth on / off (1.00 = free): ", AUTHS, "", "cpu"),
     ("features cost, CPU per request of the full gateway / --bare: ", [("gateway", "gateway-bare")], "", "cpu"),
+    ("every feature's cost, CPU per request of gateway-full (JWT, Redis-leased limit, log, metrics) / --bare: ",
+     [("gateway-full", "gateway-bare")], "", "cpu"),
 ]
 # What is read from each full gateway's /metrics at the end: key (the results file has
 # <gateway>_<key>=), the role that has it (run_role), selector.
@@ -640,8 +642,10 @@ def run_role(target):
     """A run.sh target's roles, from its name: full (a gateway with /metrics, request
     ids, access log: every gateway but --bare), limited, redis, jwt."""
     full = target.startswith("gateway") and target != "gateway-bare"
-    return {"full": full, "limited": target.startswith("gateway-limited"),
-            "redis": full and "redis" in target, "jwt": target.startswith("gateway-jwt-")}
+    every = target == "gateway-full"  # every feature: JWT, the Redis-leased limit
+    return {"full": full, "limited": every or target.startswith("gateway-limited"),
+            "redis": every or (full and "redis" in target),
+            "jwt": every or target.startswith("gateway-jwt-")}
 
 
 def cmd_round(a):

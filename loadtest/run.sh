@@ -25,7 +25,9 @@
 #   THREADS=2         gateway server.threads, HAProxy nbthread, pingap threads (nginx: 2
 #                     workers)
 #   TARGETS="upstream nginx haproxy pingap nginx-limited gateway gateway-limited
-#            gateway-limited-redis gateway-jwt-hs gateway-jwt-rs gateway-bare"
+#            gateway-limited-redis gateway-jwt-hs gateway-jwt-rs gateway-full gateway-bare"
+#                     gateway-full: every feature at once (JWT HS256 required, the
+#                     Redis-leased limit, access log, metrics)
 #                     subset/order (spaces or commas); also gateway-dashboard (the
 #                     gateway with its dashboard polled once a second: A/B it with gateway).
 #                     haproxy and pingap (no access log, like nginx; the gateway's is on,
@@ -49,7 +51,7 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 THREADS=${THREADS:-2}
-DEFAULT_TARGETS="upstream nginx haproxy pingap nginx-limited gateway gateway-limited gateway-limited-redis gateway-jwt-hs gateway-jwt-rs gateway-bare"
+DEFAULT_TARGETS="upstream nginx haproxy pingap nginx-limited gateway gateway-limited gateway-limited-redis gateway-jwt-hs gateway-jwt-rs gateway-full gateway-bare"
 # gateway-dashboard: the plain gateway while its live dashboard is open (/api/stats
 # polled once a second, as the page does), to A/B against `gateway`; not run by default.
 ALL_TARGETS="$DEFAULT_TARGETS gateway-dashboard"
@@ -101,9 +103,9 @@ fi
 # Roles follow from the names (report.py's run_role has the same rules): the full
 # gateways (/metrics, request ids, access log) are every gateway but --bare.
 is_full() { [[ $1 == gateway* && $1 != gateway-bare ]]; }
-is_jwt() { [[ $1 == gateway-jwt-* ]]; }
-is_limited() { [[ $1 == gateway-limited* ]]; }
-is_redis() { [[ $1 == gateway-*redis* ]]; }
+is_jwt() { [[ $1 == gateway-jwt-* || $1 == gateway-full ]]; }
+is_limited() { [[ $1 == gateway-limited* || $1 == gateway-full ]]; }
+is_redis() { [[ $1 == gateway-*redis* || $1 == gateway-full ]]; }
 any_target() { local t; for t in "${TARGET_LIST[@]}"; do "$1" "$t" && return 0; done; return 1; } # role
 FULL_GATEWAYS=()
 for t in "${TARGET_LIST[@]}"; do if is_full "$t"; then FULL_GATEWAYS+=("$t"); fi; done
@@ -174,16 +176,17 @@ JWT_SECRET=loadtest-hs256-secret-not-for-production-0123456789 # >= 32 bytes (RF
 JWT_PRIVATE_KEY=$ROOT/tests/fixtures/rsa-private.pem
 JWT_PUBLIC_KEY=$ROOT/tests/fixtures/rsa-public.pem
 declare -A TOKEN=() # target -> its bearer token (the JWT targets only)
-if want gateway-jwt-hs || want gateway-jwt-rs; then
+if want gateway-jwt-hs || want gateway-jwt-rs || want gateway-full; then
     # exp = now + 1 h, or later when the run could outlast that (a token expiring
     # mid-run would turn every later request into a 401).
     jwt_life=$(( (WARMUP + ROUNDS * DURATION * ${#TOOL_LIST[@]}) * ${#TARGET_LIST[@]} + 600 ))
     (( jwt_life >= 3600 )) || jwt_life=3600
     jwt_exp=$(( $(date +%s) + jwt_life ))
-    if want gateway-jwt-hs; then
-        TOKEN[gateway-jwt-hs]=$(JWT_SECRET=$JWT_SECRET report jwt HS256 hs "$jwt_exp" "$JWT_ISSUER" "$JWT_AUDIENCE") \
+    for t in gateway-jwt-hs gateway-full; do
+        want "$t" || continue
+        TOKEN[$t]=$(JWT_SECRET=$JWT_SECRET report jwt HS256 hs "$jwt_exp" "$JWT_ISSUER" "$JWT_AUDIENCE") \
             || die "could not sign a HS256 token"
-    fi
+    done
     if want gateway-jwt-rs; then
         [[ -r $JWT_PRIVATE_KEY && -r $JWT_PUBLIC_KEY ]] || die "RSA test keys not found: $JWT_PRIVATE_KEY, $JWT_PUBLIC_KEY"
         TOKEN[gateway-jwt-rs]=$(OPENSSL=$OPENSSL report jwt RS256 rs "$jwt_exp" "$JWT_ISSUER" "$JWT_AUDIENCE" \
@@ -211,6 +214,7 @@ target_conf() { # target: sets CONF
         gateway-limited-redis) CONF=(+LIMITED +REDIS "${HIGH_POLICY[@]}") ;;
         gateway-jwt-hs) CONF=(+JWT +JWT_HS "${JWT_CONF[@]}" JWT_SECRET="$JWT_SECRET") ;;
         gateway-jwt-rs) CONF=(+JWT +JWT_RS "${JWT_CONF[@]}" JWT_PUBLIC_KEY_FILE="$JWT_PUBLIC_KEY") ;;
+        gateway-full) CONF=(+JWT +JWT_HS "${JWT_CONF[@]}" JWT_SECRET="$JWT_SECRET" +LIMITED +REDIS "${HIGH_POLICY[@]}") ;;
         *) CONF=() ;;
     esac
 }
@@ -398,7 +402,7 @@ check_gateway() { # name
         bad=${TOKEN[$name]%.*}.$bad${sig:1}
         check_refused "$name" "a bad signature" invalid_token -H "Authorization: Bearer $bad"
         echo "== $name check: with the token body 'ok' (x-request-id: $rid); without it 401 invalid_request; with a bad signature 401 invalid_token"
-        return 0
+        is_limited "$name" || return 0
     elif ! is_limited "$name"; then
         echo "== $name check: body 'ok', x-request-id: $rid"
         return 0

@@ -455,6 +455,7 @@ class SmallTest(unittest.TestCase):
         self.assertEqual([k for k, v in report.run_role("gateway-limited-redis").items() if v], ["full", "limited", "redis"])
         self.assertFalse(report.run_role("gateway-bare")["full"])
         self.assertTrue(report.run_role("gateway-jwt-rs")["jwt"])
+        self.assertEqual([k for k, v in report.run_role("gateway-full").items() if v], ["full", "limited", "redis", "jwt"])
 
 
 class VersionTest(unittest.TestCase):
