@@ -10,10 +10,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 /// Drops the record of how the client spelt each header name: Pingora keeps it in a second
 /// header map that every later insert, removal and the upstream copy pay for twice. The
 /// upstream then gets names in lower case (a few framing ones, like `Host`, Title-Cased by
-/// Pingora). A request whose
-/// target Pingora would forward as raw bytes that differ from its parsed URI (an
-/// absolute-form target, or bytes the URI parser escaped) keeps it: rebuilt without the
-/// map, the header would be forwarded with the URI's form of the target.
+/// Pingora). A request whose target Pingora would forward as raw bytes that differ from its
+/// parsed URI (an absolute-form target, or bytes the URI parser escaped) keeps it: rebuilt
+/// without the map, the header would be forwarded with the URI's form of the target.
 pub fn forget_case(req: &mut RequestHeader) {
     let target_is_uri =
         req.uri.path_and_query().map(|p| p.as_str().as_bytes()) == Some(req.raw_path());
@@ -92,11 +91,10 @@ pub fn underscored(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn the_clients_spelling_is_forgotten_unless_the_target_is_not_the_uri() {
-        use super::forget_case;
-        use pingora::http::RequestHeader;
         let mut req = RequestHeader::build("GET", b"/a/b?q=1", None).unwrap();
         req.append_header("X-Custom", "1").unwrap();
         forget_case(&mut req);
@@ -112,8 +110,6 @@ mod tests {
         forget_case(&mut req);
         assert!(req.has_case());
     }
-
-    use super::*;
 
     fn map(names: &[&str]) -> HeaderMap {
         let mut m = HeaderMap::new();
